@@ -1,0 +1,1 @@
+//! weim: a distributed WebSocket instant-messaging gateway.
