@@ -1,0 +1,1268 @@
+//! Node configuration for weim: the [`Config`] structure, its defaults, loading it
+//! from a YAML file plus `WEIM_<SECTION>_<KEY>` environment overrides, and
+//! validating the merged result.
+//!
+//! Every setting is described once, in the `KEYS` table. The YAML reader and the
+//! environment reader both turn their input into the same textual form and hand it
+//! to the same per-type parser, so a value means the same thing wherever it comes
+//! from.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_yaml_ng::Value;
+
+/// Whole node configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// HTTP / WebSocket listener and REST settings.
+    pub http: Http,
+    /// Threads and local storage of this node.
+    pub node: Node,
+    /// Authentication and login throttling.
+    pub auth: Auth,
+    /// Persistent store backend.
+    pub store: Store,
+    /// Per-request and per-connection limits.
+    pub limits: Limits,
+    /// Multi-node operation (etcd membership, Redis routing).
+    pub cluster: Cluster,
+}
+
+/// Section `http`: the listener shared by REST and WebSocket traffic.
+#[derive(Debug, Clone)]
+pub struct Http {
+    /// Address to listen on; default `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+    /// Bearer token for the admin routes; `None` (empty in the file) turns them off.
+    pub admin_token: Option<String>,
+    /// Origins allowed by CORS; default `["*"]`.
+    pub cors_origins: Vec<String>,
+}
+
+/// Section `node`: threads and local files of this process.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Number of mio reactor threads; 0 = one per core (resolved by the caller).
+    pub reactors: usize,
+    /// Number of worker threads; 0 = automatic.
+    pub workers: usize,
+    /// Pin reactor threads to cores; default false.
+    pub pin_cores: bool,
+    /// Directory for local state (SQLite database, generated JWT secret); default `./data`.
+    pub data_dir: PathBuf,
+    /// Maximum number of queued REST jobs; at least 1, default 4096.
+    pub job_queue: usize,
+}
+
+/// Section `auth`: tokens and login throttling.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    /// HMAC secret for JWTs; `None` (empty in the file) lets a single node generate one.
+    pub jwt_secret: Option<String>,
+    /// Lifetime of issued tokens; default 7 days.
+    pub token_ttl: Duration,
+    /// Time a new WebSocket connection has to authenticate; default 15 s.
+    pub auth_timeout: Duration,
+    /// Failed logins per user within `login_fail_window` before refusing; default 5.
+    pub login_fail_limit_user: u32,
+    /// Failed logins per client IP within `login_fail_window` before refusing; default 20.
+    pub login_fail_limit_ip: u32,
+    /// Window over which failed logins are counted; default 15 minutes.
+    pub login_fail_window: Duration,
+}
+
+/// Which database backend stores users, messages and sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StoreKind {
+    /// Embedded SQLite file (single node).
+    #[default]
+    Sqlite,
+    /// MySQL server (shareable by several nodes).
+    Mysql,
+}
+
+/// Section `store`: the persistent store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    /// Backend; default sqlite.
+    pub kind: StoreKind,
+    /// SQLite database file. Empty means `<data_dir>/weim.db`; [`Config::load`]
+    /// resolves it, so after loading it is never empty.
+    pub sqlite_path: PathBuf,
+    /// MySQL URL (`mysql://user:pass@host:3306/db`); required when `kind` is mysql.
+    pub mysql_url: String,
+    /// Connection pool size; 0 = automatic.
+    pub pool_size: usize,
+}
+
+/// Section `limits`: sizes and timeouts protecting the node.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Maximum HTTP request body in bytes; default 1 MiB, at least 1024.
+    pub max_body: usize,
+    /// Maximum WebSocket message in bytes; default 64 KiB, at least 126.
+    pub max_message: usize,
+    /// Maximum bytes queued for sending per connection; default 256 KiB.
+    pub max_pending_bytes: usize,
+    /// Maximum simultaneous WebSocket connections per user; default 8, at least 1.
+    pub conns_per_user: usize,
+    /// A connection silent for this long is closed; default 120 s.
+    pub idle_timeout: Duration,
+    /// A partial HTTP request older than this is closed; default 30 s.
+    pub http_timeout: Duration,
+    /// Maximum connections on this node; 0 = unlimited.
+    pub max_connections: usize,
+}
+
+/// Section `cluster`: running several weim nodes together.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// Join a cluster; default false (single node).
+    pub enabled: bool,
+    /// Unique name of this node within the cluster; default empty.
+    pub node_id: String,
+    /// Address other nodes use to reach this one (`host:port`); default empty.
+    pub advertise: String,
+    /// etcd endpoints for membership; required when `enabled`.
+    pub etcd: Vec<String>,
+    /// Redis URL for cross-node routing; required when `enabled`.
+    pub redis: String,
+    /// Lease lifetime of this node's registration in etcd; default 10 s.
+    pub lease_ttl: Duration,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin_token: None,
+            cors_origins: vec!["*".to_string()],
+        }
+    }
+}
+
+impl Default for Node {
+    fn default() -> Self {
+        Node {
+            reactors: 0,
+            workers: 0,
+            pin_cores: false,
+            data_dir: PathBuf::from("./data"),
+            job_queue: 4096,
+        }
+    }
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            jwt_secret: None,
+            token_ttl: Duration::from_secs(7 * 86_400),
+            auth_timeout: Duration::from_secs(15),
+            login_fail_limit_user: 5,
+            login_fail_limit_ip: 20,
+            login_fail_window: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            kind: StoreKind::Sqlite,
+            sqlite_path: PathBuf::new(),
+            mysql_url: String::new(),
+            pool_size: 0,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body: 1 << 20,
+            max_message: 64 << 10,
+            max_pending_bytes: 256 << 10,
+            conns_per_user: 8,
+            idle_timeout: Duration::from_secs(120),
+            http_timeout: Duration::from_secs(30),
+            max_connections: 0,
+        }
+    }
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster {
+            enabled: false,
+            node_id: String::new(),
+            advertise: String::new(),
+            etcd: Vec::new(),
+            redis: String::new(),
+            lease_ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Mutable view of one configuration field, tagged with how its text is parsed.
+enum Slot<'a> {
+    Addr(&'a mut SocketAddr),
+    /// Empty text = `None`.
+    OptStr(&'a mut Option<String>),
+    Str(&'a mut String),
+    Path(&'a mut PathBuf),
+    /// Comma-separated in text form; blank items are dropped.
+    List(&'a mut Vec<String>),
+    Bool(&'a mut bool),
+    Usize(&'a mut usize),
+    U32(&'a mut u32),
+    /// Parsed by [`parse_size`].
+    Size(&'a mut usize),
+    /// Parsed by [`parse_duration`]; must be non-zero.
+    Dur(&'a mut Duration),
+    Kind(&'a mut StoreKind),
+}
+
+/// One configuration key: where it lives, how it parses, its lower bound.
+struct Key {
+    section: &'static str,
+    name: &'static str,
+    /// Smallest accepted value for integer and size keys (0 = no bound).
+    min: u64,
+    slot: for<'a> fn(&'a mut Config) -> Slot<'a>,
+}
+
+impl Key {
+    fn path(&self) -> String {
+        format!("{}.{}", self.section, self.name)
+    }
+
+    fn env_name(&self) -> String {
+        format!(
+            "WEIM_{}_{}",
+            self.section.to_ascii_uppercase(),
+            self.name.to_ascii_uppercase()
+        )
+    }
+}
+
+/// Builds the key table: `section.field: Kind` with an optional `>= min`.
+macro_rules! keys {
+    ($($section:ident . $name:ident : $kind:ident $(>= $min:literal)?),* $(,)?) => {
+        &[$(Key {
+            section: stringify!($section),
+            name: stringify!($name),
+            min: 0 $(+ $min)?,
+            slot: {
+                fn slot(c: &mut Config) -> Slot<'_> {
+                    Slot::$kind(&mut c.$section.$name)
+                }
+                slot
+            },
+        }),*]
+    };
+}
+
+/// Every configuration key, in file order.
+const KEYS: &[Key] = keys![
+    http.listen: Addr,
+    http.admin_token: OptStr,
+    http.cors_origins: List,
+    node.reactors: Usize,
+    node.workers: Usize,
+    node.pin_cores: Bool,
+    node.data_dir: Path,
+    node.job_queue: Usize >= 1,
+    auth.jwt_secret: OptStr,
+    auth.token_ttl: Dur,
+    auth.auth_timeout: Dur,
+    auth.login_fail_limit_user: U32,
+    auth.login_fail_limit_ip: U32,
+    auth.login_fail_window: Dur,
+    store.kind: Kind,
+    store.sqlite_path: Path,
+    store.mysql_url: Str,
+    store.pool_size: Usize,
+    limits.max_body: Size >= 1024,
+    limits.max_message: Size >= 126,
+    limits.max_pending_bytes: Size >= 1,
+    limits.conns_per_user: Usize >= 1,
+    limits.idle_timeout: Dur,
+    limits.http_timeout: Dur,
+    limits.max_connections: Usize,
+    cluster.enabled: Bool,
+    cluster.node_id: Str,
+    cluster.advertise: Str,
+    cluster.etcd: List,
+    cluster.redis: Str,
+    cluster.lease_ttl: Dur,
+];
+
+const SECTIONS: &[&str] = &["http", "node", "auth", "store", "limits", "cluster"];
+
+/// A raw value from either source: text (env, YAML scalar) or a YAML sequence.
+enum Input {
+    Text(String),
+    List(Vec<String>),
+}
+
+/// Parses `input` into the field behind `slot`; the error names the problem only.
+fn assign(slot: Slot<'_>, input: Input) -> Result<(), String> {
+    let t = match input {
+        Input::Text(t) => t,
+        Input::List(items) => match slot {
+            Slot::List(v) => {
+                *v = clean_list(items.iter().map(String::as_str));
+                return Ok(());
+            }
+            _ => return Err("expected a single value, got a list".to_string()),
+        },
+    };
+    match slot {
+        Slot::Addr(v) => {
+            *v = t.trim().parse().map_err(|_| {
+                format!("expected an address like 0.0.0.0:8080 or [::1]:8080, got {t:?}")
+            })?
+        }
+        Slot::OptStr(v) => *v = Some(t).filter(|t| !t.is_empty()),
+        Slot::Str(v) => *v = t,
+        Slot::Path(v) => *v = PathBuf::from(t),
+        Slot::List(v) => *v = clean_list(t.split(',')),
+        Slot::Bool(v) => *v = parse_bool(&t)?,
+        Slot::Usize(v) => *v = parse_int(&t)?,
+        Slot::U32(v) => *v = parse_int(&t)?,
+        Slot::Size(v) => *v = parse_size(&t)?,
+        Slot::Dur(v) => *v = parse_duration(&t)?,
+        Slot::Kind(v) => {
+            *v = match t.trim().to_ascii_lowercase().as_str() {
+                "sqlite" => StoreKind::Sqlite,
+                "mysql" => StoreKind::Mysql,
+                _ => return Err(format!("expected sqlite or mysql, got {t:?}")),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn clean_list<'a>(items: impl Iterator<Item = &'a str>) -> Vec<String> {
+    items
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err(format!("expected true or false, got {s:?}")),
+    }
+}
+
+fn parse_int<T: std::str::FromStr>(s: &str) -> Result<T, String> {
+    let t = s.trim();
+    if t.starts_with('+') {
+        return Err(format!("expected a non-negative integer, got {s:?}"));
+    }
+    t.parse()
+        .map_err(|_| format!("expected a non-negative integer, got {s:?}"))
+}
+
+/// Splits `"64KiB"` into `(64, "KiB")`; `None` when there is no leading number
+/// or it does not fit in a `u64`.
+fn split_number(s: &str) -> Option<(u64, &str)> {
+    let t = s.trim();
+    let end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(end);
+    if digits.is_empty() {
+        return None;
+    }
+    Some((digits.parse().ok()?, unit.trim_start()))
+}
+
+/// Largest accepted duration (100 years), so deadlines computed from it never overflow.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Parses a duration: `"15s"`, `"500ms"`, `"2m"`, `"1h"`, `"7d"`, or a bare
+/// integer meaning seconds. At most 100 years.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("expected a duration like 15s, 500ms, 2m, 1h or 7d, got {s:?}");
+    let (n, unit) = split_number(s).ok_or_else(bad)?;
+    let d = match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "" | "s" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3_600).map(Duration::from_secs),
+        "d" => n.checked_mul(86_400).map(Duration::from_secs),
+        _ => return Err(bad()),
+    };
+    d.filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(|| format!("duration {s:?} is too large (at most 36500d)"))
+}
+
+/// Parses a size in bytes: `"65536"`, `"64KiB"`/`"64KB"`/`"64k"`, `"1MiB"`/`"1M"`,
+/// `"1GiB"`. Units are binary multiples and case-insensitive.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let bad = || format!("expected a size like 65536, 64KiB or 1MiB, got {s:?}");
+    let (n, unit) = split_number(s).ok_or_else(bad)?;
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(1 << shift)
+        .and_then(|v| usize::try_from(v).ok())
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// Short description of a YAML value's type, for error messages.
+fn yaml_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+/// A YAML scalar as text (null = empty); `None` for anything else.
+fn yaml_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => Some(String::new()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn yaml_input(v: &Value) -> Result<Input, String> {
+    if let Some(t) = yaml_text(v) {
+        return Ok(Input::Text(t));
+    }
+    match v {
+        Value::Sequence(items) => items
+            .iter()
+            .map(|i| {
+                yaml_text(i).ok_or_else(|| {
+                    format!(
+                        "expected a list of plain values, got {} in it",
+                        yaml_kind(i)
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map(Input::List),
+        other => Err(format!("expected a value, got {}", yaml_kind(other))),
+    }
+}
+
+/// Applies a parsed YAML document (`source` names it in errors) to `cfg`.
+fn apply_yaml(cfg: &mut Config, doc: &Value, source: &str) -> Result<(), String> {
+    let sections = match doc {
+        Value::Null => return Ok(()),
+        Value::Mapping(m) => m,
+        other => {
+            return Err(format!(
+                "{source}: expected a mapping of sections ({}), got {}",
+                SECTIONS.join(", "),
+                yaml_kind(other)
+            ))
+        }
+    };
+    for (section, body) in sections {
+        let Some(section) = section.as_str() else {
+            return Err(format!(
+                "{source}: section names must be strings, got {}",
+                yaml_kind(section)
+            ));
+        };
+        if !SECTIONS.contains(&section) {
+            return Err(format!(
+                "{section}: unknown section (expected one of {})",
+                SECTIONS.join(", ")
+            ));
+        }
+        let entries = match body {
+            Value::Null => continue,
+            Value::Mapping(m) => m,
+            other => {
+                return Err(format!(
+                    "{section}: expected a mapping of keys, got {}",
+                    yaml_kind(other)
+                ))
+            }
+        };
+        for (name, value) in entries {
+            let Some(name) = name.as_str() else {
+                return Err(format!(
+                    "{section}: key names must be strings, got {}",
+                    yaml_kind(name)
+                ));
+            };
+            let key = KEYS
+                .iter()
+                .find(|k| k.section == section && k.name == name)
+                .ok_or_else(|| format!("{section}.{name}: unknown key"))?;
+            yaml_input(value)
+                .and_then(|input| assign((key.slot)(cfg), input))
+                .map_err(|e| format!("{}: {e}", key.path()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies `WEIM_*` variables to `cfg`; other variables are ignored.
+fn apply_env(
+    cfg: &mut Config,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), String> {
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("WEIM_"))
+        .collect();
+    // Stable sort: deterministic errors, and a repeated variable keeps its last value.
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    for (var, value) in vars {
+        let key = KEYS
+            .iter()
+            .find(|k| k.env_name() == var)
+            .ok_or_else(|| format!("{var}: unknown WEIM_ variable, it matches no configuration key (expected WEIM_<SECTION>_<KEY>)"))?;
+        assign((key.slot)(cfg), Input::Text(value))
+            .map_err(|e| format!("{}: {e} (from {var})", key.path()))?;
+    }
+    Ok(())
+}
+
+/// Checks the merged configuration and resolves derived defaults.
+fn validate(cfg: &mut Config) -> Result<(), String> {
+    for key in KEYS {
+        let problem = match (key.slot)(cfg) {
+            Slot::Usize(v) if (*v as u64) < key.min => {
+                Some(format!("must be at least {}, got {v}", key.min))
+            }
+            Slot::Size(v) if (*v as u64) < key.min => {
+                Some(format!("must be at least {} bytes, got {v}", key.min))
+            }
+            Slot::U32(v) if u64::from(*v) < key.min => {
+                Some(format!("must be at least {}, got {v}", key.min))
+            }
+            Slot::Dur(v) if v.is_zero() => Some("must be greater than zero".to_string()),
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            return Err(format!("{}: {problem}", key.path()));
+        }
+    }
+    if cfg.node.data_dir.as_os_str().is_empty() {
+        return Err("node.data_dir: must not be empty".to_string());
+    }
+    if cfg.store.kind == StoreKind::Mysql && cfg.store.mysql_url.is_empty() {
+        return Err("store.mysql_url: required when store.kind is mysql".to_string());
+    }
+    if cfg.cluster.enabled {
+        let mut missing = Vec::new();
+        if cfg.cluster.etcd.is_empty() {
+            missing.push("cluster.etcd");
+        }
+        if cfg.cluster.redis.is_empty() {
+            missing.push("cluster.redis");
+        }
+        if cfg.auth.jwt_secret.is_none() {
+            missing.push("auth.jwt_secret");
+        }
+        if !missing.is_empty() {
+            return Err(format!(
+                "cluster.enabled: a cluster requires cluster.etcd (at least one endpoint), \
+                 cluster.redis and a shared auth.jwt_secret; missing {}",
+                missing.join(", ")
+            ));
+        }
+    }
+    if cfg.store.sqlite_path.as_os_str().is_empty() {
+        cfg.store.sqlite_path = cfg.node.data_dir.join("weim.db");
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Reads the YAML file (if `path` is Some; None = defaults only), then applies
+    /// `WEIM_*` overrides from `env` (typically `std::env::vars()`), then validates.
+    ///
+    /// Environment values win over the file. The error is one line naming the key
+    /// (or file, or variable) and the problem, e.g.
+    /// `limits.max_body: expected a size like 65536, 64KiB or 1MiB, got "lots"`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, String> {
+        let mut cfg = Config::default();
+        if let Some(path) = path {
+            let source = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("{source}: cannot read config file: {e}"))?;
+            let doc: Value = serde_yaml_ng::from_str(&text).map_err(|e| {
+                let msg = e.to_string().replace('\n', " ");
+                format!("{source}: invalid YAML: {msg}")
+            })?;
+            apply_yaml(&mut cfg, &doc, &source)?;
+        }
+        apply_env(&mut cfg, env)?;
+        validate(&mut cfg)?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn yaml_file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    fn load_yaml(text: &str) -> Result<Config, String> {
+        let f = yaml_file(text);
+        Config::load(Some(f.path()), env(&[]))
+    }
+
+    fn load_env(pairs: &[(&str, &str)]) -> Result<Config, String> {
+        Config::load(None, env(pairs))
+    }
+
+    /// Asserts an error starts with `prefix` and contains `needle` on a single line.
+    fn assert_err(result: Result<Config, String>, prefix: &str, needle: &str) {
+        let err = result.expect_err("expected an error");
+        assert!(
+            err.starts_with(prefix),
+            "{err:?} should start with {prefix:?}"
+        );
+        assert!(err.contains(needle), "{err:?} should contain {needle:?}");
+        assert!(!err.contains('\n'), "{err:?} should be one line");
+    }
+
+    fn same(a: &Config, b: &Config) -> bool {
+        format!("{a:?}") == format!("{b:?}")
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::default();
+        assert_eq!(c.http.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.http.admin_token, None);
+        assert_eq!(c.http.cors_origins, vec!["*"]);
+        assert_eq!(c.node.reactors, 0);
+        assert_eq!(c.node.workers, 0);
+        assert!(!c.node.pin_cores);
+        assert_eq!(c.node.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.node.job_queue, 4096);
+        assert_eq!(c.auth.jwt_secret, None);
+        assert_eq!(c.auth.token_ttl, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.auth.auth_timeout, Duration::from_secs(15));
+        assert_eq!(c.auth.login_fail_limit_user, 5);
+        assert_eq!(c.auth.login_fail_limit_ip, 20);
+        assert_eq!(c.auth.login_fail_window, Duration::from_secs(900));
+        assert_eq!(c.store.kind, StoreKind::Sqlite);
+        assert_eq!(c.store.sqlite_path, PathBuf::new());
+        assert_eq!(c.store.mysql_url, "");
+        assert_eq!(c.store.pool_size, 0);
+        assert_eq!(c.limits.max_body, 1 << 20);
+        assert_eq!(c.limits.max_message, 64 << 10);
+        assert_eq!(c.limits.max_pending_bytes, 256 << 10);
+        assert_eq!(c.limits.conns_per_user, 8);
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(120));
+        assert_eq!(c.limits.http_timeout, Duration::from_secs(30));
+        assert_eq!(c.limits.max_connections, 0);
+        assert!(!c.cluster.enabled);
+        assert_eq!(c.cluster.node_id, "");
+        assert_eq!(c.cluster.advertise, "");
+        assert!(c.cluster.etcd.is_empty());
+        assert_eq!(c.cluster.redis, "");
+        assert_eq!(c.cluster.lease_ttl, Duration::from_secs(10));
+
+        // Loading nothing gives the defaults with sqlite_path resolved.
+        let loaded = load_env(&[]).unwrap();
+        assert_eq!(loaded.store.sqlite_path, PathBuf::from("./data/weim.db"));
+        let mut expected = Config::default();
+        expected.store.sqlite_path = PathBuf::from("./data/weim.db");
+        assert!(same(&loaded, &expected));
+    }
+
+    #[test]
+    fn key_table_is_consistent() {
+        let mut paths: Vec<String> = KEYS.iter().map(Key::path).collect();
+        paths.sort();
+        paths.dedup();
+        assert_eq!(paths.len(), KEYS.len(), "duplicate key");
+        let mut vars: Vec<String> = KEYS.iter().map(Key::env_name).collect();
+        vars.sort();
+        vars.dedup();
+        assert_eq!(vars.len(), KEYS.len(), "ambiguous environment name");
+        assert!(KEYS.iter().all(|k| SECTIONS.contains(&k.section)));
+        assert_eq!(KEYS.len(), 3 + 5 + 6 + 4 + 7 + 6);
+    }
+
+    #[test]
+    fn empty_and_comment_only_files_give_defaults() {
+        let defaults = load_env(&[]).unwrap();
+        for text in [
+            "",
+            "\n",
+            "# nothing here\n# at all\n",
+            "---\n",
+            "http:\n# a\n",
+        ] {
+            let c = load_yaml(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            assert!(same(&c, &defaults), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn file_parsing() {
+        let c = load_yaml(
+            r#"
+http:
+  listen: "127.0.0.1:9001"
+  admin_token: s3cret
+  cors_origins: [https://a.example, "https://b.example"]
+node:
+  reactors: 2
+  workers: "3"
+  pin_cores: "true"
+  data_dir: /var/lib/weim
+  job_queue: 10
+auth:
+  jwt_secret: abc
+  token_ttl: 1h
+  auth_timeout: 5
+  login_fail_limit_user: "7"
+  login_fail_limit_ip: 30
+  login_fail_window: 2m
+store:
+  kind: mysql
+  mysql_url: mysql://u:p@db:3306/weim
+  pool_size: 4
+limits:
+  max_body: 2MiB
+  max_message: 65536
+  max_pending_bytes: 512k
+  conns_per_user: 1
+  idle_timeout: 500ms
+  http_timeout: "10s"
+  max_connections: 1000
+cluster:
+  enabled: true
+  node_id: n1
+  advertise: 10.0.0.1:8080
+  etcd:
+    - http://127.0.0.1:2379
+  redis: redis://127.0.0.1:6379
+  lease_ttl: 3s
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.http.listen, "127.0.0.1:9001".parse().unwrap());
+        assert_eq!(c.http.admin_token.as_deref(), Some("s3cret"));
+        assert_eq!(
+            c.http.cors_origins,
+            vec!["https://a.example", "https://b.example"]
+        );
+        assert_eq!((c.node.reactors, c.node.workers), (2, 3));
+        assert!(c.node.pin_cores);
+        assert_eq!(c.node.data_dir, PathBuf::from("/var/lib/weim"));
+        assert_eq!(c.node.job_queue, 10);
+        assert_eq!(c.auth.jwt_secret.as_deref(), Some("abc"));
+        assert_eq!(c.auth.token_ttl, Duration::from_secs(3600));
+        assert_eq!(c.auth.auth_timeout, Duration::from_secs(5));
+        assert_eq!(c.auth.login_fail_limit_user, 7);
+        assert_eq!(c.auth.login_fail_limit_ip, 30);
+        assert_eq!(c.auth.login_fail_window, Duration::from_secs(120));
+        assert_eq!(c.store.kind, StoreKind::Mysql);
+        assert_eq!(c.store.mysql_url, "mysql://u:p@db:3306/weim");
+        assert_eq!(c.store.pool_size, 4);
+        assert_eq!(c.store.sqlite_path, PathBuf::from("/var/lib/weim/weim.db"));
+        assert_eq!(c.limits.max_body, 2 << 20);
+        assert_eq!(c.limits.max_message, 65536);
+        assert_eq!(c.limits.max_pending_bytes, 512 << 10);
+        assert_eq!(c.limits.conns_per_user, 1);
+        assert_eq!(c.limits.idle_timeout, Duration::from_millis(500));
+        assert_eq!(c.limits.http_timeout, Duration::from_secs(10));
+        assert_eq!(c.limits.max_connections, 1000);
+        assert!(c.cluster.enabled);
+        assert_eq!(c.cluster.node_id, "n1");
+        assert_eq!(c.cluster.advertise, "10.0.0.1:8080");
+        assert_eq!(c.cluster.etcd, vec!["http://127.0.0.1:2379"]);
+        assert_eq!(c.cluster.redis, "redis://127.0.0.1:6379");
+        assert_eq!(c.cluster.lease_ttl, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn explicit_sqlite_path_is_kept() {
+        let c = load_yaml("store:\n  sqlite_path: /tmp/x.db\nnode:\n  data_dir: /srv\n").unwrap();
+        assert_eq!(c.store.sqlite_path, PathBuf::from("/tmp/x.db"));
+        let c = load_env(&[("WEIM_NODE_DATA_DIR", "/srv")]).unwrap();
+        assert_eq!(c.store.sqlite_path, PathBuf::from("/srv/weim.db"));
+    }
+
+    #[test]
+    fn empty_strings_mean_none_or_empty() {
+        let c =
+            load_yaml("http:\n  admin_token: \"\"\n  cors_origins: \"\"\nauth:\n  jwt_secret:\n")
+                .unwrap();
+        assert_eq!(c.http.admin_token, None);
+        assert!(c.http.cors_origins.is_empty());
+        assert_eq!(c.auth.jwt_secret, None);
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let f = yaml_file(
+            "http:\n  listen: 127.0.0.1:1000\n  admin_token: fromfile\nlimits:\n  max_body: 4MiB\n  conns_per_user: 3\n",
+        );
+        let c = Config::load(
+            Some(f.path()),
+            env(&[
+                ("WEIM_HTTP_LISTEN", "127.0.0.1:9001"),
+                ("WEIM_LIMITS_MAX_BODY", "2MiB"),
+                ("WEIM_STORE_KIND", "mysql"),
+                ("WEIM_STORE_MYSQL_URL", "mysql://localhost/weim"),
+                (
+                    "WEIM_CLUSTER_ETCD",
+                    "http://127.0.0.1:2379, http://127.0.0.1:22379",
+                ),
+                ("WEIM_HTTP_CORS_ORIGINS", ""),
+                ("WEIM_NODE_PIN_CORES", "yes"),
+                ("PATH", "/usr/bin"),
+                ("weim_http_listen", "not even an address"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.http.listen, "127.0.0.1:9001".parse().unwrap());
+        assert_eq!(c.limits.max_body, 2 << 20);
+        // Keys the environment does not mention keep the file's value.
+        assert_eq!(c.http.admin_token.as_deref(), Some("fromfile"));
+        assert_eq!(c.limits.conns_per_user, 3);
+        assert_eq!(c.store.kind, StoreKind::Mysql);
+        assert_eq!(
+            c.cluster.etcd,
+            vec!["http://127.0.0.1:2379", "http://127.0.0.1:22379"]
+        );
+        assert!(c.http.cors_origins.is_empty());
+        assert!(c.node.pin_cores);
+
+        // An empty variable clears an optional string set in the file.
+        let c = Config::load(Some(f.path()), env(&[("WEIM_HTTP_ADMIN_TOKEN", "")])).unwrap();
+        assert_eq!(c.http.admin_token, None);
+    }
+
+    #[test]
+    fn every_key_has_an_env_variable() {
+        for key in KEYS {
+            let mut probe = Config::default();
+            let value = match (key.slot)(&mut probe) {
+                Slot::Addr(_) => "127.0.0.1:1",
+                Slot::OptStr(_) | Slot::Str(_) | Slot::Path(_) | Slot::List(_) => "/probe",
+                Slot::Bool(_) => "true",
+                Slot::Usize(_) | Slot::U32(_) => "3",
+                Slot::Size(_) => "3MiB",
+                Slot::Dur(_) => "3d",
+                Slot::Kind(_) => "mysql",
+            };
+            let mut vars = vec![(key.env_name(), value.to_string())];
+            // Companion settings that validation demands.
+            for (k, v) in [
+                ("WEIM_STORE_MYSQL_URL", "mysql://x/y"),
+                ("WEIM_CLUSTER_ETCD", "http://e:2379"),
+                ("WEIM_CLUSTER_REDIS", "redis://r"),
+                ("WEIM_AUTH_JWT_SECRET", "s"),
+            ] {
+                if k != key.env_name() {
+                    vars.push((k.to_string(), v.to_string()));
+                }
+            }
+            let c = Config::load(None, vars.clone()).unwrap_or_else(|e| panic!("{e}"));
+            vars.remove(0);
+            let base = Config::load(None, vars).unwrap();
+            assert!(!same(&c, &base), "{} had no effect", key.env_name());
+        }
+    }
+
+    #[test]
+    fn unknown_section_or_key_in_file() {
+        assert_err(
+            load_yaml("htp:\n  listen: 1.2.3.4:5\n"),
+            "htp: unknown section",
+            "http",
+        );
+        assert_err(
+            load_yaml("http:\n  lsten: 1.2.3.4:5\n"),
+            "http.lsten: unknown key",
+            "",
+        );
+        assert_err(
+            load_yaml("limits:\n  max_bdy: 1\n"),
+            "limits.max_bdy:",
+            "unknown key",
+        );
+        assert_err(
+            load_yaml("- a\n- b\n"),
+            "",
+            "expected a mapping of sections",
+        );
+        assert_err(
+            load_yaml("http: 5\n"),
+            "http: expected a mapping of keys",
+            "number",
+        );
+        assert_err(
+            load_yaml("http: [a]\n"),
+            "http: expected a mapping of keys",
+            "list",
+        );
+        assert_err(
+            load_yaml("http:\n  listen: [a]\n"),
+            "http.listen:",
+            "got a list",
+        );
+        assert_err(
+            load_yaml("http:\n  listen: {a: 1}\n"),
+            "http.listen:",
+            "mapping",
+        );
+        assert_err(
+            load_yaml("cluster:\n  etcd: [{a: 1}]\n"),
+            "cluster.etcd:",
+            "list of plain values",
+        );
+        assert_err(load_yaml("http:\n  listen: [\n"), "", "invalid YAML");
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nope.yml");
+        let err = Config::load(Some(&path), env(&[])).unwrap_err();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn unknown_weim_variable() {
+        assert_err(
+            load_env(&[("WEIM_HTTP_LISTN", "x")]),
+            "WEIM_HTTP_LISTN:",
+            "unknown",
+        );
+        assert_err(load_env(&[("WEIM_FOO", "")]), "WEIM_FOO:", "unknown");
+        assert_err(
+            load_env(&[("WEIM_http_listen", "1.2.3.4:5")]),
+            "WEIM_http_listen:",
+            "",
+        );
+        // Anything else is not ours.
+        assert!(load_env(&[("HOME", "/root"), ("XWEIM_HTTP_LISTEN", "x")]).is_ok());
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        assert_eq!(
+            load_yaml("limits:\n  max_body: lots\n").unwrap_err(),
+            "limits.max_body: expected a size like 65536, 64KiB or 1MiB, got \"lots\""
+        );
+        assert_err(
+            load_yaml("limits:\n  max_body: -5\n"),
+            "limits.max_body:",
+            "\"-5\"",
+        );
+        assert_err(
+            load_yaml("auth:\n  token_ttl: soon\n"),
+            "auth.token_ttl:",
+            "duration",
+        );
+        assert_err(
+            load_yaml("auth:\n  token_ttl: 1.5\n"),
+            "auth.token_ttl:",
+            "duration",
+        );
+        assert_err(
+            load_yaml("node:\n  pin_cores: maybe\n"),
+            "node.pin_cores:",
+            "true or false",
+        );
+        assert_err(
+            load_yaml("node:\n  pin_cores: 2\n"),
+            "node.pin_cores:",
+            "true or false",
+        );
+        assert_err(
+            load_yaml("http:\n  listen: localhost\n"),
+            "http.listen:",
+            "address",
+        );
+        assert_err(
+            load_yaml("http:\n  listen: 8080\n"),
+            "http.listen:",
+            "address",
+        );
+        assert_err(
+            load_yaml("node:\n  workers: -1\n"),
+            "node.workers:",
+            "non-negative",
+        );
+        assert_err(
+            load_yaml("node:\n  workers: many\n"),
+            "node.workers:",
+            "non-negative",
+        );
+        assert_err(
+            load_yaml("node:\n  workers:\n"),
+            "node.workers:",
+            "non-negative",
+        );
+        assert_err(
+            load_yaml("auth:\n  login_fail_limit_ip: 5000000000\n"),
+            "auth.login_fail_limit_ip:",
+            "non-negative",
+        );
+        assert_err(
+            load_yaml("store:\n  kind: postgres\n"),
+            "store.kind:",
+            "sqlite or mysql",
+        );
+
+        assert_err(
+            load_env(&[("WEIM_LIMITS_MAX_BODY", "lots")]),
+            "limits.max_body: expected a size",
+            "WEIM_LIMITS_MAX_BODY",
+        );
+        assert_err(
+            load_env(&[("WEIM_AUTH_TOKEN_TTL", "7 days")]),
+            "auth.token_ttl:",
+            "duration",
+        );
+        assert_err(
+            load_env(&[("WEIM_NODE_PIN_CORES", "si")]),
+            "node.pin_cores:",
+            "true or false",
+        );
+        assert_err(
+            load_env(&[("WEIM_HTTP_LISTEN", "nowhere")]),
+            "http.listen:",
+            "nowhere",
+        );
+    }
+
+    #[test]
+    fn validation_bounds() {
+        assert_err(
+            load_env(&[("WEIM_LIMITS_MAX_BODY", "1000")]),
+            "limits.max_body:",
+            "1024",
+        );
+        assert!(load_env(&[("WEIM_LIMITS_MAX_BODY", "1KiB")]).is_ok());
+        assert_err(
+            load_env(&[("WEIM_LIMITS_MAX_MESSAGE", "125")]),
+            "limits.max_message:",
+            "126",
+        );
+        assert!(load_env(&[("WEIM_LIMITS_MAX_MESSAGE", "126")]).is_ok());
+        assert_err(
+            load_env(&[("WEIM_LIMITS_MAX_PENDING_BYTES", "0")]),
+            "limits.max_pending_bytes:",
+            "",
+        );
+        assert_err(
+            load_env(&[("WEIM_LIMITS_CONNS_PER_USER", "0")]),
+            "limits.conns_per_user:",
+            "",
+        );
+        assert_err(
+            load_env(&[("WEIM_NODE_JOB_QUEUE", "0")]),
+            "node.job_queue:",
+            "at least 1",
+        );
+        assert_err(
+            load_env(&[("WEIM_LIMITS_IDLE_TIMEOUT", "0s")]),
+            "limits.idle_timeout:",
+            "zero",
+        );
+        assert_err(
+            load_env(&[("WEIM_CLUSTER_LEASE_TTL", "0")]),
+            "cluster.lease_ttl:",
+            "zero",
+        );
+        assert_err(
+            load_env(&[("WEIM_NODE_DATA_DIR", "")]),
+            "node.data_dir:",
+            "empty",
+        );
+        assert_err(
+            load_env(&[("WEIM_STORE_KIND", "mysql")]),
+            "store.mysql_url:",
+            "mysql",
+        );
+        // Zero means "unlimited"/"automatic" for these.
+        assert!(load_env(&[
+            ("WEIM_LIMITS_MAX_CONNECTIONS", "0"),
+            ("WEIM_STORE_POOL_SIZE", "0")
+        ])
+        .is_ok());
+    }
+
+    #[test]
+    fn cluster_validation() {
+        let full = [
+            ("WEIM_CLUSTER_ENABLED", "true"),
+            ("WEIM_CLUSTER_ETCD", "http://127.0.0.1:2379"),
+            ("WEIM_CLUSTER_REDIS", "redis://127.0.0.1:6379"),
+            ("WEIM_AUTH_JWT_SECRET", "shared"),
+        ];
+        assert!(load_env(&full).is_ok());
+        for (drop, name) in [
+            (1, "cluster.etcd"),
+            (2, "cluster.redis"),
+            (3, "auth.jwt_secret"),
+        ] {
+            let mut vars = full.to_vec();
+            vars.remove(drop);
+            let err = load_env(&vars).unwrap_err();
+            assert!(err.starts_with("cluster.enabled:"), "{err}");
+            assert!(err.contains(&format!("missing {name}")), "{err}");
+        }
+        assert_err(
+            load_env(&[("WEIM_CLUSTER_ENABLED", "true")]),
+            "cluster.enabled:",
+            "missing cluster.etcd, cluster.redis, auth.jwt_secret",
+        );
+        // An empty list or secret counts as missing.
+        let mut vars = full.to_vec();
+        vars.push(("WEIM_CLUSTER_ETCD", " , "));
+        vars.remove(1);
+        assert_err(load_env(&vars), "cluster.enabled:", "cluster.etcd");
+        // Disabled: nothing required.
+        assert!(load_env(&[("WEIM_CLUSTER_ENABLED", "false")]).is_ok());
+    }
+
+    #[test]
+    fn durations() {
+        let ok = [
+            ("15s", Duration::from_secs(15)),
+            ("500ms", Duration::from_millis(500)),
+            ("2m", Duration::from_secs(120)),
+            ("1h", Duration::from_secs(3600)),
+            ("7d", Duration::from_secs(7 * 86_400)),
+            ("30", Duration::from_secs(30)),
+            (" 10s ", Duration::from_secs(10)),
+            ("10 s", Duration::from_secs(10)),
+            ("0", Duration::ZERO),
+            ("36500d", MAX_DURATION),
+        ];
+        for (s, d) in ok {
+            assert_eq!(parse_duration(s), Ok(d), "{s:?}");
+        }
+        for s in [
+            "",
+            "s",
+            "-1s",
+            "+1s",
+            "1.5s",
+            "1x",
+            "1S",
+            "1 h 2m",
+            "1h30m",
+            "abc",
+            "99999999999999999999",
+            "36501d",
+            "18446744073709551615d",
+        ] {
+            assert!(parse_duration(s).is_err(), "{s:?}");
+        }
+        assert_eq!(
+            parse_duration("soon").unwrap_err(),
+            "expected a duration like 15s, 500ms, 2m, 1h or 7d, got \"soon\""
+        );
+    }
+
+    #[test]
+    fn sizes() {
+        let ok = [
+            ("65536", 65536),
+            ("64KiB", 64 << 10),
+            ("64KB", 64 << 10),
+            ("64k", 64 << 10),
+            ("64K", 64 << 10),
+            ("1MiB", 1 << 20),
+            ("1M", 1 << 20),
+            ("1mb", 1 << 20),
+            ("1GiB", 1 << 30),
+            ("1g", 1 << 30),
+            ("100B", 100),
+            (" 2 MiB ", 2 << 20),
+            ("0", 0),
+        ];
+        for (s, n) in ok {
+            assert_eq!(parse_size(s), Ok(n), "{s:?}");
+        }
+        for s in [
+            "",
+            "KiB",
+            "-1",
+            "+1",
+            "1.5MiB",
+            "1TiB",
+            "1 x",
+            "lots",
+            "99999999999999999999",
+            "18446744073709551615GiB",
+        ] {
+            assert!(parse_size(s).is_err(), "{s:?}");
+        }
+        assert_eq!(
+            parse_size("lots").unwrap_err(),
+            "expected a size like 65536, 64KiB or 1MiB, got \"lots\""
+        );
+    }
+
+    #[test]
+    fn shipped_config_yml_matches_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yml");
+        let loaded = Config::load(Some(&path), env(&[])).unwrap();
+        let defaults = Config::load(None, env(&[])).unwrap();
+        assert!(
+            same(&loaded, &defaults),
+            "config.yml differs from the defaults:\n{loaded:#?}\n{defaults:#?}"
+        );
+        assert_eq!(loaded.http.admin_token, None);
+        assert_eq!(loaded.auth.jwt_secret, None);
+        assert_eq!(loaded.store.sqlite_path, PathBuf::from("./data/weim.db"));
+
+        // Every key is written out explicitly.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let doc: Value = serde_yaml_ng::from_str(&text).unwrap();
+        for key in KEYS {
+            assert!(
+                doc.get(key.section).and_then(|s| s.get(key.name)).is_some(),
+                "config.yml lacks {}",
+                key.path()
+            );
+        }
+    }
+}
