@@ -1,3 +1,18 @@
 //! weim: a distributed WebSocket instant-messaging gateway.
+//!
+//! Where things live: a frame or request is read in [`reactor`] (parsed by
+//! [`ws`] and [`http`]); REST requests run on [`worker`]s through [`api`];
+//! pushes are routed by [`delivery`]; everything persistent is in [`store`].
 
+pub mod api;
+pub mod auth;
 pub mod config;
+pub mod delivery;
+pub mod http;
+pub mod message;
+pub mod metrics;
+pub mod node;
+pub mod reactor;
+pub mod store;
+pub mod worker;
+pub mod ws;

@@ -1,0 +1,359 @@
+//! HTTP/1.1 on the gateway's port: check-then-parse of requests with
+//! `httparse` (keep-alive, pipelining, `Content-Length` bodies), the limits a
+//! public port needs, request parameters (query, form, JSON) and response
+//! encoding with the `{code,msg,data}` envelope.
+//!
+//! Request bodies must carry `Content-Length`; a request with
+//! `Transfer-Encoding` is refused with 411 Length Required.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use serde_json::Value;
+
+/// Largest request head (request line and headers) accepted.
+pub const MAX_HEAD: usize = 8 * 1024;
+const MAX_HEADERS: usize = 64;
+
+/// A complete request, owned so it can travel to a worker.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Upper-case method, e.g. `GET`.
+    pub method: String,
+    /// Path without the query string.
+    pub path: String,
+    /// Raw query string (without `?`), possibly empty.
+    pub query: String,
+    /// Headers with lower-cased names, in arrival order.
+    pub headers: Vec<(String, String)>,
+    /// The body (`Content-Length` bytes).
+    pub body: Vec<u8>,
+    /// Whether the connection stays open after the answer.
+    pub keep_alive: bool,
+    /// The peer's address (for throttling).
+    pub peer: IpAddr,
+}
+
+/// Outcome of looking at the start of a connection's input.
+#[derive(Debug)]
+pub enum Parsed {
+    /// More bytes are needed.
+    Partial,
+    /// A request and the number of bytes it used.
+    Complete(Request, usize),
+    /// The input can never become a valid request: answer this status and close.
+    Reject(u16),
+}
+
+/// Parses one request from the start of `buf`.
+pub fn parse(buf: &[u8], max_body: usize, peer: IpAddr) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => return Parsed::Reject(431),
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Parsed::Reject(431),
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Reject(431),
+        Err(_) => return Parsed::Reject(400),
+    };
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return Parsed::Reject(400);
+    };
+    let mut keep_alive = version == 1;
+    let mut content_length: Option<usize> = None;
+    let mut owned = Vec::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let Ok(value) = std::str::from_utf8(h.value) else {
+            return Parsed::Reject(400);
+        };
+        let name = h.name.to_ascii_lowercase();
+        match name.as_str() {
+            "transfer-encoding" => return Parsed::Reject(411),
+            "content-length" => {
+                let Ok(n) = value.trim().parse::<usize>() else {
+                    return Parsed::Reject(400);
+                };
+                if content_length.is_some_and(|m| m != n) {
+                    return Parsed::Reject(400);
+                }
+                content_length = Some(n);
+            }
+            "connection" => {
+                for token in value.split(',').map(str::trim) {
+                    if token.eq_ignore_ascii_case("close") {
+                        keep_alive = false;
+                    } else if token.eq_ignore_ascii_case("keep-alive") {
+                        keep_alive = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+        owned.push((name, value.to_string()));
+    }
+    let body_len = content_length.unwrap_or(0);
+    if body_len > max_body {
+        return Parsed::Reject(413);
+    }
+    if buf.len() - head_len < body_len {
+        return Parsed::Partial;
+    }
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, q),
+        None => (target, ""),
+    };
+    if !path.starts_with('/') {
+        return Parsed::Reject(400);
+    }
+    Parsed::Complete(
+        Request {
+            method: method.to_ascii_uppercase(),
+            path: path.to_string(),
+            query: query.to_string(),
+            headers: owned,
+            body: buf[head_len..head_len + body_len].to_vec(),
+            keep_alive,
+            peer,
+        },
+        head_len + body_len,
+    )
+}
+
+impl Request {
+    /// The first header with this (lower-case) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether a comma-separated header contains `token` (case-insensitive).
+    pub fn header_has_token(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .flat_map(|(_, v)| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+
+    /// Parameters from the query string and the body (form-urlencoded or
+    /// JSON object; body wins). `None` when the body cannot be read as the
+    /// declared content type.
+    pub fn params(&self) -> Option<Params> {
+        let mut map: HashMap<String, String> = form_urlencoded::parse(self.query.as_bytes())
+            .into_owned()
+            .collect();
+        if self.body.is_empty() {
+            return Some(Params(map));
+        }
+        let ctype = self.header("content-type").unwrap_or("").to_ascii_lowercase();
+        if ctype.starts_with("application/json") {
+            let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(&self.body) else {
+                return None;
+            };
+            for (k, v) in obj {
+                let s = match v {
+                    Value::String(s) => s,
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    Value::Null => continue,
+                    other => other.to_string(),
+                };
+                map.insert(k, s);
+            }
+        } else {
+            map.extend(form_urlencoded::parse(&self.body).into_owned());
+        }
+        Some(Params(map))
+    }
+}
+
+/// Request parameters by name.
+#[derive(Debug, Default, Clone)]
+pub struct Params(pub HashMap<String, String>);
+
+impl Params {
+    /// The parameter's text, `None` when absent.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// The parameter's text, empty when absent.
+    pub fn str(&self, name: &str) -> &str {
+        self.get(name).unwrap_or("")
+    }
+}
+
+/// A response before encoding.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// HTTP status.
+    pub status: u16,
+    /// `Content-Type` value.
+    pub content_type: &'static str,
+    /// Extra headers.
+    pub headers: Vec<(&'static str, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The `{code,msg,data}` envelope with an HTTP status.
+    pub fn envelope(status: u16, code: i32, msg: &str, data: Value) -> Response {
+        let body = serde_json::json!({ "code": code, "msg": msg, "data": data });
+        Response {
+            status,
+            content_type: "application/json; charset=utf-8",
+            headers: Vec::new(),
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    /// A protocol-level error (400, 404, 405, 411, 413, 431, 503…) in the envelope.
+    pub fn error(status: u16) -> Response {
+        let code = if status == 404 { 1002 } else { 1000 };
+        Response::envelope(status, code, reason(status), Value::Null)
+    }
+
+    /// A plain-text answer.
+    pub fn text(status: u16, body: impl Into<Vec<u8>>) -> Response {
+        Response {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    /// Encodes status line, headers and body. `keep_alive: false` adds
+    /// `Connection: close`.
+    pub fn encode(&self, keep_alive: bool) -> Vec<u8> {
+        use std::io::Write;
+        let mut out = Vec::with_capacity(160 + self.body.len());
+        let _ = write!(
+            out,
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+            self.status,
+            reason(self.status),
+            self.content_type,
+            self.body.len()
+        );
+        for (name, value) in &self.headers {
+            let _ = write!(out, "{name}: {value}\r\n");
+        }
+        if !keep_alive {
+            out.extend_from_slice(b"Connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+/// The reason phrase of a status code.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    fn complete(buf: &[u8]) -> (Request, usize) {
+        match parse(buf, 1024, PEER) {
+            Parsed::Complete(r, n) => (r, n),
+            other => panic!("expected a request, got {other:?}"),
+        }
+    }
+
+    fn status(buf: &[u8]) -> u16 {
+        match parse(buf, 1024, PEER) {
+            Parsed::Reject(s) => s,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_pipelined_requests_one_at_a_time() {
+        let two = b"POST /a?x=1 HTTP/1.1\r\nContent-Length: 3\r\n\r\nb=2GET /b HTTP/1.1\r\n\r\n";
+        let (first, used) = complete(two);
+        assert_eq!((first.method.as_str(), first.path.as_str()), ("POST", "/a"));
+        assert_eq!(first.params().unwrap().str("x"), "1");
+        assert_eq!(first.params().unwrap().str("b"), "2");
+        let (second, rest) = complete(&two[used..]);
+        assert_eq!(second.path, "/b");
+        assert_eq!(used + rest, two.len());
+    }
+
+    #[test]
+    fn partial_until_body_arrives() {
+        let req = b"POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nab";
+        assert!(matches!(parse(req, 1024, PEER), Parsed::Partial));
+        assert!(matches!(parse(b"GET / HT", 1024, PEER), Parsed::Partial));
+    }
+
+    #[test]
+    fn limits_and_malformed_input() {
+        assert_eq!(status(b"GARBAGE\r\n\r\n"), 400);
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            411
+        );
+        assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n"), 413);
+        assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"), 400);
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            400
+        );
+        let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', MAX_HEAD));
+        assert_eq!(status(&big), 431);
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        assert!(complete(b"GET / HTTP/1.1\r\n\r\n").0.keep_alive);
+        assert!(!complete(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").0.keep_alive);
+        assert!(!complete(b"GET / HTTP/1.0\r\n\r\n").0.keep_alive);
+        assert!(complete(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").0.keep_alive);
+    }
+
+    #[test]
+    fn json_and_form_params() {
+        let req = b"POST / HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 27\r\n\r\n{\"a\":\"x\",\"n\":5,\"z\":null }";
+        let p = complete(req).0.params().unwrap();
+        assert_eq!((p.str("a"), p.str("n"), p.get("z")), ("x", "5", None));
+        let bad = b"POST / HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]";
+        assert!(complete(bad).0.params().is_none());
+        let form = b"POST / HTTP/1.1\r\nContent-Length: 17\r\n\r\nusername=a%20b+c&";
+        assert_eq!(complete(form).0.params().unwrap().str("username"), "a b c");
+    }
+
+    #[test]
+    fn envelope_encoding() {
+        let r = Response::error(404).encode(false);
+        let text = String::from_utf8(r).unwrap();
+        assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n"));
+        assert!(text.contains("Connection: close\r\n"));
+        assert!(text.ends_with("{\"code\":1002,\"data\":null,\"msg\":\"Not Found\"}"));
+    }
+}

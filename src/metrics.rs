@@ -1,0 +1,225 @@
+//! Live counters of a node and their Prometheus text rendering. Each
+//! reactor updates its own cache-line-aligned block (no shared hot counter);
+//! `/metrics` sums the blocks when asked.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+/// Why a connection was closed; one counter each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed (close frame, EOF or reset).
+    Client,
+    /// RFC 6455 violation (1002).
+    Protocol,
+    /// Message over `limits.max_message` (1009).
+    TooBig,
+    /// Text that is not UTF-8 (1007).
+    InvalidData,
+    /// No sign-in before `auth.auth_timeout` (1008).
+    AuthTimeout,
+    /// Silent past `limits.idle_timeout`.
+    Idle,
+    /// Queued bytes over `limits.max_pending_bytes`.
+    SlowConsumer,
+    /// Closed for a newer device over `limits.conns_per_user` (4000).
+    Replaced,
+    /// Node draining (1001).
+    Drain,
+    /// HTTP request stalled past `limits.http_timeout`.
+    HttpTimeout,
+    /// Malformed or oversized HTTP request.
+    HttpError,
+    /// HTTP connection ended by `Connection: close`.
+    HttpDone,
+}
+
+impl CloseReason {
+    const ALL: [CloseReason; 12] = [
+        CloseReason::Client,
+        CloseReason::Protocol,
+        CloseReason::TooBig,
+        CloseReason::InvalidData,
+        CloseReason::AuthTimeout,
+        CloseReason::Idle,
+        CloseReason::SlowConsumer,
+        CloseReason::Replaced,
+        CloseReason::Drain,
+        CloseReason::HttpTimeout,
+        CloseReason::HttpError,
+        CloseReason::HttpDone,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            CloseReason::Client => "client",
+            CloseReason::Protocol => "protocol",
+            CloseReason::TooBig => "too_big",
+            CloseReason::InvalidData => "invalid_data",
+            CloseReason::AuthTimeout => "auth_timeout",
+            CloseReason::Idle => "idle",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::Replaced => "replaced",
+            CloseReason::Drain => "drain",
+            CloseReason::HttpTimeout => "http_timeout",
+            CloseReason::HttpError => "http_error",
+            CloseReason::HttpDone => "http_done",
+        }
+    }
+}
+
+/// One reactor's counters.
+#[repr(align(128))]
+#[derive(Default)]
+pub struct ReactorStats {
+    /// Connections open now.
+    pub open: AtomicI64,
+    /// Signed-in WebSocket connections now.
+    pub authenticated: AtomicI64,
+    /// WebSocket frames received.
+    pub frames_in: AtomicU64,
+    /// WebSocket frames sent (one per recipient).
+    pub frames_out: AtomicU64,
+    /// Bytes read from sockets.
+    pub bytes_in: AtomicU64,
+    /// Bytes written to sockets.
+    pub bytes_out: AtomicU64,
+    /// HTTP requests parsed.
+    pub http_requests: AtomicU64,
+    /// Requests answered 503 because the job queue was full.
+    pub jobs_rejected: AtomicU64,
+    closes: [AtomicU64; CloseReason::ALL.len()],
+}
+
+impl ReactorStats {
+    /// Counts a close.
+    pub fn closed(&self, reason: CloseReason) {
+        self.closes[reason as usize].fetch_add(1, Relaxed);
+    }
+}
+
+/// All counters of a node.
+#[derive(Default)]
+pub struct Metrics {
+    /// Per reactor.
+    pub reactors: Box<[ReactorStats]>,
+    /// Sum of job latencies (queue wait + run), microseconds.
+    pub job_latency_us: AtomicU64,
+    /// Jobs finished.
+    pub jobs_done: AtomicU64,
+}
+
+impl Metrics {
+    /// Counters for `n` reactors.
+    pub fn new(n: usize) -> Metrics {
+        Metrics {
+            reactors: (0..n).map(|_| ReactorStats::default()).collect(),
+            ..Metrics::default()
+        }
+    }
+
+    /// Records one finished job.
+    pub fn job_done(&self, latency: std::time::Duration) {
+        self.job_latency_us
+            .fetch_add(latency.as_micros() as u64, Relaxed);
+        self.jobs_done.fetch_add(1, Relaxed);
+    }
+
+    fn sum<T: Into<i128>>(&self, f: impl Fn(&ReactorStats) -> T) -> i128 {
+        self.reactors.iter().map(|r| f(r).into()).sum()
+    }
+
+    /// Signed-in connections on this node.
+    pub fn authenticated(&self) -> i64 {
+        self.sum(|r| r.authenticated.load(Relaxed)) as i64
+    }
+
+    /// Open connections on this node.
+    pub fn open(&self) -> i64 {
+        self.sum(|r| r.open.load(Relaxed)) as i64
+    }
+
+    /// Prometheus text format.
+    pub fn render(&self, queue_depth: usize, draining: bool) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut metric = |name: &str, kind: &str, help: &str, value: i128| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        metric("weim_connections_open", "gauge", "Open connections.", self.open().into());
+        metric(
+            "weim_connections_authenticated",
+            "gauge",
+            "Signed-in WebSocket connections.",
+            self.authenticated().into(),
+        );
+        metric(
+            "weim_frames_in_total",
+            "counter",
+            "WebSocket frames received.",
+            self.sum(|r| r.frames_in.load(Relaxed)),
+        );
+        metric(
+            "weim_frames_out_total",
+            "counter",
+            "WebSocket frames sent.",
+            self.sum(|r| r.frames_out.load(Relaxed)),
+        );
+        metric(
+            "weim_bytes_in_total",
+            "counter",
+            "Bytes read from sockets.",
+            self.sum(|r| r.bytes_in.load(Relaxed)),
+        );
+        metric(
+            "weim_bytes_out_total",
+            "counter",
+            "Bytes written to sockets.",
+            self.sum(|r| r.bytes_out.load(Relaxed)),
+        );
+        metric(
+            "weim_http_requests_total",
+            "counter",
+            "HTTP requests parsed.",
+            self.sum(|r| r.http_requests.load(Relaxed)),
+        );
+        metric(
+            "weim_slow_consumer_drops_total",
+            "counter",
+            "Connections closed for queuing more than limits.max_pending_bytes.",
+            self.sum(|r| r.closes[CloseReason::SlowConsumer as usize].load(Relaxed)),
+        );
+        metric(
+            "weim_jobs_rejected_total",
+            "counter",
+            "Requests answered 503 because the job queue was full.",
+            self.sum(|r| r.jobs_rejected.load(Relaxed)),
+        );
+        metric(
+            "weim_job_queue_depth",
+            "gauge",
+            "Jobs waiting for a worker.",
+            queue_depth as i128,
+        );
+        metric(
+            "weim_draining",
+            "gauge",
+            "1 while the node drains.",
+            i128::from(draining),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP weim_job_latency_seconds Job latency from enqueue to answer.\n# TYPE weim_job_latency_seconds summary\nweim_job_latency_seconds_sum {:.6}\nweim_job_latency_seconds_count {}",
+            self.job_latency_us.load(Relaxed) as f64 / 1e6,
+            self.jobs_done.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP weim_closes_total Connections closed, by reason.\n# TYPE weim_closes_total counter"
+        );
+        for reason in CloseReason::ALL {
+            let n = self.sum(|r| r.closes[reason as usize].load(Relaxed));
+            let _ = writeln!(out, "weim_closes_total{{reason=\"{}\"}} {n}", reason.label());
+        }
+        out
+    }
+}
