@@ -53,6 +53,21 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// The CPUs this process may run on (its affinity mask, e.g. systemd's
+/// `CPUAffinity`), in order.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills the set we own.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return (0..cores()).collect();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
 /// Pins the calling thread to these CPUs.
 pub fn pin_to(cpus: &[usize]) {
     // SAFETY: cpu_set_t is plain data; CPU_SET and sched_setaffinity only
@@ -143,23 +158,24 @@ impl Node {
             config,
         });
 
-        let ncores = cores();
-        let pin = shared.config.node.pin_cores;
+        let cpus = allowed_cpus();
+        let pin = shared.config.node.pin_cores && !cpus.is_empty();
         let mut threads = Vec::with_capacity(reactors);
         for (i, (p, l)) in parts.into_iter().zip(listeners).enumerate() {
             let r = Reactor::new(i as u16, p, l, shared.clone()).map_err(|e| format!("reactor: {e}"))?;
+            let core = cpus.get(i % cpus.len().max(1)).copied();
             let t = std::thread::Builder::new()
                 .name(format!("weim-reactor-{i}"))
                 .spawn(move || {
-                    if pin {
-                        pin_to(&[i % ncores]);
+                    if let Some(core) = core.filter(|_| pin) {
+                        pin_to(&[core]);
                     }
                     r.run()
                 })
                 .map_err(|e| e.to_string())?;
             threads.push(t);
         }
-        let spare: Vec<usize> = (reactors..ncores).collect();
+        let spare: Vec<usize> = cpus.iter().skip(reactors).copied().collect();
         let worker_cpus = (pin && !spare.is_empty()).then_some(spare);
         worker::spawn(workers, jobs_rx, shared.clone(), worker_cpus).map_err(|e| e.to_string())?;
         log::info!(

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The whole weim test suite on a Debian machine: installs what is missing,
+# starts the services the tests talk to (MariaDB, Redis, etcd, all on
+# loopback), checks formatting and lints, then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '== %s\n' "$*"; }
+
+# --- packages -------------------------------------------------------------
+missing=()
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+[ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# --- services -------------------------------------------------------------
+workdir=$(mktemp -d /tmp/weim-test.XXXXXX)
+etcd_pid=""
+cleanup() {
+  if [ -n "$etcd_pid" ]; then kill "$etcd_pid" 2>/dev/null || true; fi
+  rm -rf "$workdir"
+}
+trap cleanup EXIT
+
+if ! mariadb-admin --protocol=tcp -h127.0.0.1 -uroot ping >/dev/null 2>&1; then
+  log "starting MariaDB"
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+  for _ in $(seq 1 60); do
+    mariadb-admin --protocol=tcp -h127.0.0.1 -uroot ping >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+fi
+mariadb --protocol=tcp -h127.0.0.1 -uroot -e \
+  "CREATE DATABASE IF NOT EXISTS weim_test CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  log "starting Redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+  for _ in $(seq 1 40); do
+    redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break
+    sleep 0.25
+  done
+fi
+
+etcd_port=${TEST_ETCD_PORT:-23790}
+log "starting etcd on 127.0.0.1:$etcd_port"
+etcd --name weim-test --data-dir "$workdir/etcd" \
+  --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+  --listen-peer-urls "http://127.0.0.1:$((etcd_port + 1))" \
+  --initial-advertise-peer-urls "http://127.0.0.1:$((etcd_port + 1))" \
+  --initial-cluster "weim-test=http://127.0.0.1:$((etcd_port + 1))" >"$workdir/etcd.log" 2>&1 &
+etcd_pid=$!
+for _ in $(seq 1 60); do
+  curl -fs "http://127.0.0.1:$etcd_port/health" >/dev/null 2>&1 && break
+  sleep 0.25
+done
+
+export TEST_MYSQL_URL=${TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306/weim_test}
+export TEST_REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379/}
+export TEST_ETCD_ENDPOINTS=${TEST_ETCD_ENDPOINTS:-http://127.0.0.1:$etcd_port}
+
+# --- checks and tests -----------------------------------------------------
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --release --workspace --all-targets -- -D warnings
+log "cargo test"
+cargo test --release --workspace
