@@ -1,1 +1,3 @@
 //! weim: a distributed WebSocket instant-messaging gateway.
+
+pub mod store;
