@@ -36,6 +36,10 @@ const POOL_WAIT: Duration = Duration::from_secs(10);
 const UNAVAILABLE_CODES: &[u16] = &[1040, 1053, 1205, 1213, 1290, 1836, 1927, 1969, 3024];
 /// Duplicate entry for a unique key.
 const ER_DUP_ENTRY: u16 = 1062;
+/// The statement was rolled back to break a deadlock.
+const ER_LOCK_DEADLOCK: u16 = 1213;
+/// How many times a deadlock victim is run again before giving up.
+const DEADLOCK_RETRIES: u64 = 3;
 
 /// [`Store`] on a MySQL or MariaDB database. Cheap to share: wrap it in an
 /// `Arc`.
@@ -175,19 +179,39 @@ impl MysqlStore {
         }
     }
 
+    /// Runs `op` on a pooled connection. When InnoDB picks the statement as
+    /// a deadlock victim it has rolled it back entirely, so `op` (one
+    /// autocommitted statement, or several that are each safe to repeat) is
+    /// run again, up to [`DEADLOCK_RETRIES`] times; concurrent purges and
+    /// inserts of revoked tokens from several nodes do meet that way.
+    fn run<T>(
+        &self,
+        mut op: impl FnMut(&mut PooledConn) -> ::mysql::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn()?;
+        let mut retries = 0;
+        loop {
+            match op(&mut conn) {
+                Err(::mysql::Error::MySqlError(e))
+                    if e.code == ER_LOCK_DEADLOCK && retries < DEADLOCK_RETRIES =>
+                {
+                    retries += 1;
+                    log::debug!("store: deadlock victim, retry {retries}: {e}");
+                    std::thread::sleep(Duration::from_millis(2 * retries));
+                }
+                result => return result.map_err(map_err),
+            }
+        }
+    }
+
     /// The user selected by `condition` (a `WHERE` clause with one `?`).
     fn user_where(
         &self,
         condition: &str,
         param: ::mysql::Value,
     ) -> Result<Option<User>, StoreError> {
-        let row: Option<Row> = self
-            .conn()?
-            .exec_first(
-                format!("SELECT {USER_COLUMNS} FROM users WHERE {condition}"),
-                (param,),
-            )
-            .map_err(map_err)?;
+        let query = format!("SELECT {USER_COLUMNS} FROM users WHERE {condition}");
+        let row: Option<Row> = self.run(|c| c.exec_first(&query, (param.clone(),)))?;
         row.map(user_from_row).transpose()
     }
 }
@@ -201,15 +225,16 @@ impl Store for MysqlStore {
     ) -> Result<User, StoreError> {
         check_new_user(username, password_hash)?;
         let key = username_key(username);
-        let mut conn = self.conn()?;
-        conn.exec_drop(
-            "INSERT INTO users (username, username_key, password_hash, nickname, created_at) \
-             VALUES (?, ?, ?, ?, ?)",
-            (username, key.as_bytes(), password_hash, username, now),
-        )
-        .map_err(map_err)?;
+        let id = self.run(|c| {
+            c.exec_drop(
+                "INSERT INTO users (username, username_key, password_hash, nickname, created_at) \
+                 VALUES (?, ?, ?, ?, ?)",
+                (username, key.as_bytes(), password_hash, username, now),
+            )?;
+            Ok(c.last_insert_id())
+        })?;
         Ok(User {
-            id: conn.last_insert_id(),
+            id,
             username: username.to_owned(),
             password_hash: password_hash.to_owned(),
             nickname: username.to_owned(),
@@ -232,25 +257,23 @@ impl Store for MysqlStore {
 
     fn revoke_token(&self, sig: &str, exp: i64) -> Result<(), StoreError> {
         check_token_sig(sig)?;
-        self.conn()?
-            .exec_drop(
+        self.run(|c| {
+            c.exec_drop(
                 "INSERT INTO revoked_tokens (sig, exp) VALUES (?, ?) \
                  ON DUPLICATE KEY UPDATE exp = GREATEST(exp, VALUES(exp))",
                 (sig.as_bytes(), exp),
             )
-            .map_err(map_err)
+        })
     }
 
     fn revoked_tokens(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
-        let mut conn = self.conn()?;
-        conn.exec_drop("DELETE FROM revoked_tokens WHERE exp <= ?", (now,))
-            .map_err(map_err)?;
-        let rows: Vec<Row> = conn
-            .exec(
+        let rows: Vec<Row> = self.run(|c| {
+            c.exec_drop("DELETE FROM revoked_tokens WHERE exp <= ?", (now,))?;
+            c.exec(
                 "SELECT sig, exp FROM revoked_tokens WHERE exp > ? ORDER BY exp, sig",
                 (now,),
             )
-            .map_err(map_err)?;
+        })?;
         rows.into_iter()
             .map(|row| {
                 ::mysql::from_row_opt::<(String, i64)>(row)
@@ -260,7 +283,7 @@ impl Store for MysqlStore {
     }
 
     fn ping(&self) -> Result<(), StoreError> {
-        self.conn()?.query_drop("SELECT 1").map_err(map_err)
+        self.run(|c| c.query_drop("SELECT 1"))
     }
 }
 
