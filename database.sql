@@ -1,0 +1,58 @@
+-- weim schema for MySQL 8 and MariaDB 10.11 (InnoDB, utf8mb4).
+--
+-- weim applies this file itself each time it connects (src/store/mysql.rs),
+-- so every statement must be idempotent (CREATE TABLE IF NOT EXISTS,
+-- INSERT IGNORE). It can also be applied by hand:
+--     mysql --default-character-set=utf8mb4 weim < database.sql
+-- The file is split into statements on ";" at the end of a line: keep one
+-- ";" per statement, at a line end, and no ";" ending a comment line.
+-- Stay within the syntax both servers accept: utf8mb4_unicode_ci (not
+-- utf8mb4_0900_*), no SRID columns, no JSON "->>", no "INSERT ... AS new".
+-- The SQLite schema in src/store/sqlite.rs mirrors this file.
+-- A change to an existing table needs a migration and a new schema_version.
+
+CREATE TABLE IF NOT EXISTS schema_version (
+    id      TINYINT UNSIGNED NOT NULL,
+    version INT NOT NULL,
+    PRIMARY KEY (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+INSERT IGNORE INTO schema_version (id, version) VALUES (1, 1);
+
+-- Accounts. Usernames are unique case-insensitively but otherwise exactly:
+-- username_key holds the lowercase of the username (computed by weim) in a
+-- byte-compared VARBINARY column, so neither the accent folding nor the
+-- trailing-space padding of utf8mb4_unicode_ci applies and SQLite behaves
+-- the same. 768 bytes = 64 characters whose lowercase may grow to 3
+-- characters of 4 bytes each.
+-- realname holds a masked real name; the ID card number itself is never
+-- stored, only a masked form and a hash.
+CREATE TABLE IF NOT EXISTS users (
+    id                BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+    username          VARCHAR(64)  NOT NULL,
+    username_key      VARBINARY(768) NOT NULL,
+    password_hash     VARCHAR(255) NOT NULL,
+    nickname          VARCHAR(64)  NOT NULL,
+    avatar            VARCHAR(512) NOT NULL DEFAULT '',
+    sex               INT          NOT NULL DEFAULT 0,
+    status            INT          NOT NULL DEFAULT 0,
+    realname_verified TINYINT(1)   NOT NULL DEFAULT 0,
+    realname          VARCHAR(64)  NULL,
+    id_card_mask      VARCHAR(32)  NULL,
+    id_card_hash      VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NULL,
+    longitude         DOUBLE       NULL,
+    latitude          DOUBLE       NULL,
+    location_at       BIGINT       NULL,
+    created_at        BIGINT       NOT NULL,
+    PRIMARY KEY (id),
+    UNIQUE KEY uk_users_username_key (username_key)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+-- Revoked tokens, kept until they expire. sig is compared byte by byte
+-- (token signatures are case-sensitive). exp is unix seconds.
+CREATE TABLE IF NOT EXISTS revoked_tokens (
+    sig VARBINARY(128) NOT NULL,
+    exp BIGINT NOT NULL,
+    PRIMARY KEY (sig),
+    KEY idx_revoked_tokens_exp (exp)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;

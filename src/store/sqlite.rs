@@ -1,0 +1,306 @@
+//! SQLite backend of [`Store`]: one database file, WAL journal, a small pool
+//! of connections (a `rusqlite::Connection` is `Send` but not `Sync`).
+//!
+//! Durability: `synchronous=FULL`. In WAL mode NORMAL may lose the last
+//! commits on power loss (the WAL is only synced at checkpoints); weim answers
+//! a sender only after its message is committed, so a commit must be on disk
+//! when it returns. FULL costs one fsync of the WAL per write transaction.
+//!
+//! Concurrency: readers never block in WAL mode; writers queue on SQLite's
+//! lock, waiting up to [`BUSY_TIMEOUT`] before the call fails with
+//! `Unavailable`. A multi-statement write transaction must start with
+//! `TransactionBehavior::Immediate`, so that it waits for the lock up front
+//! instead of failing when a read lock cannot be upgraded.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rusqlite::{ffi, params, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
+
+use super::{
+    check_new_user, check_schema_version, check_token_sig, default_pool_size, username_key, Store,
+    StoreError, User, USER_COLUMNS,
+};
+
+/// How long a statement waits for another connection's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The SQLite schema; mirrors `database.sql` (same tables, columns, indexes
+/// and defaults). Idempotent: applied on every open.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS schema_version (
+    id      INTEGER NOT NULL PRIMARY KEY,
+    version INTEGER NOT NULL
+) STRICT;
+INSERT OR IGNORE INTO schema_version (id, version) VALUES (1, 1);
+
+-- Usernames are unique case-insensitively through username_key
+-- (see store::username_key); BINARY collation compares it byte by byte.
+CREATE TABLE IF NOT EXISTS users (
+    id                INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+    username          TEXT    NOT NULL,
+    username_key      TEXT    NOT NULL,
+    password_hash     TEXT    NOT NULL,
+    nickname          TEXT    NOT NULL,
+    avatar            TEXT    NOT NULL DEFAULT '',
+    sex               INTEGER NOT NULL DEFAULT 0,
+    status            INTEGER NOT NULL DEFAULT 0,
+    realname_verified INTEGER NOT NULL DEFAULT 0,
+    realname          TEXT,
+    id_card_mask      TEXT,
+    id_card_hash      TEXT,
+    longitude         REAL,
+    latitude          REAL,
+    location_at       INTEGER,
+    created_at        INTEGER NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX IF NOT EXISTS uk_users_username_key ON users (username_key);
+
+CREATE TABLE IF NOT EXISTS revoked_tokens (
+    sig TEXT    NOT NULL PRIMARY KEY,
+    exp INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idx_revoked_tokens_exp ON revoked_tokens (exp);
+";
+
+/// [`Store`] on an SQLite file. Cheap to share: wrap it in an `Arc`.
+pub struct SqliteStore {
+    path: PathBuf,
+    conns: Box<[Mutex<Connection>]>,
+    next: AtomicUsize,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("connections", &self.conns.len())
+            .finish()
+    }
+}
+
+/// Opens (creating if needed) the database at `path` and its parent
+/// directory, applies the schema, and opens `pool_size` connections
+/// (0 = one per default worker thread).
+pub fn open_sqlite(path: &Path, pool_size: usize) -> Result<SqliteStore, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create directory {}: {e}", dir.display()))
+        })?;
+    }
+    let size = if pool_size == 0 {
+        default_pool_size()
+    } else {
+        pool_size
+    };
+    let mut first = open_connection(path)?;
+    apply_schema(&mut first)?;
+    let mut conns = Vec::with_capacity(size);
+    conns.push(Mutex::new(first));
+    for _ in 1..size {
+        conns.push(Mutex::new(open_connection(path)?));
+    }
+    Ok(SqliteStore {
+        path: path.to_path_buf(),
+        conns: conns.into_boxed_slice(),
+        next: AtomicUsize::new(0),
+    })
+}
+
+/// Opens one connection and sets its per-connection options.
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(map_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
+    // Persistent in the file, but cheap to repeat; it answers the new mode.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(map_err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Other(format!(
+            "cannot use WAL journal on {} (journal_mode is {mode})",
+            path.display()
+        )));
+    }
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .map_err(map_err)?;
+    Ok(conn)
+}
+
+/// Creates missing tables and checks the recorded schema version, in one
+/// transaction so that two processes opening a new file do not interleave.
+fn apply_schema(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(map_err)?;
+    tx.execute_batch(SCHEMA).map_err(map_err)?;
+    let version: i64 = tx
+        .query_row("SELECT version FROM schema_version WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .map_err(map_err)?;
+    check_schema_version(version)?;
+    tx.commit().map_err(map_err)
+}
+
+/// Maps an SQLite error: unique violations are `Conflict`, lock time-outs and
+/// file-system trouble are `Unavailable`, the rest is `Other`.
+fn map_err(e: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(err, _) = &e {
+        match err.code {
+            ErrorCode::ConstraintViolation
+                if err.extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE
+                    || err.extended_code == ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+            {
+                return StoreError::Conflict;
+            }
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::CannotOpen
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DiskFull
+            | ErrorCode::ReadOnly
+            | ErrorCode::PermissionDenied
+            | ErrorCode::FileLockingProtocolFailed
+            | ErrorCode::OutOfMemory => return StoreError::Unavailable(e.to_string()),
+            _ => {}
+        }
+    }
+    StoreError::Other(e.to_string())
+}
+
+/// Reads a row selected with [`USER_COLUMNS`].
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
+    let id: i64 = row.get(0)?;
+    Ok(User {
+        id: u64::try_from(id).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, id))?,
+        username: row.get(1)?,
+        password_hash: row.get(2)?,
+        nickname: row.get(3)?,
+        avatar: row.get(4)?,
+        sex: row.get(5)?,
+        status: row.get(6)?,
+        realname_verified: row.get(7)?,
+        created_at: row.get(8)?,
+    })
+}
+
+impl SqliteStore {
+    /// Runs `f` on a free connection: tries each once without waiting,
+    /// starting at a rotating index, then waits for the first one tried.
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let n = self.conns.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        for i in 0..n {
+            if let Some(mut conn) = self.conns[(start + i) % n].try_lock() {
+                return f(&mut conn).map_err(map_err);
+            }
+        }
+        let mut conn = self.conns[start].lock();
+        f(&mut conn).map_err(map_err)
+    }
+}
+
+impl Store for SqliteStore {
+    fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<User, StoreError> {
+        check_new_user(username, password_hash)?;
+        let key = username_key(username);
+        let id = self.with_conn(|c| {
+            c.prepare_cached(
+                "INSERT INTO users (username, username_key, password_hash, nickname, created_at) \
+                 VALUES (?1, ?2, ?3, ?1, ?4)",
+            )?
+            .execute(params![username, key, password_hash, now])?;
+            Ok(c.last_insert_rowid())
+        })?;
+        Ok(User {
+            id: u64::try_from(id)
+                .map_err(|_| StoreError::Other(format!("negative user id {id}")))?,
+            username: username.to_owned(),
+            password_hash: password_hash.to_owned(),
+            nickname: username.to_owned(),
+            avatar: String::new(),
+            sex: 0,
+            status: 0,
+            realname_verified: false,
+            created_at: now,
+        })
+    }
+
+    fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
+        let key = username_key(username);
+        self.with_conn(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE username_key = ?1"
+            ))?
+            .query_row(params![key], user_from_row)
+            .optional()
+        })
+    }
+
+    fn user_by_id(&self, id: u64) -> Result<Option<User>, StoreError> {
+        // SQLite ids are i64: a larger id cannot exist.
+        let Ok(id) = i64::try_from(id) else {
+            return Ok(None);
+        };
+        self.with_conn(|c| {
+            c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))?
+                .query_row(params![id], user_from_row)
+                .optional()
+        })
+    }
+
+    fn revoke_token(&self, sig: &str, exp: i64) -> Result<(), StoreError> {
+        check_token_sig(sig)?;
+        self.with_conn(|c| {
+            c.prepare_cached(
+                "INSERT INTO revoked_tokens (sig, exp) VALUES (?1, ?2) \
+                 ON CONFLICT (sig) DO UPDATE SET exp = max(exp, excluded.exp)",
+            )?
+            .execute(params![sig, exp])?;
+            Ok(())
+        })
+    }
+
+    fn revoked_tokens(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        self.with_conn(|c| {
+            c.prepare_cached("DELETE FROM revoked_tokens WHERE exp <= ?1")?
+                .execute(params![now])?;
+            let mut stmt = c.prepare_cached(
+                "SELECT sig, exp FROM revoked_tokens WHERE exp > ?1 ORDER BY exp, sig",
+            )?;
+            let rows = stmt.query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        self.with_conn(|c| {
+            c.query_row("SELECT version FROM schema_version WHERE id = 1", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(drop)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_records_the_current_version() {
+        let insert = format!("VALUES (1, {})", super::super::SCHEMA_VERSION);
+        assert!(SCHEMA.contains(&insert));
+    }
+}
