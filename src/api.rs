@@ -65,12 +65,14 @@ pub fn handle(node: &Shared, req: &Request) -> Response {
 fn route(node: &Shared, req: &Request) -> Response {
     if req.method == "OPTIONS" {
         let mut resp = Response::text(204, "");
-        resp.headers.push(("Access-Control-Allow-Methods", "GET, POST, OPTIONS".into()));
+        resp.headers
+            .push(("Access-Control-Allow-Methods", "GET, POST, OPTIONS".into()));
         resp.headers.push((
             "Access-Control-Allow-Headers",
             "Content-Type, Login-Token, Admin-Token".into(),
         ));
-        resp.headers.push(("Access-Control-Max-Age", "86400".into()));
+        resp.headers
+            .push(("Access-Control-Max-Age", "86400".into()));
         return resp;
     }
     let get = req.method == "GET";
@@ -80,14 +82,19 @@ fn route(node: &Shared, req: &Request) -> Response {
             content_type: "text/plain; version=0.0.4",
             ..Response::text(
                 200,
-                node.metrics
-                    .render(node.jobs.len(), node.draining.load(std::sync::atomic::Ordering::Relaxed)),
+                node.metrics.render(
+                    node.jobs.len(),
+                    node.draining.load(std::sync::atomic::Ordering::Relaxed),
+                ),
             )
         },
         "/ws/status" if get => admin(node, req, ws_status),
         "/ws/sendToAll" if get || req.method == "POST" => admin(node, req, send_to_all),
         "/healthz" | "/metrics" | "/ws/status" | "/ws/sendToAll" | "/ws" => Response::error(405),
-        path => match path.strip_prefix("/api/v1/").and_then(|p| ROUTES.iter().find(|(n, _)| *n == p)) {
+        path => match path
+            .strip_prefix("/api/v1/")
+            .and_then(|p| ROUTES.iter().find(|(n, _)| *n == p))
+        {
             None => Response::error(404),
             Some(_) if req.method != "POST" => Response::error(405),
             Some((_, handler)) => api(node, req, handler),
@@ -105,7 +112,9 @@ fn api(node: &Shared, req: &Request, handler: &Route) -> Response {
             let token = req.header("login-token").unwrap_or("").trim();
             let claims = match node.tokens.verify(token) {
                 Ok(c) => c,
-                Err(TokenError::Expired) => return fail_with(AUTH_FAIL, "登录状态已过期，请重新登录"),
+                Err(TokenError::Expired) => {
+                    return fail_with(AUTH_FAIL, "登录状态已过期，请重新登录")
+                }
                 Err(TokenError::Invalid) => return fail_with(AUTH_FAIL, "鉴权失败"),
             };
             let caller = Caller {
@@ -205,7 +214,10 @@ fn ws_status(node: &Shared, _: &Params) -> Response {
 }
 
 fn send_to_all(node: &Shared, params: &Params) -> Response {
-    let body = params.get("body").filter(|b| !b.is_empty()).unwrap_or("测试消息收发");
+    let body = params
+        .get("body")
+        .filter(|b| !b.is_empty())
+        .unwrap_or("测试消息收发");
     let n = node
         .delivery
         .to_all(Push::broadcast(body).frame(), Duration::from_secs(5));

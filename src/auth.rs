@@ -160,7 +160,8 @@ impl<K: Hash + Eq> Window<K> {
 
     fn bump(&mut self, key: K, window: Duration) {
         if self.entries.len() >= 100_000 {
-            self.entries.retain(|_, (_, start)| start.elapsed() < window);
+            self.entries
+                .retain(|_, (_, start)| start.elapsed() < window);
         }
         let entry = self.entries.entry(key).or_insert((0, Instant::now()));
         if entry.1.elapsed() >= window {
@@ -263,7 +264,12 @@ mod tests {
             at: now_secs() - 100,
             exp: now_secs() - 10,
         };
-        let t = jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(b"secret")).unwrap();
+        let t = jsonwebtoken::encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(b"secret"),
+        )
+        .unwrap();
         assert_eq!(tokens.verify(&t), Err(TokenError::Expired));
     }
 

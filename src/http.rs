@@ -148,7 +148,10 @@ impl Request {
         if self.body.is_empty() {
             return Some(Params(map));
         }
-        let ctype = self.header("content-type").unwrap_or("").to_ascii_lowercase();
+        let ctype = self
+            .header("content-type")
+            .unwrap_or("")
+            .to_ascii_lowercase();
         if ctype.starts_with("application/json") {
             let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(&self.body) else {
                 return None;
@@ -318,7 +321,10 @@ mod tests {
             status(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
             411
         );
-        assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n"), 413);
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n"),
+            413
+        );
         assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"), 400);
         assert_eq!(
             status(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
@@ -332,9 +338,17 @@ mod tests {
     #[test]
     fn keep_alive_rules() {
         assert!(complete(b"GET / HTTP/1.1\r\n\r\n").0.keep_alive);
-        assert!(!complete(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").0.keep_alive);
+        assert!(
+            !complete(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+                .0
+                .keep_alive
+        );
         assert!(!complete(b"GET / HTTP/1.0\r\n\r\n").0.keep_alive);
-        assert!(complete(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").0.keep_alive);
+        assert!(
+            complete(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                .0
+                .keep_alive
+        );
     }
 
     #[test]
@@ -342,7 +356,8 @@ mod tests {
         let req = b"POST / HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 27\r\n\r\n{\"a\":\"x\",\"n\":5,\"z\":null }";
         let p = complete(req).0.params().unwrap();
         assert_eq!((p.str("a"), p.str("n"), p.get("z")), ("x", "5", None));
-        let bad = b"POST / HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]";
+        let bad =
+            b"POST / HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]";
         assert!(complete(bad).0.params().is_none());
         let form = b"POST / HTTP/1.1\r\nContent-Length: 17\r\n\r\nusername=a%20b+c&";
         assert_eq!(complete(form).0.params().unwrap().str("username"), "a b c");

@@ -152,7 +152,11 @@ pub fn parse_client(text: &[u8]) -> Option<ClientMsg> {
                 }
             }
             "ope" => msg.ope = as_i64(&value).unwrap_or(0),
-            "toid" => msg.to_id = as_i64(&value).and_then(|v| u64::try_from(v).ok()).unwrap_or(0),
+            "toid" => {
+                msg.to_id = as_i64(&value)
+                    .and_then(|v| u64::try_from(v).ok())
+                    .unwrap_or(0)
+            }
             "type" => msg.kind = as_i64(&value).unwrap_or(0),
             "cid" => {
                 msg.cid = match value {
@@ -193,7 +197,8 @@ mod tests {
     fn client_messages_are_read_leniently() {
         let m = parse_client(br#"{"cmd":"3","BODY":"tok","extra":[1]}"#).unwrap();
         assert_eq!((m.cmd, m.body.as_str()), (3, "tok"));
-        let m = parse_client(br#"{"Cmd":20,"ToId":"9","Ope":1,"Type":0,"Body":"hi","Cid":"c1"}"#).unwrap();
+        let m = parse_client(br#"{"Cmd":20,"ToId":"9","Ope":1,"Type":0,"Body":"hi","Cid":"c1"}"#)
+            .unwrap();
         assert_eq!((m.to_id, m.ope, m.cid.as_str()), (9, 1, "c1"));
         assert!(parse_client(b"not json").is_none());
         assert!(parse_client(b"[1,2]").is_none());

@@ -143,9 +143,17 @@ impl Metrics {
     pub fn render(&self, queue_depth: usize, draining: bool) -> String {
         let mut out = String::with_capacity(4096);
         let mut metric = |name: &str, kind: &str, help: &str, value: i128| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         };
-        metric("weim_connections_open", "gauge", "Open connections.", self.open().into());
+        metric(
+            "weim_connections_open",
+            "gauge",
+            "Open connections.",
+            self.open().into(),
+        );
         metric(
             "weim_connections_authenticated",
             "gauge",
@@ -218,7 +226,11 @@ impl Metrics {
         );
         for reason in CloseReason::ALL {
             let n = self.sum(|r| r.closes[reason as usize].load(Relaxed));
-            let _ = writeln!(out, "weim_closes_total{{reason=\"{}\"}} {n}", reason.label());
+            let _ = writeln!(
+                out,
+                "weim_closes_total{{reason=\"{}\"}} {n}",
+                reason.label()
+            );
         }
         out
     }

@@ -101,7 +101,8 @@ fn open_store(config: &Config) -> Result<Box<dyn Store>, String> {
                 .map_err(|e| format!("store {}: {e}", s.sqlite_path.display()))?,
         ),
         StoreKind::Mysql => Box::new(
-            store::open_mysql(&s.mysql_url, s.pool_size).map_err(|e| format!("store mysql: {e}"))?,
+            store::open_mysql(&s.mysql_url, s.pool_size)
+                .map_err(|e| format!("store mysql: {e}"))?,
         ),
     })
 }
@@ -117,7 +118,8 @@ impl Node {
             0 => (2 * cores()).max(4),
             n => n,
         };
-        let secret = auth::load_or_create_secret(config.auth.jwt_secret.as_deref(), &config.node.data_dir)?;
+        let secret =
+            auth::load_or_create_secret(config.auth.jwt_secret.as_deref(), &config.node.data_dir)?;
         let store = open_store(&config)?;
         let tokens = Tokens::new(secret.as_bytes(), config.auth.token_ttl);
         let revoked = store
@@ -127,7 +129,8 @@ impl Node {
             tokens.revoke(&sig, exp);
         }
 
-        let first = listener(config.http.listen).map_err(|e| format!("http.listen {}: {e}", config.http.listen))?;
+        let first = listener(config.http.listen)
+            .map_err(|e| format!("http.listen {}: {e}", config.http.listen))?;
         let addr = first.local_addr().map_err(|e| e.to_string())?;
         let mut listeners = vec![first];
         for _ in 1..reactors {
@@ -162,7 +165,8 @@ impl Node {
         let pin = shared.config.node.pin_cores && !cpus.is_empty();
         let mut threads = Vec::with_capacity(reactors);
         for (i, (p, l)) in parts.into_iter().zip(listeners).enumerate() {
-            let r = Reactor::new(i as u16, p, l, shared.clone()).map_err(|e| format!("reactor: {e}"))?;
+            let r = Reactor::new(i as u16, p, l, shared.clone())
+                .map_err(|e| format!("reactor: {e}"))?;
             let core = cpus.get(i % cpus.len().max(1)).copied();
             let t = std::thread::Builder::new()
                 .name(format!("weim-reactor-{i}"))

@@ -53,11 +53,12 @@ pub fn spawn(
 fn run(jobs: &Receiver<Job>, shared: &Shared) {
     while let Ok(job) = jobs.recv() {
         shared.active_jobs.fetch_add(1, Relaxed);
-        let resp = std::panic::catch_unwind(AssertUnwindSafe(|| crate::api::handle(shared, &job.req)))
-            .unwrap_or_else(|_| {
-                log::error!("handler panicked on {} {}", job.req.method, job.req.path);
-                Response::error(500)
-            });
+        let resp =
+            std::panic::catch_unwind(AssertUnwindSafe(|| crate::api::handle(shared, &job.req)))
+                .unwrap_or_else(|_| {
+                    log::error!("handler panicked on {} {}", job.req.method, job.req.path);
+                    Response::error(500)
+                });
         let bytes = resp.encode(job.keep_alive);
         if let Some(handle) = shared.delivery.reactors().get(job.conn.reactor as usize) {
             handle.send(Inbox::Reply {

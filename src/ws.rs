@@ -244,10 +244,22 @@ mod tests {
     fn rejects_what_rfc6455_forbids() {
         let unmasked = [0x81, 0x02, b'h', b'i'];
         assert_eq!(check_frame(&unmasked, 1024), Err(close::PROTOCOL));
-        assert_eq!(check_frame(&client_frame(0xC1, b"x"), 1024), Err(close::PROTOCOL));
-        assert_eq!(check_frame(&client_frame(0x83, b"x"), 1024), Err(close::PROTOCOL));
-        assert_eq!(check_frame(&client_frame(0x8B, b"x"), 1024), Err(close::PROTOCOL));
-        assert_eq!(check_frame(&client_frame(0x09, b"x"), 1024), Err(close::PROTOCOL));
+        assert_eq!(
+            check_frame(&client_frame(0xC1, b"x"), 1024),
+            Err(close::PROTOCOL)
+        );
+        assert_eq!(
+            check_frame(&client_frame(0x83, b"x"), 1024),
+            Err(close::PROTOCOL)
+        );
+        assert_eq!(
+            check_frame(&client_frame(0x8B, b"x"), 1024),
+            Err(close::PROTOCOL)
+        );
+        assert_eq!(
+            check_frame(&client_frame(0x09, b"x"), 1024),
+            Err(close::PROTOCOL)
+        );
         assert_eq!(
             check_frame(&client_frame(0x89, &[0; 126]), 1024),
             Err(close::PROTOCOL)
