@@ -232,7 +232,7 @@ fn is_han(c: char) -> bool {
 }
 
 /// Checks `username` and `password` as register and login do (PROTOCOL §1.2).
-fn check_credentials<'a>(params: &'a Params) -> Result<(&'a str, &'a str), Response> {
+fn check_credentials(params: &Params) -> Result<(&str, &str), Response> {
     let username = params.str("username");
     let password = params.str("password");
     let len_ok = |s: &str| (6..=20).contains(&s.chars().count());

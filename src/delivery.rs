@@ -14,9 +14,12 @@ use crate::ws::SharedFrame;
 
 const SHARDS: usize = 64;
 
+/// One shard: user id → that user's connections, oldest first.
+type Shard = Mutex<HashMap<u64, Vec<ConnRef>>>;
+
 /// Signed-in connections by user, oldest first.
 pub struct Registry {
-    shards: Box<[Mutex<HashMap<u64, Vec<ConnRef>>>]>,
+    shards: Box<[Shard]>,
     conns_per_user: usize,
 }
 
@@ -29,7 +32,7 @@ impl Registry {
         }
     }
 
-    fn shard(&self, uid: u64) -> &Mutex<HashMap<u64, Vec<ConnRef>>> {
+    fn shard(&self, uid: u64) -> &Shard {
         &self.shards[(uid as usize) % SHARDS]
     }
 

@@ -460,10 +460,7 @@ impl Reactor {
     /// Reads until the socket is empty or the connection waits for a worker.
     fn read_ready(&mut self, key: usize) {
         let mut scratch = std::mem::take(&mut self.scratch);
-        loop {
-            let Some(conn) = self.conns.get_mut(key) else {
-                break;
-            };
+        while let Some(conn) = self.conns.get_mut(key) {
             if conn.state == (State::Http { inflight: true }) {
                 break;
             }
