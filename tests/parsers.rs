@@ -1,0 +1,96 @@
+//! Property tests: no input from the network may panic the HTTP request
+//! parser, the WebSocket frame checker or the client message reader, and
+//! what they accept is consistent with what they were given.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use proptest::prelude::*;
+use weim::http::{self, Parsed};
+use weim::message::parse_client;
+use weim::ws;
+
+const PEER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// Bytes that look like the start of an HTTP request more often than noise.
+fn http_like() -> impl Strategy<Value = Vec<u8>> {
+    let pieces = prop::sample::select(vec![
+        &b"GET "[..],
+        b"POST ",
+        b"/api/v1/login",
+        b"/ws",
+        b"?a=1&b=%zz",
+        b" HTTP/1.1\r\n",
+        b" HTTP/1.0\r\n",
+        b"Content-Length: 5\r\n",
+        b"Content-Length: -1\r\n",
+        b"Content-Length: 99999999999999999999\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Connection: close\r\n",
+        b"Upgrade: websocket\r\n",
+        b"Content-Type: application/json\r\n",
+        b"X: \xff\xfe\r\n",
+        b"\r\n",
+        b"{\"a\":1}",
+        b"\0",
+    ]);
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..600),
+        prop::collection::vec(pieces, 0..24).prop_map(|p| p.concat()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn http_parser_never_panics(buf in http_like(), max_body in 0usize..64) {
+        match http::parse(&buf, max_body, PEER) {
+            Parsed::Complete(req, used) => {
+                prop_assert!(used <= buf.len());
+                prop_assert!(req.body.len() <= max_body);
+                prop_assert!(req.path.starts_with('/'));
+                let _ = req.params();
+            }
+            Parsed::Reject(status) => prop_assert!((400..500).contains(&status)),
+            Parsed::Partial => prop_assert!(buf.len() <= http::MAX_HEAD + max_body),
+        }
+    }
+
+    #[test]
+    fn frame_checker_never_panics(buf in prop::collection::vec(any::<u8>(), 0..300), max in 0usize..200) {
+        if let Ok(Some(info)) = ws::check_frame(&buf, max) {
+            prop_assert!(info.total_len() <= buf.len());
+            prop_assert!(info.payload_len <= max);
+            prop_assert!(!info.opcode.is_control() || (info.fin && info.payload_len <= 125));
+            let mut payload = buf[info.payload_start..info.total_len()].to_vec();
+            ws::unmask(&mut payload, info.mask);
+        }
+    }
+
+    #[test]
+    fn masked_frames_round_trip(payload in prop::collection::vec(any::<u8>(), 0..70_000), mask in any::<[u8; 4]>(), split in any::<prop::sample::Index>()) {
+        let mut frame = ws::text_frame(&payload);
+        frame[1] |= 0x80;
+        let header_len = frame.len() - payload.len();
+        let mut masked = payload.clone();
+        ws::unmask(&mut masked, mask);
+        let mut buf = frame[..header_len].to_vec();
+        buf.extend_from_slice(&mask);
+        buf.extend_from_slice(&masked);
+        let cut = split.index(buf.len());
+        prop_assert_eq!(ws::check_frame(&buf[..cut], 100_000), Ok(None));
+        let info = ws::check_frame(&buf, 100_000).unwrap().unwrap();
+        prop_assert_eq!(info.total_len(), buf.len());
+        let mut got = buf[info.payload_start..].to_vec();
+        ws::unmask(&mut got, info.mask);
+        prop_assert_eq!(got, payload);
+    }
+
+    #[test]
+    fn client_message_reader_never_panics(text in prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..200),
+        "\\{(\"[A-Za-z]{1,5}\":(\"[0-9a-z]{0,6}\"|-?[0-9]{1,20}|null|true|\\[\\]|\\{\\}),?){0,5}\\}".prop_map(String::into_bytes),
+    ]) {
+        let _ = parse_client(&text);
+    }
+}
