@@ -293,6 +293,6 @@ mod tests {
     #[test]
     fn accept_key_matches_rfc_example() {
         let resp = String::from_utf8(upgrade_response(b"dGhlIHNhbXBsZSBub25jZQ==")).unwrap();
-        assert!(resp.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzRrPm+c=\r\n"));
+        assert!(resp.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
     }
 }
