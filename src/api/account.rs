@@ -1,0 +1,138 @@
+//! Accounts: register, login, logout and the caller's own profile.
+
+use serde_json::json;
+
+use super::{fail, fail_with, ok, store_error, Caller, Route, Routes, AUTH_FAIL};
+use crate::auth;
+use crate::http::{Params, Request, Response};
+use crate::node::Shared;
+use crate::store::{StoreError, User};
+
+/// Account routes.
+pub(super) const ROUTES: Routes = &[
+    ("register", Route::Public(register)),
+    ("login", Route::Public(login)),
+    ("logout", Route::Authed(logout, false)),
+    ("user/me", Route::Authed(me, true)),
+];
+
+fn is_han(c: char) -> bool {
+    matches!(c,
+        '\u{2E80}'..='\u{2FDF}' | '\u{3005}' | '\u{3007}' | '\u{3021}'..='\u{3029}'
+        | '\u{3038}'..='\u{303B}' | '\u{3400}'..='\u{4DBF}' | '\u{4E00}'..='\u{9FFF}'
+        | '\u{F900}'..='\u{FAFF}' | '\u{20000}'..='\u{3134F}')
+}
+
+/// Checks `username` and `password` as register and login do (PROTOCOL §1.2).
+fn check_credentials(params: &Params) -> Result<(&str, &str), Response> {
+    let username = params.str("username");
+    let password = params.str("password");
+    let len_ok = |s: &str| (6..=20).contains(&s.chars().count());
+    if username.is_empty() {
+        return Err(fail("请输入用户名"));
+    }
+    if !len_ok(username) {
+        return Err(fail("用户名长度限制6-20位"));
+    }
+    if password.is_empty() {
+        return Err(fail("请输入密码"));
+    }
+    if !len_ok(password) {
+        return Err(fail("密码长度限制6-20位"));
+    }
+    if username.chars().chain(password.chars()).any(is_han) {
+        return Err(fail("用户名和密码不能含有中文"));
+    }
+    Ok((username, password))
+}
+
+/// The signed-in answer of register and login.
+fn signed_in(node: &Shared, user: &User) -> Response {
+    ok(
+        "登录成功",
+        json!({
+            "t": node.tokens.issue(user.id),
+            "user": {
+                "id": user.id,
+                "username": user.username,
+                "nickname": user.nickname,
+                "avatar": user.avatar,
+                "status": user.status,
+            }
+        }),
+    )
+}
+
+fn register(node: &Shared, _: &Request, params: &Params) -> Response {
+    let (username, password) = match check_credentials(params) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let hash = match auth::hash_password(password) {
+        Ok(h) => h,
+        Err(e) => {
+            log::error!("password hash: {e}");
+            return Response::error(500);
+        }
+    };
+    match node.store.create_user(username, &hash, auth::now_secs()) {
+        Ok(user) => signed_in(node, &user),
+        Err(StoreError::Conflict) => fail("用户已存在，请更换用户名后重试"),
+        Err(e) => store_error(e),
+    }
+}
+
+fn login(node: &Shared, req: &Request, params: &Params) -> Response {
+    let (username, password) = match check_credentials(params) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    if node.throttle.blocked(username, req.peer) {
+        return fail("登录失败次数过多，请稍后再试");
+    }
+    let user = match node.store.user_by_name(username) {
+        Ok(Some(u)) => u,
+        Ok(None) => {
+            node.throttle.failed(username, req.peer);
+            return fail("用户不存在，请更换用户名后重试");
+        }
+        Err(e) => return store_error(e),
+    };
+    if !auth::verify_password(password, &user.password_hash) {
+        node.throttle.failed(username, req.peer);
+        return fail("密码错误");
+    }
+    node.throttle.succeeded(username);
+    signed_in(node, &user)
+}
+
+fn logout(node: &Shared, caller: &Caller, _: &Params) -> Response {
+    let sig = auth::signature(&caller.token);
+    let exp = caller.exp;
+    if let Err(e) = node.store.revoke_token(sig, exp) {
+        return store_error(e);
+    }
+    node.tokens.revoke(sig, exp);
+    ok("退出成功", json!({}))
+}
+
+fn me(node: &Shared, caller: &Caller, _: &Params) -> Response {
+    match node.store.user_by_id(caller.uid) {
+        Ok(Some(u)) => ok(
+            "请求成功",
+            json!({
+                "user": {
+                    "id": u.id,
+                    "username": u.username,
+                    "nickname": u.nickname,
+                    "avatar": u.avatar,
+                    "sex": u.sex,
+                    "status": u.status,
+                    "realname_verified": u.realname_verified,
+                }
+            }),
+        ),
+        Ok(None) => fail_with(AUTH_FAIL, "鉴权失败"),
+        Err(e) => store_error(e),
+    }
+}

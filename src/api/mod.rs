@@ -1,0 +1,179 @@
+//! REST handlers, run on workers: routing of `/api/v1/*` and of the
+//! operations routes, the `Login-Token` check, CORS, and the
+//! `{code,msg,data}` answers of PROTOCOL §1. Each concern's handlers live in
+//! a submodule that exports its route table.
+
+mod account;
+mod ops;
+
+use serde_json::Value;
+
+use crate::auth::TokenError;
+use crate::http::{Params, Request, Response};
+use crate::node::Shared;
+use crate::store::StoreError;
+
+/// Success.
+pub(crate) const OK: i32 = 0;
+/// Validation or business-rule failure.
+pub(crate) const FAIL: i32 = 1000;
+/// Authentication failure.
+pub(crate) const AUTH_FAIL: i32 = 1001;
+
+/// The signed-in caller of an authenticated endpoint.
+pub(crate) struct Caller {
+    /// User id.
+    pub uid: u64,
+    /// The token as sent.
+    pub token: String,
+    /// The token's expiry, unix seconds.
+    pub exp: i64,
+}
+
+type Public = fn(&Shared, &Request, &Params) -> Response;
+type Authed = fn(&Shared, &Caller, &Params) -> Response;
+
+/// How a `/api/v1/*` path is served.
+pub(crate) enum Route {
+    Public(Public),
+    /// An authenticated handler; `true` adds a refreshed token as `data.t`.
+    Authed(Authed, bool),
+}
+
+/// A route table: `/api/v1/<path>` → handler; every route is `POST`.
+pub(crate) type Routes = &'static [(&'static str, Route)];
+
+/// Every module's routes.
+const TABLES: &[Routes] = &[account::ROUTES];
+
+fn find(path: &str) -> Option<&'static Route> {
+    TABLES
+        .iter()
+        .flat_map(|t| t.iter())
+        .find(|(p, _)| *p == path)
+        .map(|(_, r)| r)
+}
+
+/// Answers one request.
+pub fn handle(node: &Shared, req: &Request) -> Response {
+    let mut resp = route(node, req);
+    let origins = &node.config.http.cors_origins;
+    let allowed = if origins.iter().any(|o| o == "*") {
+        Some("*".to_string())
+    } else {
+        req.header("origin")
+            .filter(|o| origins.iter().any(|a| a == o))
+            .map(str::to_string)
+    };
+    if let Some(origin) = allowed {
+        resp.headers.push(("Access-Control-Allow-Origin", origin));
+        resp.headers.push(("Vary", "Origin".to_string()));
+    }
+    resp
+}
+
+fn route(node: &Shared, req: &Request) -> Response {
+    if req.method == "OPTIONS" {
+        let mut resp = Response::text(204, "");
+        resp.headers
+            .push(("Access-Control-Allow-Methods", "GET, POST, OPTIONS".into()));
+        resp.headers.push((
+            "Access-Control-Allow-Headers",
+            "Content-Type, Login-Token, Admin-Token".into(),
+        ));
+        resp.headers
+            .push(("Access-Control-Max-Age", "86400".into()));
+        return resp;
+    }
+    let get = req.method == "GET";
+    match req.path.as_str() {
+        "/healthz" if get => ops::healthz(node),
+        "/metrics" if get => Response {
+            content_type: "text/plain; version=0.0.4",
+            ..Response::text(
+                200,
+                node.metrics.render(
+                    node.jobs.len(),
+                    node.draining.load(std::sync::atomic::Ordering::Relaxed),
+                ),
+            )
+        },
+        "/ws/status" if get => ops::admin(node, req, ops::ws_status),
+        "/ws/sendToAll" if get || req.method == "POST" => ops::admin(node, req, ops::send_to_all),
+        "/healthz" | "/metrics" | "/ws/status" | "/ws/sendToAll" | "/ws" => Response::error(405),
+        path => match path.strip_prefix("/api/v1/").and_then(find) {
+            None => Response::error(404),
+            Some(_) if req.method != "POST" => Response::error(405),
+            Some(handler) => api(node, req, handler),
+        },
+    }
+}
+
+fn api(node: &Shared, req: &Request, handler: &Route) -> Response {
+    let Some(params) = req.params() else {
+        return Response::envelope(400, FAIL, "非法参数", Value::Null);
+    };
+    match handler {
+        Route::Public(f) => f(node, req, &params),
+        Route::Authed(f, refresh) => {
+            let token = req.header("login-token").unwrap_or("").trim();
+            let claims = match node.tokens.verify(token) {
+                Ok(c) => c,
+                Err(TokenError::Expired) => {
+                    return fail_with(AUTH_FAIL, "登录状态已过期，请重新登录")
+                }
+                Err(TokenError::Invalid) => return fail_with(AUTH_FAIL, "鉴权失败"),
+            };
+            let caller = Caller {
+                uid: claims.id,
+                token: token.to_string(),
+                exp: claims.exp,
+            };
+            let resp = f(node, &caller, &params);
+            if *refresh {
+                with_token(resp, &node.tokens.issue(caller.uid))
+            } else {
+                resp
+            }
+        }
+    }
+}
+
+/// Adds `data.t` to a successful answer.
+fn with_token(mut resp: Response, token: &str) -> Response {
+    if let Ok(mut v) = serde_json::from_slice::<Value>(&resp.body) {
+        if v["code"] == OK {
+            if let Some(data) = v["data"].as_object_mut() {
+                data.insert("t".into(), Value::String(token.to_string()));
+                resp.body = v.to_string().into_bytes();
+            }
+        }
+    }
+    resp
+}
+
+pub(crate) fn ok(msg: &str, data: Value) -> Response {
+    Response::envelope(200, OK, msg, data)
+}
+
+pub(crate) fn fail(msg: &str) -> Response {
+    fail_with(FAIL, msg)
+}
+
+pub(crate) fn fail_with(code: i32, msg: &str) -> Response {
+    Response::envelope(200, code, msg, Value::Null)
+}
+
+/// A store failure: 503 when the database is unreachable, else 500.
+pub(crate) fn store_error(e: StoreError) -> Response {
+    match e {
+        StoreError::Unavailable(m) => {
+            log::warn!("store unavailable: {m}");
+            Response::envelope(503, FAIL, "服务暂不可用，请稍后重试", Value::Null)
+        }
+        other => {
+            log::error!("store: {other}");
+            Response::envelope(500, FAIL, "服务器内部错误", Value::Null)
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Operations routes: `/healthz` and the `Admin-Token` routes
+//! `/ws/status` and `/ws/sendToAll`.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::{ok, AUTH_FAIL, FAIL};
+use crate::http::{Params, Request, Response};
+use crate::message::Push;
+use crate::node::Shared;
+
+pub(super) fn healthz(node: &Shared) -> Response {
+    if node.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return Response::text(503, "draining");
+    }
+    match node.store.ping() {
+        Ok(()) => Response::text(200, "ok"),
+        Err(e) => Response::text(503, format!("store unavailable: {e}")),
+    }
+}
+
+/// Runs `f` when the request carries the configured `Admin-Token`; the
+/// routes do not exist when none is configured.
+pub(super) fn admin(node: &Shared, req: &Request, f: fn(&Shared, &Params) -> Response) -> Response {
+    let Some(expected) = node.config.http.admin_token.as_deref() else {
+        return Response::error(404);
+    };
+    let given = req.header("admin-token").unwrap_or("").trim();
+    if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        return Response::envelope(401, AUTH_FAIL, "鉴权失败", Value::Null);
+    }
+    match req.params() {
+        Some(params) => f(node, &params),
+        None => Response::envelope(400, FAIL, "非法参数", Value::Null),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub(super) fn ws_status(node: &Shared, _: &Params) -> Response {
+    ok(
+        "ok",
+        json!({
+            "connections": node.metrics.open(),
+            "authenticated": node.metrics.authenticated(),
+            "users": node.delivery.registry.users(),
+            "reactors": node.delivery.reactors().len(),
+        }),
+    )
+}
+
+pub(super) fn send_to_all(node: &Shared, params: &Params) -> Response {
+    let body = params
+        .get("body")
+        .filter(|b| !b.is_empty())
+        .unwrap_or("测试消息收发");
+    let n = node
+        .delivery
+        .to_all(Push::broadcast(body).frame(), Duration::from_secs(5));
+    ok("ok", json!({ "local": n }))
+}
