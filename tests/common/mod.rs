@@ -596,7 +596,7 @@ pub fn base64url(bytes: &[u8]) -> String {
 
 /// Checks that a server frame has the eight keys of PROTOCOL §2 and the
 /// given Cmd, and returns it.
-pub fn assert_server_frame<'a>(frame: &'a Value, cmd: i64) -> &'a Value {
+pub fn assert_server_frame(frame: &Value, cmd: i64) -> &Value {
     for key in ["Cmd", "FromId", "ToId", "Ope", "Type", "Id", "Time"] {
         assert!(
             frame[key].is_i64(),
