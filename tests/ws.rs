@@ -21,6 +21,7 @@ fn node_with_4kib_messages() -> Node {
 
 /// Sends `bytes` on a fresh connection and returns the close code the
 /// server answers with.
+#[track_caller]
 fn close_code_after(node: &Node, bytes: &[u8]) -> u16 {
     let mut ws = node.raw_ws();
     // The server may close before it has read everything: a failed write

@@ -111,7 +111,7 @@ impl NodeBuilder {
         let config = dir.path().join("empty.yml");
         std::fs::write(&config, b"").expect("write empty.yml");
 
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weim"));
+        let mut cmd = Command::new(weim_binary());
         cmd.arg("--config").arg(&config);
         // The node must see our variables only: any unknown WEIM_* variable
         // of the surrounding environment would stop it (exit code 2).
@@ -163,6 +163,7 @@ impl NodeBuilder {
             addr: "127.0.0.1:1".parse().unwrap(),
             store: self.store,
             log,
+            log_shown: false,
             _dir: dir,
         };
         let deadline = Instant::now() + START_TIMEOUT;
@@ -193,6 +194,12 @@ impl NodeBuilder {
             }
         }
     }
+}
+
+/// The gateway under test: the crate's `weim` binary, or the program named
+/// by `TEST_WEIM_BIN` (to run the suite against another build).
+pub fn weim_binary() -> std::ffi::OsString {
+    std::env::var_os("TEST_WEIM_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_weim").into())
 }
 
 /// The last bytes a node wrote to stderr (its log).
@@ -227,6 +234,7 @@ pub struct Node {
     pub addr: SocketAddr,
     pub store: Store,
     log: Arc<Mutex<LogTail>>,
+    log_shown: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -234,7 +242,7 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if thread::panicking() {
+        if thread::panicking() && !self.log_shown {
             eprintln!("---- weim log (tail) ----\n{}\n----", self.log());
         }
     }
@@ -271,6 +279,7 @@ impl Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
         thread::sleep(Duration::from_millis(100));
+        self.log_shown = true;
         panic!("weim {why}\n---- stderr ----\n{}\n----", self.log());
     }
 
@@ -304,31 +313,37 @@ impl Node {
     // ---- HTTP ----
 
     /// A new keep-alive HTTP connection.
+    #[track_caller]
     pub fn http(&self) -> Http {
         Http::connect(self.addr)
     }
 
     /// One request on a new connection.
+    #[track_caller]
     pub fn request(&self, req: &Request) -> Response {
         self.http().request(req)
     }
 
+    #[track_caller]
     pub fn get(&self, path: &str) -> Response {
         self.request(&Request::get(path))
     }
 
     /// POSTs form parameters to an API route and returns the envelope,
     /// asserting HTTP 200.
+    #[track_caller]
     pub fn api(&self, path: &str, params: &[(&str, &str)]) -> Value {
         self.request(&Request::post(path).form(params)).api()
     }
 
     /// Same as `api`, signed with `Login-Token`.
+    #[track_caller]
     pub fn api_as(&self, token: &str, path: &str, params: &[(&str, &str)]) -> Value {
         self.request(&Request::post(path).login_token(token).form(params))
             .api()
     }
 
+    #[track_caller]
     pub fn register_raw(&self, username: &str, password: &str) -> Value {
         self.api(
             "/api/v1/register",
@@ -336,6 +351,7 @@ impl Node {
         )
     }
 
+    #[track_caller]
     pub fn login_raw(&self, username: &str, password: &str) -> Value {
         self.api(
             "/api/v1/login",
@@ -345,34 +361,40 @@ impl Node {
 
     /// Registers `username` and returns its account; the registration
     /// must succeed.
+    #[track_caller]
     pub fn register(&self, username: &str) -> Account {
         let reply = self.register_raw(username, PASSWORD);
         Account::from_sign_in(username, &reply)
     }
 
     /// Registers a new user with a unique name.
+    #[track_caller]
     pub fn new_account(&self) -> Account {
         self.register(&unique_name("u"))
     }
 
     /// Logs `username` in; the login must succeed.
+    #[track_caller]
     pub fn login(&self, username: &str) -> Account {
         let reply = self.login_raw(username, PASSWORD);
         Account::from_sign_in(username, &reply)
     }
 
     /// `POST /api/v1/user/me` with `token`.
+    #[track_caller]
     pub fn me(&self, token: &str) -> Value {
         self.api_as(token, "/api/v1/user/me", &[])
     }
 
     // ---- operations ----
 
+    #[track_caller]
     pub fn admin(&self, req: Request) -> Response {
         self.request(&req.header("Admin-Token", ADMIN_TOKEN))
     }
 
     /// `GET /ws/status` → its `data`.
+    #[track_caller]
     pub fn status(&self) -> Value {
         let reply = self.admin(Request::get("/ws/status")).api();
         assert_eq!(reply["code"], CODE_OK, "/ws/status: {reply}");
@@ -380,17 +402,20 @@ impl Node {
     }
 
     /// `POST /ws/sendToAll` with an optional `body` → `data.local`.
+    #[track_caller]
     pub fn send_to_all(&self, body: Option<&str>) -> i64 {
         let params: Vec<(&str, &str)> = body.map(|b| ("body", b)).into_iter().collect();
         let reply = self
             .admin(Request::post("/ws/sendToAll").form(&params))
             .api();
         assert_eq!(reply["code"], CODE_OK, "sendToAll: {reply}");
-        reply["data"]["local"]
-            .as_i64()
-            .unwrap_or_else(|| panic!("sendToAll without data.local: {reply}"))
+        match reply["data"]["local"].as_i64() {
+            Some(local) => local,
+            None => panic!("sendToAll without data.local: {reply}"),
+        }
     }
 
+    #[track_caller]
     pub fn metrics(&self) -> Metrics {
         let resp = self.get("/metrics");
         assert_eq!(resp.status, 200, "/metrics: {}", resp.text());
@@ -398,6 +423,7 @@ impl Node {
     }
 
     /// Waits (≤ 10 s) until `series` reaches `at_least`, and returns it.
+    #[track_caller]
     pub fn wait_metric(&self, series: &str, at_least: f64) -> f64 {
         let mut last = None;
         let ok = wait_until(Duration::from_secs(10), || {
@@ -411,11 +437,13 @@ impl Node {
     // ---- WebSocket ----
 
     /// A WebSocket client (not signed in).
+    #[track_caller]
     pub fn ws(&self) -> Ws {
         Ws::connect(self.addr)
     }
 
     /// A WebSocket client signed in with `token`.
+    #[track_caller]
     pub fn ws_signed_in(&self, token: &str) -> Ws {
         let mut ws = self.ws();
         ws.sign_in(token);
@@ -423,6 +451,7 @@ impl Node {
     }
 
     /// A raw WebSocket connection (handshake done, nothing sent).
+    #[track_caller]
     pub fn raw_ws(&self) -> RawWs {
         RawWs::connect(self.addr)
     }
@@ -438,6 +467,7 @@ pub struct Account {
 
 impl Account {
     /// Checks a register/login answer (PROTOCOL §1.2) and reads it.
+    #[track_caller]
     pub fn from_sign_in(username: &str, reply: &Value) -> Account {
         assert_eq!(reply["code"], CODE_OK, "sign-in of {username}: {reply}");
         assert_eq!(
@@ -445,15 +475,14 @@ impl Account {
             "sign-in of {username}: {reply}"
         );
         let data = &reply["data"];
-        let token = data["t"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no data.t: {reply}"))
-            .to_string();
+        let Some(token) = data["t"].as_str().map(str::to_string) else {
+            panic!("no data.t: {reply}");
+        };
         assert!(!token.is_empty(), "empty data.t: {reply}");
         let user = &data["user"];
-        let id = user["id"]
-            .as_i64()
-            .unwrap_or_else(|| panic!("no data.user.id: {reply}"));
+        let Some(id) = user["id"].as_i64() else {
+            panic!("no data.user.id: {reply}");
+        };
         assert!(id > 0, "user id {id}: {reply}");
         assert_eq!(user["username"], username, "{reply}");
         assert!(user["nickname"].is_string(), "data.user.nickname: {reply}");
@@ -561,9 +590,12 @@ pub fn now_secs() -> i64 {
 }
 
 /// The claims of a JWT, read without checking its signature.
+#[track_caller]
 pub fn jwt_claims(token: &str) -> Value {
-    jsonwebtoken::dangerous::insecure_decode_claims::<Value>(token)
-        .unwrap_or_else(|e| panic!("not a JWT {token:?}: {e}"))
+    match jsonwebtoken::dangerous::insecure_decode_claims::<Value>(token) {
+        Ok(claims) => claims,
+        Err(e) => panic!("not a JWT {token:?}: {e}"),
+    }
 }
 
 /// An HS256 JWT over `claims`, signed with `secret`.
@@ -596,6 +628,7 @@ pub fn base64url(bytes: &[u8]) -> String {
 
 /// Checks that a server frame has the eight keys of PROTOCOL §2 and the
 /// given Cmd, and returns it.
+#[track_caller]
 pub fn assert_server_frame(frame: &Value, cmd: i64) -> &Value {
     for key in ["Cmd", "FromId", "ToId", "Ope", "Type", "Id", "Time"] {
         assert!(
@@ -612,6 +645,7 @@ pub fn assert_server_frame(frame: &Value, cmd: i64) -> &Value {
 }
 
 /// Checks a system frame (Cmd 2, 4, 31: FromId 0, ToId 0, Ope 2, Type 10).
+#[track_caller]
 pub fn assert_system_frame(frame: &Value, cmd: i64) {
     assert_server_frame(frame, cmd);
     assert_eq!(frame["FromId"], 0, "{frame}");
@@ -627,6 +661,7 @@ fn configure(stream: &TcpStream) {
 }
 
 /// A loopback connection with the test timeouts.
+#[track_caller]
 pub fn tcp_connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
         .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
@@ -636,6 +671,7 @@ pub fn tcp_connect(addr: SocketAddr) -> TcpStream {
 
 /// A loopback connection whose receive buffer is as small as the kernel
 /// allows (set before connecting, so the advertised window stays small).
+#[track_caller]
 pub fn tcp_connect_small_rcvbuf(addr: SocketAddr) -> TcpStream {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
@@ -687,6 +723,7 @@ impl Request {
         }
     }
 
+    #[track_caller]
     pub fn get(target: &str) -> Request {
         Request::new("GET", target)
     }
@@ -716,6 +753,7 @@ impl Request {
     }
 
     /// An `application/json` body.
+    #[track_caller]
     pub fn json(self, value: &Value) -> Request {
         self.body("application/json", value.to_string().into_bytes())
     }
@@ -770,17 +808,20 @@ impl Response {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
+    #[track_caller]
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
+        match serde_json::from_slice(&self.body) {
+            Ok(v) => v,
+            Err(e) => panic!(
                 "HTTP {} body is not JSON ({e}): {:?}",
                 self.status,
                 self.text()
-            )
-        })
+            ),
+        }
     }
 
     /// The `{code, msg, data}` envelope (PROTOCOL §1.1).
+    #[track_caller]
     pub fn envelope(&self) -> Value {
         let v = self.json();
         assert!(v["code"].is_i64(), "envelope without integer code: {v}");
@@ -790,6 +831,7 @@ impl Response {
     }
 
     /// The envelope of an API answer, which is always HTTP 200.
+    #[track_caller]
     pub fn api(&self) -> Value {
         assert_eq!(self.status, 200, "HTTP status; body {:?}", self.text());
         self.envelope()
@@ -797,6 +839,7 @@ impl Response {
 
     /// Asserts a protocol-level error: HTTP `status` with an envelope whose
     /// code is not 0.
+    #[track_caller]
     pub fn assert_error(&self, status: u16) -> Value {
         assert_eq!(self.status, status, "HTTP status; body {:?}", self.text());
         let v = self.envelope();
@@ -817,6 +860,7 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const MAX_RESPONSE_BODY: usize = 16 * 1024 * 1024;
 
 impl Http {
+    #[track_caller]
     pub fn connect(addr: SocketAddr) -> Http {
         Http {
             stream: tcp_connect(addr),
@@ -829,6 +873,7 @@ impl Http {
     }
 
     /// Writes bytes as they are.
+    #[track_caller]
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write request");
     }
@@ -838,11 +883,13 @@ impl Http {
         self.stream.write_all(bytes)
     }
 
+    #[track_caller]
     pub fn send(&mut self, req: &Request) {
         self.send_raw(&req.to_bytes());
     }
 
     /// Sends `req` and reads its response.
+    #[track_caller]
     pub fn request(&mut self, req: &Request) -> Response {
         self.send(req);
         self.read_response()
@@ -856,9 +903,13 @@ impl Http {
     }
 
     /// Reads one response; panics on timeout, reset or early end.
+    #[track_caller]
     pub fn read_response(&mut self) -> Response {
-        self.try_read_response()
-            .unwrap_or_else(|e| panic!("reading an HTTP response: {e}"))
+        match self.try_read_response() {
+            Ok(resp) => resp,
+            Err(e) if is_timeout(&e) => panic!("no HTTP response within {IO_TIMEOUT:?}"),
+            Err(e) => panic!("reading an HTTP response: {e}"),
+        }
     }
 
     pub fn try_read_response(&mut self) -> io::Result<Response> {
@@ -1048,6 +1099,7 @@ impl Metrics {
 
     /// The value of one series, written as the exposition writes it:
     /// `name` or `name{label="value"}`.
+    #[track_caller]
     pub fn get(&self, series: &str) -> Option<f64> {
         let wanted: String = series.chars().filter(|c| !c.is_whitespace()).collect();
         self.samples().find_map(|(s, v)| {
@@ -1061,9 +1113,12 @@ impl Metrics {
     }
 
     /// Like `get`, but the series must be there.
+    #[track_caller]
     pub fn value(&self, series: &str) -> f64 {
-        self.get(series)
-            .unwrap_or_else(|| panic!("no series {series} in /metrics:\n{}", self.0))
+        match self.get(series) {
+            Some(v) => v,
+            None => panic!("no series {series} in /metrics:\n{}", self.0),
+        }
     }
 
     /// True if some sample of metric `name` is present (any labels).
@@ -1097,11 +1152,13 @@ pub struct Ws {
 }
 
 impl Ws {
+    #[track_caller]
     pub fn connect(addr: SocketAddr) -> Ws {
         Ws::over(addr, tcp_connect(addr))
     }
 
     /// Does the client handshake over an already connected stream.
+    #[track_caller]
     pub fn over(addr: SocketAddr, stream: TcpStream) -> Ws {
         let url = format!("ws://{addr}/ws");
         let (ws, resp) = tungstenite::client(url.as_str(), stream)
@@ -1110,16 +1167,19 @@ impl Ws {
         Ws { ws }
     }
 
+    #[track_caller]
     pub fn send_text(&mut self, text: &str) {
         self.ws
             .send(Message::text(text.to_string()))
             .expect("send a text message");
     }
 
+    #[track_caller]
     pub fn send_json(&mut self, value: &Value) {
         self.send_text(&value.to_string());
     }
 
+    #[track_caller]
     pub fn ping(&mut self, payload: &[u8]) {
         self.ws
             .send(Message::Ping(payload.to_vec().into()))
@@ -1127,6 +1187,7 @@ impl Ws {
     }
 
     /// Sends `{"Cmd":3,"Body":token}` and asserts the Cmd 4 answer.
+    #[track_caller]
     pub fn sign_in(&mut self, token: &str) -> Value {
         self.send_json(&json!({"Cmd": 3, "Body": token}));
         let reply = self.recv_json();
@@ -1142,13 +1203,14 @@ impl Ws {
 
     /// The next text message as JSON; skips pings and pongs; panics on
     /// timeout, close or anything but JSON text.
+    #[track_caller]
     pub fn recv_json(&mut self) -> Value {
         for _ in 0..100 {
             match self.ws.read() {
-                Ok(Message::Text(text)) => {
-                    return serde_json::from_str(text.as_str())
-                        .unwrap_or_else(|e| panic!("server frame is not JSON ({e}): {text}"));
-                }
+                Ok(Message::Text(text)) => match serde_json::from_str(text.as_str()) {
+                    Ok(v) => return v,
+                    Err(e) => panic!("server frame is not JSON ({e}): {text}"),
+                },
                 Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => continue,
                 Ok(Message::Close(frame)) => panic!("closed by the server: {frame:?}"),
                 Ok(other) => panic!("unexpected message: {other:?}"),
@@ -1162,6 +1224,7 @@ impl Ws {
     }
 
     /// Asserts that no message (other than ping/pong) arrives for `quiet`.
+    #[track_caller]
     pub fn expect_silence(&mut self, quiet: Duration) {
         let deadline = Instant::now() + quiet;
         loop {
@@ -1206,6 +1269,7 @@ impl Ws {
 
     /// The status code of the close frame the server sends next (other
     /// messages before it are skipped); panics if there is none.
+    #[track_caller]
     pub fn expect_close(&mut self, within: Duration) -> u16 {
         match self.wait_closed(within) {
             Some(Closed::Code(code)) => code,
@@ -1248,14 +1312,16 @@ impl Frame {
         (self.payload.len() >= 2).then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
     }
 
+    #[track_caller]
     pub fn json(&self) -> Value {
         assert_eq!(self.opcode, OP_TEXT, "not a text frame: {self:?}");
-        serde_json::from_slice(&self.payload).unwrap_or_else(|e| {
-            panic!(
+        match serde_json::from_slice(&self.payload) {
+            Ok(v) => v,
+            Err(e) => panic!(
                 "server frame is not JSON ({e}): {}",
                 String::from_utf8_lossy(&self.payload)
-            )
-        })
+            ),
+        }
     }
 }
 
@@ -1323,6 +1389,7 @@ const MAX_SERVER_FRAME: usize = 16 * 1024 * 1024;
 
 impl RawWs {
     /// Connects and completes a valid handshake; checks the 101 answer.
+    #[track_caller]
     pub fn connect(addr: SocketAddr) -> RawWs {
         let key = "dGhlIHNhbXBsZSBub25jZQ==";
         let mut http = Http::connect(addr);
@@ -1349,6 +1416,7 @@ impl RawWs {
         }
     }
 
+    #[track_caller]
     pub fn send_bytes(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write frame bytes");
     }
@@ -1359,10 +1427,12 @@ impl RawWs {
     }
 
     /// A masked, final text frame.
+    #[track_caller]
     pub fn send_text(&mut self, text: &str) {
         self.send_bytes(&client_frame(true, OP_TEXT, text.as_bytes()));
     }
 
+    #[track_caller]
     pub fn send_json(&mut self, value: &Value) {
         self.send_text(&value.to_string());
     }
@@ -1395,15 +1465,18 @@ impl RawWs {
     }
 
     /// The next frame; panics on timeout or end of stream.
+    #[track_caller]
     pub fn recv_frame(&mut self) -> Frame {
         match self.read_frame() {
             Ok(Some(frame)) => frame,
             Ok(None) => panic!("connection ended, expected a frame"),
+            Err(e) if is_timeout(&e) => panic!("no frame within the read timeout"),
             Err(e) => panic!("reading a frame: {e}"),
         }
     }
 
     /// The next text frame as JSON (pings and pongs skipped).
+    #[track_caller]
     pub fn recv_json(&mut self) -> Value {
         for _ in 0..100 {
             let frame = self.recv_frame();
@@ -1422,16 +1495,17 @@ impl RawWs {
     /// Reads until a close frame and returns its status code; panics if the
     /// connection ends without one or on timeout. Text frames before it
     /// are skipped.
+    #[track_caller]
     pub fn expect_close(&mut self) -> u16 {
         for _ in 0..1000 {
             match self.read_frame() {
-                Ok(Some(frame)) if frame.opcode == OP_CLOSE => {
-                    return frame
-                        .close_code()
-                        .unwrap_or_else(|| panic!("close frame without status code"));
-                }
+                Ok(Some(frame)) if frame.opcode == OP_CLOSE => match frame.close_code() {
+                    Some(code) => return code,
+                    None => panic!("close frame without status code"),
+                },
                 Ok(Some(_)) => {}
                 Ok(None) => panic!("connection ended without a close frame"),
+                Err(e) if is_timeout(&e) => panic!("no close frame within the read timeout"),
                 Err(e) => panic!("expected a close frame: {e}"),
             }
         }
@@ -1465,6 +1539,7 @@ impl RawWs {
     }
 
     /// After the close handshake: the server ends the TCP connection.
+    #[track_caller]
     pub fn expect_end(&mut self, within: Duration) {
         self.stream.set_read_timeout(Some(within)).unwrap();
         match self.read_frame() {
