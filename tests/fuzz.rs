@@ -261,8 +261,7 @@ fn arbitrary_json_from_a_signed_in_client_never_ends_its_connection() {
             for (key, value) in fields {
                 message.insert(key.to_string(), value);
             }
-            if cmd.as_i64() == Some(3)
-                || cmd.as_i64() == Some(30)
+            if cmd.as_f64().is_some_and(|c| c == 3.0 || c == 30.0)
                 || cmd
                     .as_str()
                     .is_some_and(|s| s.trim() == "3" || s.trim() == "30")

@@ -94,9 +94,11 @@ fn send_to_all_pushes_cmd_minus_1_with_the_body_or_the_default() {
     check(&mut ws, "表单 & body");
 
     // GET with a query string.
+    // Spaces as %20 (a literal '+' would be encoded as %2B).
     let query: String = form_urlencoded::Serializer::new(String::new())
         .append_pair("body", "查询 = query")
-        .finish();
+        .finish()
+        .replace('+', "%20");
     let reply = node
         .admin(Request::get(&format!("/ws/sendToAll?{query}")))
         .api();
