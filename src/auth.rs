@@ -26,6 +26,10 @@ pub struct Claims {
     pub at: i64,
     /// Expiry, unix seconds.
     pub exp: i64,
+    /// A random id, so two tokens issued in the same second differ (and
+    /// revoking one leaves the other valid).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub jti: String,
 }
 
 /// Why a token was refused.
@@ -71,10 +75,13 @@ impl Tokens {
     /// A new token for `uid`.
     pub fn issue(&self, uid: u64) -> String {
         let at = now_secs();
+        let mut nonce = [0u8; 8];
+        let _ = getrandom::fill(&mut nonce);
         let claims = Claims {
             id: uid,
             at,
             exp: at + self.ttl,
+            jti: nonce.iter().map(|b| format!("{b:02x}")).collect(),
         };
         // HS256 over plain claims cannot fail.
         jsonwebtoken::encode(&Header::default(), &claims, &self.encoding).unwrap_or_default()
@@ -245,6 +252,7 @@ mod tests {
     fn tokens_round_trip_and_are_revocable() {
         let tokens = Tokens::new(b"secret", Duration::from_secs(60));
         let t = tokens.issue(42);
+        assert_ne!(t, tokens.issue(42), "two tokens of one second must differ");
         let claims = tokens.verify(&t).unwrap();
         assert_eq!(claims.id, 42);
         assert_eq!(claims.exp - claims.at, 60);
@@ -263,6 +271,7 @@ mod tests {
             id: 1,
             at: now_secs() - 100,
             exp: now_secs() - 10,
+            jti: String::new(),
         };
         let t = jsonwebtoken::encode(
             &Header::default(),
