@@ -130,6 +130,13 @@ pub fn err_name(e: &io::Error) -> String {
         Some(libc::ENETUNREACH) => "ENETUNREACH",
         Some(libc::EACCES) => "EACCES",
         Some(libc::EPERM) => "EPERM",
+        _ if matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ) =>
+        {
+            "timeout"
+        }
         _ => return e.to_string(),
     };
     name.to_string()

@@ -105,8 +105,10 @@ pub fn send_to_all(
             .and_then(|d| d.get("local"))
             .and_then(|l| l.as_u64());
     }
-    if status != Some(200) {
-        r.error = Some(format!("HTTP {}", status.unwrap_or(0)));
+    if let Some(code) = status.filter(|c| *c != 200) {
+        r.error = Some(format!("HTTP {code}"));
+    } else if status.is_none() {
+        r.error = Some("no HTTP response".into());
     } else if r.code != Some(0) {
         r.error = Some(format!("code {:?}", r.code));
     }

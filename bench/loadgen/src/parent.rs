@@ -260,7 +260,15 @@ pub fn run(opts: Opts) -> Summary {
     let mut round_posts: Vec<(u32, PostResult, bool)> = Vec::new();
     let mut timed_out = !all_ready;
     let rounds_start_cpu = sample().map(|s| s.cpu_s);
-    if opts.scenario.has_rounds() && all_ready {
+    let readers: u64 = p
+        .kids
+        .iter()
+        .filter_map(|k| k.ready.map(|(_, readers, _)| readers))
+        .sum();
+    if opts.scenario.has_rounds() && all_ready && readers == 0 {
+        bump(&mut p.errors, "rounds skipped: no reader signed in", 1);
+    }
+    if opts.scenario.has_rounds() && all_ready && readers > 0 {
         let wait = Duration::from_secs_f64(opts.round_wait_s);
         let token = opts.admin_token.clone().unwrap_or_default();
         let mut post_failures = 0;
@@ -453,11 +461,7 @@ pub fn run(opts: Opts) -> Summary {
         },
     };
 
-    let expected: u64 = p
-        .kids
-        .iter()
-        .filter_map(|k| k.ready.map(|(_, readers, _)| readers))
-        .sum();
+    let expected = readers;
     let rounds = o.scenario.has_rounds().then(|| {
         let mut all = Hist::default();
         let mut fanouts = Vec::new();
