@@ -17,7 +17,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use serde::Deserialize;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::host::{err_name, raise_nofile, unix_ns};
+use crate::host::{err_name, own_cpu_s, raise_nofile, unix_ns};
 use crate::opts::source_addr;
 use crate::proto::{bump, is_slow, ChildMsg, ChildReport, Plan, RoundStat};
 use crate::token::Minter;
@@ -109,7 +109,10 @@ struct Child {
     plan: Plan,
     poll: Poll,
     conns: Vec<Conn>,
-    minter: Minter,
+    /// The masked sign-in frame of each connection, minted before the
+    /// first connect so that token signing stays out of the sign-in time.
+    signin: Vec<Vec<u8>>,
+    token_error: Option<String>,
     request: Vec<u8>,
     scratch: Vec<u8>,
     t0: Instant,
@@ -123,6 +126,7 @@ struct Child {
     ready_sent: bool,
     stdout_ok: bool,
     last_drain_read: Instant,
+    cpu_start_s: f64,
 }
 
 /// Entry point of `weim-load --child`; returns the exit code.
@@ -243,7 +247,8 @@ impl Child {
         };
         Ok(Child {
             request: ws::upgrade_request(&host, &plan.path),
-            minter: Minter::new(&plan.secret),
+            signin: Vec::new(),
+            token_error: None,
             poll: Poll::new()?,
             conns,
             scratch: vec![0; SCRATCH],
@@ -258,6 +263,7 @@ impl Child {
             ready_sent: false,
             stdout_ok: true,
             last_drain_read: Instant::now(),
+            cpu_start_s: 0.0,
             plan,
         })
     }
@@ -289,6 +295,9 @@ impl Child {
     }
 
     fn run(&mut self, rx: Receiver<Command>) {
+        self.prepare();
+        self.t0 = Instant::now();
+        self.cpu_start_s = own_cpu_s();
         let mut events = Events::with_capacity(1024);
         let deadline = Duration::from_millis(self.plan.deadline_ms);
         let hb = Duration::from_millis(self.plan.heartbeat_ms);
@@ -570,7 +579,7 @@ impl Child {
                     ws::Upgrade::Done(n) => {
                         self.report.upgraded += 1;
                         self.conns[i].state = State::SigningIn;
-                        self.sign_in(i, now);
+                        self.sign_in(i);
                         if self.conns[i].state.reads() && buf.len() > n {
                             self.frames_from(i, &buf[n..], now);
                         }
@@ -582,16 +591,38 @@ impl Child {
         }
     }
 
-    fn sign_in(&mut self, i: usize, now_ns: u64) {
-        let user = self.plan.first_user + self.plan.from + i as u64;
-        let token = match self.minter.mint(user, now_ns / 1_000_000_000) {
-            Ok(t) => t,
-            Err(e) => return self.fail(i, format!("token: {e}")),
-        };
-        let payload = format!(r#"{{"Cmd":3,"Body":"{token}"}}"#);
-        let mut frame = Vec::with_capacity(payload.len() + 8);
-        let mask = self.mask();
-        ws::encode_client_frame(&mut frame, ws::OP_TEXT, payload.as_bytes(), mask);
+    /// Mints every connection's token (user `first_user + index`) and
+    /// encodes its sign-in frame.
+    fn prepare(&mut self) {
+        let minter = Minter::new(&self.plan.secret);
+        let now = unix_ns() / 1_000_000_000;
+        let n = self.conns.len();
+        self.signin = Vec::with_capacity(n);
+        for i in 0..n {
+            let user = self.plan.first_user + self.plan.from + i as u64;
+            let frame = match minter.mint(user, now) {
+                Ok(token) => {
+                    let payload = format!(r#"{{"Cmd":3,"Body":"{token}"}}"#);
+                    let mut frame = Vec::with_capacity(payload.len() + 8);
+                    let mask = self.mask();
+                    ws::encode_client_frame(&mut frame, ws::OP_TEXT, payload.as_bytes(), mask);
+                    frame
+                }
+                Err(e) => {
+                    self.token_error.get_or_insert(e);
+                    Vec::new()
+                }
+            };
+            self.signin.push(frame);
+        }
+    }
+
+    fn sign_in(&mut self, i: usize) {
+        let frame = std::mem::take(&mut self.signin[i]);
+        if frame.is_empty() {
+            let e = self.token_error.clone().unwrap_or_default();
+            return self.fail(i, format!("token: {e}"));
+        }
         self.send(i, &frame);
     }
 
@@ -839,6 +870,7 @@ impl Child {
     fn check_ready(&mut self) {
         if !self.ready_sent && self.next == self.conns.len() && self.in_flight == 0 {
             self.ready_sent = true;
+            self.report.cpu_signin_s = own_cpu_s() - self.cpu_start_s;
             let failed = self.report.failures.values().sum();
             let msg = ChildMsg::Ready {
                 signed_in: self.report.signed_in,
@@ -917,6 +949,7 @@ impl Child {
                 }
             }
         }
+        self.report.cpu_total_s = own_cpu_s();
         let report = std::mem::take(&mut self.report);
         self.emit(&ChildMsg::Report(Box::new(report)));
     }

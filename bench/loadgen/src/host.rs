@@ -142,6 +142,17 @@ pub fn err_name(e: &io::Error) -> String {
     name.to_string()
 }
 
+/// CPU time (user + system) this process has used, seconds.
+pub fn own_cpu_s() -> f64 {
+    // SAFETY: getrusage fills a local struct.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
 /// Raises the soft open-files limit to the hard one; returns the new soft limit.
 pub fn raise_nofile() -> u64 {
     // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.

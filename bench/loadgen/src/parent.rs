@@ -17,7 +17,7 @@ use crate::host::{host_facts, proc_cpus, proc_sample, unix_ns, ProcSample};
 use crate::http::{send_to_all, PostResult};
 use crate::opts::{source_addr, Opts};
 use crate::proto::{bump, ChildMsg, ChildReport, Plan};
-use crate::report::{Conns, Node, Quantiles, Round, Rounds, SignIn, Slow, Summary};
+use crate::report::{Conns, Loadgen, Node, Quantiles, Round, Rounds, SignIn, Slow, Summary};
 
 /// Time the children get to report after `finish` (the slow drain is ≤ 2 s).
 const REPORT_GRACE: Duration = Duration::from_secs(15);
@@ -368,6 +368,10 @@ pub fn run(opts: Opts) -> Summary {
     let mut readers_closed = 0;
     let mut slow_closed = 0;
     let mut slow_frames = 0;
+    let mut loadgen = Loadgen {
+        cpus: host.loadgen_cpus,
+        ..Loadgen::default()
+    };
     let nrounds = round_posts.len();
     let mut per_round: Vec<(u64, u64, u64, u64, Hist)> =
         vec![(0, 0, u64::MAX, 0, Hist::default()); nrounds];
@@ -409,6 +413,8 @@ pub fn run(opts: Opts) -> Summary {
         readers_closed += r.readers_closed;
         slow_closed += r.slow_closed;
         slow_frames += r.slow_frames;
+        loadgen.cpu_signin_s += r.cpu_signin_s;
+        loadgen.cpu_total_s += r.cpu_total_s;
         for (i, acc) in per_round.iter_mut().enumerate() {
             if let Some(s) = r.rounds.get(i) {
                 acc.0 += s.received;
@@ -535,6 +541,7 @@ pub fn run(opts: Opts) -> Summary {
         conns,
         signin,
         node,
+        loadgen,
         rounds,
         slow,
         close_reasons,

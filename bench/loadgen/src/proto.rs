@@ -111,6 +111,9 @@ pub struct ChildReport {
     pub errors: BTreeMap<String, u64>,
     /// Frames with other Cmds than expected, by Cmd.
     pub other_cmds: BTreeMap<String, u64>,
+    /// The child's own CPU seconds from its first connect to ready, and in all.
+    pub cpu_signin_s: f64,
+    pub cpu_total_s: f64,
     /// The child stopped on its own deadline instead of `finish`.
     pub timed_out: bool,
 }

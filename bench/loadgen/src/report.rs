@@ -62,6 +62,17 @@ pub struct SignIn {
     pub latency_ms: Quantiles,
 }
 
+/// The load generator's own CPU use (all its processes), to tell when the
+/// client rather than the node was the limit.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Loadgen {
+    /// CPU seconds from the first connect until every process was ready.
+    pub cpu_signin_s: f64,
+    pub cpu_total_s: f64,
+    /// CPUs the load generator may use (its affinity).
+    pub cpus: u64,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Node {
     pub pid: Option<u32>,
@@ -144,6 +155,7 @@ pub struct Summary {
     pub conns: Conns,
     pub signin: SignIn,
     pub node: Node,
+    pub loadgen: Loadgen,
     pub rounds: Option<Rounds>,
     pub slow: Option<Slow>,
     pub close_reasons: BTreeMap<String, u64>,
@@ -264,6 +276,14 @@ impl Summary {
                 ms3(n.cpu_rounds_s)
             );
         }
+        let _ = writeln!(
+            t,
+            "{:<28} sign-in {:.3} / total {:.3} (on {} CPU(s))",
+            "load generator CPU (s)",
+            self.loadgen.cpu_signin_s,
+            self.loadgen.cpu_total_s,
+            self.loadgen.cpus
+        );
         if let Some(r) = &self.rounds {
             let _ = writeln!(t);
             let _ = writeln!(
