@@ -432,8 +432,9 @@ impl Child {
                 if ev.is_writable() {
                     self.flush(i);
                 }
-                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                    self.read(i);
+                let hang_up = ev.is_read_closed() || ev.is_error();
+                if ev.is_readable() || hang_up {
+                    self.read(i, hang_up);
                 }
             }
             State::Slow => {
@@ -541,7 +542,12 @@ impl Child {
         }
     }
 
-    fn read(&mut self, i: usize) {
+    /// Reads what the socket holds. Unless `to_end`, a short read ends the
+    /// loop: on a stream socket it means the receive queue was empty, and
+    /// edge-triggered epoll reports data that arrives later, so the usual
+    /// extra `read` that returns `EAGAIN` is saved on the broadcast path.
+    /// With `to_end` (hang-up seen, or draining) it reads until `EAGAIN`/EOF.
+    fn read(&mut self, i: usize, to_end: bool) {
         loop {
             let res = match self.conns[i].sock.as_mut() {
                 Some(sock) => sock.read(&mut self.scratch),
@@ -557,7 +563,7 @@ impl Child {
                     let data = std::mem::take(&mut self.scratch);
                     self.on_bytes(i, &data[..n], now);
                     self.scratch = data;
-                    if !self.conns[i].state.reads() {
+                    if !self.conns[i].state.reads() || (n < self.scratch.len() && !to_end) {
                         return;
                     }
                 }
@@ -928,7 +934,7 @@ impl Child {
             if self.conns[i].state == State::Slow {
                 self.conns[i].state = State::Draining;
                 draining = true;
-                self.read(i);
+                self.read(i, true);
             }
         }
         if draining {
