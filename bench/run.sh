@@ -133,7 +133,7 @@ echo "== node pid $NODE_PID listening on $LISTEN"
 # Each scenario uses fresh source addresses, so that the previous one's
 # TIME_WAIT sockets never collide with its ports.
 SRC=2
-SRC_STEP=$(((CONNS + 24999) / 25000))
+SRC_STEP=$(((CONNS + 4999) / 5000)) # weim-load's default --per-src is 5000
 RUN_FILES=()
 for s in $SCENARIOS; do
     args=("$s" --target "$LISTEN" --conns "$CONNS" --secret-file "$TMP/jwt_secret.bench"
