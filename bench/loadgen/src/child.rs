@@ -1,0 +1,962 @@
+//! The `--child` process: one mio event loop that opens its share of the
+//! connections (bound to their source addresses, a bounded number of
+//! connects in flight), upgrades them, signs them in, then records every
+//! broadcast frame; slow readers stop reading after sign-in and are drained
+//! at the end to see whether the gateway closed them.
+
+use std::collections::VecDeque;
+use std::io::{self, BufRead, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use serde::Deserialize;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::host::{err_name, own_cpu_s, raise_nofile, unix_ns};
+use crate::opts::source_addr;
+use crate::proto::{bump, is_slow, ChildMsg, ChildReport, Plan, RoundStat};
+use crate::token::Minter;
+use crate::ws;
+
+const WAKER: Token = Token(usize::MAX);
+const SCRATCH: usize = 64 * 1024;
+/// How long slow readers are drained at the end, and the quiet time that
+/// ends the drain early.
+const DRAIN_MAX: Duration = Duration::from_secs(2);
+const DRAIN_QUIET: Duration = Duration::from_millis(300);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    NotStarted,
+    Connecting,
+    Upgrading,
+    SigningIn,
+    /// Signed in, reading.
+    Reader,
+    /// Signed in, never reading.
+    Slow,
+    /// A slow reader read at the end of the run.
+    Draining,
+    Failed,
+    Closed,
+}
+
+impl State {
+    fn in_flight(self) -> bool {
+        matches!(
+            self,
+            State::Connecting | State::Upgrading | State::SigningIn
+        )
+    }
+
+    fn reads(self) -> bool {
+        matches!(
+            self,
+            State::Upgrading | State::SigningIn | State::Reader | State::Draining
+        )
+    }
+
+    /// Whether unparsed bytes are kept: a slow reader keeps what followed
+    /// its sign-in answer, so that the stream stays in sync for the drain.
+    fn keeps_bytes(self) -> bool {
+        self.reads() || self == State::Slow
+    }
+
+    fn stage(self) -> &'static str {
+        match self {
+            State::Connecting => "connect",
+            State::Upgrading => "upgrade",
+            _ => "sign-in",
+        }
+    }
+}
+
+struct Conn {
+    sock: Option<TcpStream>,
+    state: State,
+    slow: bool,
+    last_round: u32,
+    /// Monotonic µs since the child started, when the connect began.
+    start_us: u64,
+    /// Bytes not yet written.
+    out: Vec<u8>,
+    /// Bytes of an incomplete frame (or response head).
+    inbuf: Vec<u8>,
+    /// A fragmented text message being assembled.
+    frag: Option<Vec<u8>>,
+}
+
+/// A server frame; only `Cmd` and `Body` matter here, other keys are ignored.
+#[derive(Deserialize)]
+struct ServerFrame {
+    #[serde(rename = "Cmd", alias = "cmd")]
+    cmd: i64,
+    #[serde(rename = "Body", alias = "body", default)]
+    body: String,
+}
+
+enum Command {
+    Round(u32),
+    Finish,
+}
+
+struct Child {
+    plan: Plan,
+    poll: Poll,
+    conns: Vec<Conn>,
+    /// The masked sign-in frame of each connection, minted before the
+    /// first connect so that token signing stays out of the sign-in time.
+    signin: Vec<Vec<u8>>,
+    token_error: Option<String>,
+    request: Vec<u8>,
+    scratch: Vec<u8>,
+    t0: Instant,
+    next: usize,
+    in_flight: usize,
+    queue: VecDeque<usize>,
+    rng: u64,
+    report: ChildReport,
+    pending_rounds: Vec<u32>,
+    live_readers: u64,
+    ready_sent: bool,
+    stdout_ok: bool,
+    last_drain_read: Instant,
+    cpu_start_s: f64,
+}
+
+/// Entry point of `weim-load --child`; returns the exit code.
+pub fn main() -> i32 {
+    let mut first = String::new();
+    if io::stdin().read_line(&mut first).is_err() {
+        eprintln!("weim-load --child: no plan on stdin");
+        return 2;
+    }
+    let plan: Plan = match serde_json::from_str(&first) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("weim-load --child: bad plan: {e}");
+            return 2;
+        }
+    };
+    raise_nofile();
+    let mut child = match Child::new(plan) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("weim-load --child: {e}");
+            return 2;
+        }
+    };
+    let waker = match Waker::new(child.poll.registry(), WAKER) {
+        Ok(w) => Arc::new(w),
+        Err(e) => {
+            eprintln!("weim-load --child: waker: {e}");
+            return 2;
+        }
+    };
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            let cmd = match line.trim().split_once(' ') {
+                Some(("round", n)) => n.parse().ok().map(Command::Round),
+                _ if line.trim() == "finish" => Some(Command::Finish),
+                _ => None,
+            };
+            if let Some(cmd) = cmd {
+                if tx.send(cmd).is_err() {
+                    return;
+                }
+                let _ = waker.wake();
+            }
+        }
+        // The parent is gone or done: finish.
+        let _ = tx.send(Command::Finish);
+        let _ = waker.wake();
+    });
+    child.run(rx);
+    0
+}
+
+/// A non-blocking socket bound to `src` and connecting to `target`.
+fn open_socket(
+    src: Ipv4Addr,
+    target: SocketAddr,
+    rcvbuf: Option<usize>,
+) -> Result<Socket, (&'static str, io::Error)> {
+    let s = Socket::new(
+        Domain::IPV4,
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )
+    .map_err(|e| ("socket", e))?;
+    let _ = s.set_tcp_nodelay(true);
+    if let Some(n) = rcvbuf {
+        s.set_recv_buffer_size(n).map_err(|e| ("rcvbuf", e))?;
+    }
+    // Pick the port at connect time, per destination: the port range then
+    // holds per (source, destination) rather than per source address.
+    let one: libc::c_int = 1;
+    // SAFETY: valid fd and a pointer to a local c_int of the given size.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            &one as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    s.bind(&SocketAddr::new(src.into(), 0).into())
+        .map_err(|e| ("bind", e))?;
+    match s.connect(&target.into()) {
+        Ok(()) => Ok(s),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(s),
+        Err(e) => Err(("connect", e)),
+    }
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
+impl Child {
+    fn new(plan: Plan) -> io::Result<Child> {
+        let n = plan.to.saturating_sub(plan.from) as usize;
+        let mut conns = Vec::with_capacity(n);
+        conns.resize_with(n, || Conn {
+            sock: None,
+            state: State::NotStarted,
+            slow: false,
+            last_round: 0,
+            start_us: 0,
+            out: Vec::new(),
+            inbuf: Vec::new(),
+            frag: None,
+        });
+        let host = plan.target.to_string();
+        let report = ChildReport {
+            child: plan.child,
+            planned: n as u64,
+            rounds: vec![RoundStat::default(); plan.rounds as usize],
+            ..ChildReport::default()
+        };
+        Ok(Child {
+            request: ws::upgrade_request(&host, &plan.path),
+            signin: Vec::new(),
+            token_error: None,
+            poll: Poll::new()?,
+            conns,
+            scratch: vec![0; SCRATCH],
+            t0: Instant::now(),
+            next: 0,
+            in_flight: 0,
+            queue: VecDeque::new(),
+            rng: 0x9E37_79B9_7F4A_7C15 ^ (plan.from + 1).wrapping_mul(0x2545_F491_4F6C_DD1D),
+            report,
+            pending_rounds: Vec::new(),
+            live_readers: 0,
+            ready_sent: false,
+            stdout_ok: true,
+            last_drain_read: Instant::now(),
+            cpu_start_s: 0.0,
+            plan,
+        })
+    }
+
+    fn mono_us(&self) -> u64 {
+        self.t0.elapsed().as_micros() as u64
+    }
+
+    fn mask(&mut self) -> [u8; 4] {
+        // xorshift64*: masks need not be secret for a load generator.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) as u32).to_le_bytes()
+    }
+
+    fn emit(&mut self, msg: &ChildMsg) {
+        if !self.stdout_ok {
+            return;
+        }
+        let line = match serde_json::to_string(msg) {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        let mut out = io::stdout().lock();
+        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+            self.stdout_ok = false;
+        }
+    }
+
+    fn run(&mut self, rx: Receiver<Command>) {
+        self.prepare();
+        self.t0 = Instant::now();
+        self.cpu_start_s = own_cpu_s();
+        let mut events = Events::with_capacity(1024);
+        let deadline = Duration::from_millis(self.plan.deadline_ms);
+        let hb = Duration::from_millis(self.plan.heartbeat_ms);
+        let mut next_hb = hb;
+        loop {
+            self.start_more(deadline);
+            let timeout = if self.next < self.conns.len() {
+                Duration::from_millis(if self.plan.rate > 0.0 { 1 } else { 5 })
+            } else {
+                Duration::from_millis(50)
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    bump(&mut self.report.errors, "poll", 1);
+                }
+            }
+            for ev in events.iter() {
+                if ev.token() != WAKER {
+                    self.on_event(ev.token().0, ev);
+                }
+            }
+            let mut finish = !self.stdout_ok;
+            loop {
+                match rx.try_recv() {
+                    Ok(Command::Round(r)) => {
+                        if r >= 1 && r <= self.plan.rounds && !self.pending_rounds.contains(&r) {
+                            self.pending_rounds.push(r);
+                        }
+                    }
+                    Ok(Command::Finish) | Err(TryRecvError::Disconnected) => finish = true,
+                    Err(TryRecvError::Empty) => break,
+                }
+                if finish {
+                    break;
+                }
+            }
+            self.expire();
+            self.check_ready();
+            self.check_rounds();
+            if !hb.is_zero() && self.t0.elapsed() >= next_hb {
+                self.heartbeat();
+                next_hb += hb;
+            }
+            if finish {
+                break;
+            }
+            if self.t0.elapsed() >= deadline {
+                self.report.timed_out = true;
+                break;
+            }
+        }
+        self.finish(&mut events);
+    }
+
+    fn start_more(&mut self, deadline: Duration) {
+        let elapsed = self.t0.elapsed();
+        if elapsed >= deadline {
+            return;
+        }
+        let allowed = if self.plan.rate > 0.0 {
+            (elapsed.as_secs_f64() * self.plan.rate) as usize + 1
+        } else {
+            usize::MAX
+        };
+        while self.next < self.conns.len()
+            && self.in_flight < self.plan.window
+            && self.next < allowed
+        {
+            let i = self.next;
+            self.next += 1;
+            self.start(i);
+        }
+    }
+
+    fn start(&mut self, i: usize) {
+        let g = self.plan.from + i as u64;
+        let slow = is_slow(self.plan.slow_pct, g);
+        let src = source_addr(self.plan.src_first, self.plan.per_src, g);
+        self.report.attempted += 1;
+        if self.report.first_connect_ns == 0 {
+            self.report.first_connect_ns = unix_ns();
+        }
+        let now_us = self.mono_us();
+        let rcvbuf = slow.then_some(self.plan.slow_rcvbuf);
+        let c = &mut self.conns[i];
+        c.slow = slow;
+        c.start_us = now_us;
+        let sock = match open_socket(src, self.plan.target, rcvbuf) {
+            Ok(s) => s,
+            Err((stage, e)) => {
+                c.state = State::Failed;
+                bump(
+                    &mut self.report.failures,
+                    &format!("{stage}: {}", err_name(&e)),
+                    1,
+                );
+                return;
+            }
+        };
+        let mut stream = TcpStream::from_std(sock.into());
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            c.state = State::Failed;
+            bump(
+                &mut self.report.failures,
+                &format!("register: {}", err_name(&e)),
+                1,
+            );
+            return;
+        }
+        c.sock = Some(stream);
+        c.state = State::Connecting;
+        self.in_flight += 1;
+        self.queue.push_back(i);
+    }
+
+    fn on_event(&mut self, i: usize, ev: &mio::event::Event) {
+        let Some(state) = self.conns.get(i).map(|c| c.state) else {
+            return;
+        };
+        match state {
+            State::Connecting => {
+                let hard = ev.is_error() || ev.is_write_closed() || ev.is_read_closed();
+                if ev.is_writable() || hard {
+                    self.check_connected(i, hard);
+                }
+            }
+            State::Upgrading | State::SigningIn | State::Reader | State::Draining => {
+                if ev.is_writable() {
+                    self.flush(i);
+                }
+                let hang_up = ev.is_read_closed() || ev.is_error();
+                if ev.is_readable() || hang_up {
+                    self.read(i, hang_up);
+                }
+            }
+            State::Slow => {
+                if ev.is_writable() {
+                    self.flush(i);
+                }
+                if ev.is_error() || ev.is_read_closed() {
+                    let reason = self.conns[i]
+                        .sock
+                        .as_ref()
+                        .and_then(|s| s.take_error().ok().flatten())
+                        .map(|e| err_name(&e))
+                        .unwrap_or_else(|| "hang-up while not reading".into());
+                    self.lost(i, reason);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn check_connected(&mut self, i: usize, hard: bool) {
+        let Some(s) = self.conns[i].sock.as_ref() else {
+            return;
+        };
+        match s.take_error() {
+            Ok(Some(e)) | Err(e) => return self.lost(i, err_name(&e)),
+            Ok(None) => {}
+        }
+        match s.peer_addr() {
+            Ok(_) => {
+                self.report.connected += 1;
+                self.conns[i].state = State::Upgrading;
+                let req = std::mem::take(&mut self.request);
+                self.send(i, &req);
+                self.request = req;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                if hard {
+                    self.lost(i, "not connected".into());
+                }
+            }
+            Err(e) => self.lost(i, err_name(&e)),
+        }
+    }
+
+    /// Writes `bytes` now, or queues what the socket does not take.
+    fn send(&mut self, i: usize, bytes: &[u8]) {
+        let c = &mut self.conns[i];
+        let Some(sock) = c.sock.as_mut() else { return };
+        if !c.out.is_empty() {
+            c.out.extend_from_slice(bytes);
+            return;
+        }
+        let mut off = 0;
+        let mut err = None;
+        while off < bytes.len() {
+            match sock.write(&bytes[off..]) {
+                Ok(0) => {
+                    err = Some("write returned 0".to_string());
+                    break;
+                }
+                Ok(n) => off += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    err = Some(err_name(&e));
+                    break;
+                }
+            }
+        }
+        if let Some(e) = err {
+            return self.lost(i, e);
+        }
+        if off < bytes.len() {
+            c.out.extend_from_slice(&bytes[off..]);
+        }
+    }
+
+    fn flush(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        let Some(sock) = c.sock.as_mut() else { return };
+        let mut off = 0;
+        let mut err = None;
+        while off < c.out.len() {
+            match sock.write(&c.out[off..]) {
+                Ok(0) => {
+                    err = Some("write returned 0".to_string());
+                    break;
+                }
+                Ok(n) => off += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    err = Some(err_name(&e));
+                    break;
+                }
+            }
+        }
+        c.out.drain(..off);
+        if c.out.is_empty() {
+            c.out = Vec::new();
+        }
+        if let Some(e) = err {
+            self.lost(i, e);
+        }
+    }
+
+    /// Reads what the socket holds. Unless `to_end`, a short read ends the
+    /// loop: on a stream socket it means the receive queue was empty, and
+    /// edge-triggered epoll reports data that arrives later, so the usual
+    /// extra `read` that returns `EAGAIN` is saved on the broadcast path.
+    /// With `to_end` (hang-up seen, or draining) it reads until `EAGAIN`/EOF.
+    fn read(&mut self, i: usize, to_end: bool) {
+        loop {
+            let res = match self.conns[i].sock.as_mut() {
+                Some(sock) => sock.read(&mut self.scratch),
+                None => return,
+            };
+            match res {
+                Ok(0) => return self.lost(i, "eof".into()),
+                Ok(n) => {
+                    let now = unix_ns();
+                    if self.conns[i].state == State::Draining {
+                        self.last_drain_read = Instant::now();
+                    }
+                    let data = std::mem::take(&mut self.scratch);
+                    self.on_bytes(i, &data[..n], now);
+                    self.scratch = data;
+                    if !self.conns[i].state.reads() || (n < self.scratch.len() && !to_end) {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.lost(i, err_name(&e)),
+            }
+        }
+    }
+
+    fn on_bytes(&mut self, i: usize, data: &[u8], now: u64) {
+        match self.conns[i].state {
+            State::Upgrading => {
+                let mut buf = std::mem::take(&mut self.conns[i].inbuf);
+                buf.extend_from_slice(data);
+                match ws::check_upgrade(&buf) {
+                    ws::Upgrade::Partial => self.conns[i].inbuf = buf,
+                    ws::Upgrade::Failed(reason) => self.fail(i, reason),
+                    ws::Upgrade::Done(n) => {
+                        self.report.upgraded += 1;
+                        self.conns[i].state = State::SigningIn;
+                        self.sign_in(i);
+                        if self.conns[i].state.reads() && buf.len() > n {
+                            self.frames_from(i, &buf[n..], now);
+                        }
+                    }
+                }
+            }
+            State::SigningIn | State::Reader | State::Draining => self.frames_from(i, data, now),
+            _ => {}
+        }
+    }
+
+    /// Mints every connection's token (user `first_user + index`) and
+    /// encodes its sign-in frame.
+    fn prepare(&mut self) {
+        let minter = Minter::new(&self.plan.secret);
+        let now = unix_ns() / 1_000_000_000;
+        let n = self.conns.len();
+        self.signin = Vec::with_capacity(n);
+        for i in 0..n {
+            let user = self.plan.first_user + self.plan.from + i as u64;
+            let frame = match minter.mint(user, now) {
+                Ok(token) => {
+                    let payload = format!(r#"{{"Cmd":3,"Body":"{token}"}}"#);
+                    let mut frame = Vec::with_capacity(payload.len() + 8);
+                    let mask = self.mask();
+                    ws::encode_client_frame(&mut frame, ws::OP_TEXT, payload.as_bytes(), mask);
+                    frame
+                }
+                Err(e) => {
+                    self.token_error.get_or_insert(e);
+                    Vec::new()
+                }
+            };
+            self.signin.push(frame);
+        }
+    }
+
+    fn sign_in(&mut self, i: usize) {
+        let frame = std::mem::take(&mut self.signin[i]);
+        if frame.is_empty() {
+            let e = self.token_error.clone().unwrap_or_default();
+            return self.fail(i, format!("token: {e}"));
+        }
+        self.send(i, &frame);
+    }
+
+    /// Parses frames from the connection's partial bytes followed by `data`.
+    fn frames_from(&mut self, i: usize, data: &[u8], now: u64) {
+        let mut buf = std::mem::take(&mut self.conns[i].inbuf);
+        if buf.is_empty() {
+            let used = self.parse_frames(i, data, now);
+            if self.conns[i].state.keeps_bytes() && used < data.len() {
+                buf.extend_from_slice(&data[used..]);
+            }
+        } else {
+            buf.extend_from_slice(data);
+            let used = self.parse_frames(i, &buf, now);
+            buf.drain(..used);
+        }
+        if self.conns[i].state.keeps_bytes() && !buf.is_empty() {
+            self.conns[i].inbuf = buf;
+        }
+    }
+
+    /// Handles every complete frame in `buf`; returns the bytes used.
+    fn parse_frames(&mut self, i: usize, buf: &[u8], now: u64) -> usize {
+        let mut pos = 0;
+        while pos < buf.len() {
+            let f = match ws::parse_frame(&buf[pos..], self.plan.max_frame) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    let kind = match e {
+                        ws::FrameError::TooLarge(_) => "frame: too large",
+                        ws::FrameError::BadControl => "frame: bad control frame",
+                    };
+                    bump(&mut self.report.errors, kind, 1);
+                    self.lost(i, "protocol error".into());
+                    return pos;
+                }
+            };
+            let range = pos + f.header_len..pos + f.total_len();
+            pos += f.total_len();
+            if f.rsv != 0 {
+                bump(&mut self.report.errors, "frame: reserved bits set", 1);
+                self.lost(i, "protocol error".into());
+                return pos;
+            }
+            if let Some(m) = f.mask {
+                bump(&mut self.report.errors, "frame: masked by the server", 1);
+                let mut owned = buf[range].to_vec();
+                ws::unmask(&mut owned, m);
+                self.on_frame(i, f, &owned, now);
+            } else {
+                self.on_frame(i, f, &buf[range], now);
+            }
+            if !self.conns[i].state.reads() {
+                break;
+            }
+        }
+        pos
+    }
+
+    fn on_frame(&mut self, i: usize, f: ws::Frame, payload: &[u8], now: u64) {
+        match f.opcode {
+            ws::OP_TEXT if f.fin => self.on_message(i, payload, now),
+            ws::OP_TEXT => self.conns[i].frag = Some(payload.to_vec()),
+            ws::OP_CONT => match self.conns[i].frag.take() {
+                Some(mut m) => {
+                    m.extend_from_slice(payload);
+                    if m.len() > self.plan.max_frame {
+                        bump(&mut self.report.errors, "frame: message too large", 1);
+                        self.lost(i, "protocol error".into());
+                    } else if f.fin {
+                        self.on_message(i, &m, now);
+                    } else {
+                        self.conns[i].frag = Some(m);
+                    }
+                }
+                None => bump(&mut self.report.errors, "frame: stray continuation", 1),
+            },
+            ws::OP_BINARY => bump(&mut self.report.errors, "frame: binary", 1),
+            ws::OP_CLOSE => {
+                let reason = if payload.len() >= 2 {
+                    format!("close {}", u16::from_be_bytes([payload[0], payload[1]]))
+                } else {
+                    "close".to_string()
+                };
+                self.lost(i, reason);
+            }
+            ws::OP_PING => {
+                if self.conns[i].state != State::Draining {
+                    let mut frame = Vec::with_capacity(payload.len() + 6);
+                    let mask = self.mask();
+                    ws::encode_client_frame(&mut frame, ws::OP_PONG, payload, mask);
+                    self.send(i, &frame);
+                }
+            }
+            ws::OP_PONG => {}
+            _ => {
+                bump(&mut self.report.errors, "frame: unknown opcode", 1);
+                self.lost(i, "protocol error".into());
+            }
+        }
+    }
+
+    fn on_message(&mut self, i: usize, payload: &[u8], now: u64) {
+        let m: ServerFrame = match serde_json::from_slice(payload) {
+            Ok(m) => m,
+            Err(_) => {
+                return bump(
+                    &mut self.report.errors,
+                    "frame: not a server JSON object",
+                    1,
+                )
+            }
+        };
+        match (self.conns[i].state, m.cmd) {
+            (State::SigningIn, 4) => self.signed_in(i, now),
+            (State::SigningIn, 2) => self.fail(i, format!("sign-in: refused ({})", short(&m.body))),
+            (State::SigningIn, c) => bump(
+                &mut self.report.other_cmds,
+                &format!("{c} before sign-in"),
+                1,
+            ),
+            (State::Reader, -1) => self.on_broadcast(i, &m.body, now),
+            (State::Draining, -1) => self.report.slow_frames += 1,
+            (_, c) => bump(&mut self.report.other_cmds, &c.to_string(), 1),
+        }
+    }
+
+    fn signed_in(&mut self, i: usize, now: u64) {
+        let latency = self.mono_us().saturating_sub(self.conns[i].start_us);
+        self.report.signin_us.record(latency);
+        self.report.signed_in += 1;
+        self.report.last_signin_ns = self.report.last_signin_ns.max(now);
+        self.in_flight -= 1;
+        let c = &mut self.conns[i];
+        if c.slow {
+            c.state = State::Slow;
+            self.report.slow += 1;
+        } else {
+            c.state = State::Reader;
+            self.report.readers += 1;
+            self.live_readers += 1;
+        }
+    }
+
+    fn on_broadcast(&mut self, i: usize, body: &str, now: u64) {
+        let mut parts = body.splitn(3, ':');
+        let round = parts.next().and_then(|s| s.parse::<u32>().ok());
+        let sent = parts.next().and_then(|s| s.parse::<u64>().ok());
+        let (Some(round), Some(sent)) = (round, sent) else {
+            return bump(&mut self.report.errors, "broadcast: unexpected body", 1);
+        };
+        if round == 0 || round > self.plan.rounds {
+            return bump(&mut self.report.errors, "broadcast: round out of range", 1);
+        }
+        let c = &mut self.conns[i];
+        if round <= c.last_round {
+            return bump(
+                &mut self.report.errors,
+                "broadcast: duplicate or reordered",
+                1,
+            );
+        }
+        c.last_round = round;
+        let latency_ns = now.saturating_sub(sent);
+        let rs = &mut self.report.rounds[round as usize - 1];
+        if latency_ns > self.plan.round_wait_ms * 1_000_000 {
+            rs.late += 1;
+        } else {
+            rs.received += 1;
+        }
+        rs.first_ns = if rs.first_ns == 0 {
+            now
+        } else {
+            rs.first_ns.min(now)
+        };
+        rs.last_ns = rs.last_ns.max(now);
+        rs.lat_us.record(latency_ns / 1000);
+    }
+
+    /// A connection that never got signed in.
+    fn fail(&mut self, i: usize, reason: String) {
+        let c = &mut self.conns[i];
+        if c.state.in_flight() {
+            self.in_flight -= 1;
+        }
+        c.state = State::Failed;
+        c.sock = None;
+        c.out = Vec::new();
+        c.inbuf = Vec::new();
+        c.frag = None;
+        bump(&mut self.report.failures, &reason, 1);
+    }
+
+    /// The connection ended (or must end) for `reason`, whatever its state.
+    fn lost(&mut self, i: usize, reason: String) {
+        let state = self.conns[i].state;
+        match state {
+            s if s.in_flight() => self.fail(i, format!("{}: {reason}", s.stage())),
+            State::Reader | State::Slow | State::Draining => {
+                let c = &mut self.conns[i];
+                c.state = State::Closed;
+                c.sock = None;
+                c.out = Vec::new();
+                c.inbuf = Vec::new();
+                c.frag = None;
+                let who = if state == State::Reader {
+                    self.report.readers_closed += 1;
+                    self.live_readers -= 1;
+                    "reader"
+                } else {
+                    self.report.slow_closed += 1;
+                    if state == State::Draining {
+                        "slow, found at the end"
+                    } else {
+                        "slow"
+                    }
+                };
+                bump(
+                    &mut self.report.close_reasons,
+                    &format!("{who}: {reason}"),
+                    1,
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn expire(&mut self) {
+        let now_us = self.mono_us();
+        let limit = self.plan.connect_timeout_ms * 1000;
+        while let Some(&i) = self.queue.front() {
+            let c = &self.conns[i];
+            if !c.state.in_flight() {
+                self.queue.pop_front();
+            } else if now_us.saturating_sub(c.start_us) >= limit {
+                self.queue.pop_front();
+                self.lost(i, "timeout".into());
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn check_ready(&mut self) {
+        if !self.ready_sent && self.next == self.conns.len() && self.in_flight == 0 {
+            self.ready_sent = true;
+            self.report.cpu_signin_s = own_cpu_s() - self.cpu_start_s;
+            let failed = self.report.failures.values().sum();
+            let msg = ChildMsg::Ready {
+                signed_in: self.report.signed_in,
+                readers: self.report.readers,
+                slow: self.report.slow,
+                failed,
+            };
+            self.emit(&msg);
+        }
+    }
+
+    fn check_rounds(&mut self) {
+        let mut k = 0;
+        while k < self.pending_rounds.len() {
+            let r = self.pending_rounds[k];
+            let rs = &self.report.rounds[r as usize - 1];
+            if rs.received + rs.late >= self.live_readers {
+                self.pending_rounds.swap_remove(k);
+                self.emit(&ChildMsg::Round { round: r });
+            } else {
+                k += 1;
+            }
+        }
+    }
+
+    fn heartbeat(&mut self) {
+        for i in 0..self.conns.len() {
+            if matches!(self.conns[i].state, State::Reader | State::Slow) {
+                let mut frame = Vec::with_capacity(6);
+                let mask = self.mask();
+                ws::encode_client_frame(&mut frame, ws::OP_PING, &[], mask);
+                self.send(i, &frame);
+            }
+        }
+    }
+
+    /// Ends the run: gives up on connections still in flight, drains the
+    /// slow readers to see which ones the gateway closed, and reports.
+    fn finish(&mut self, events: &mut Events) {
+        let not_started = (self.conns.len() - self.next) as u64;
+        if not_started > 0 {
+            bump(
+                &mut self.report.failures,
+                "not attempted: run ended",
+                not_started,
+            );
+        }
+        for i in 0..self.conns.len() {
+            if self.conns[i].state.in_flight() {
+                self.lost(i, "run ended".into());
+            }
+        }
+        let mut draining = false;
+        for i in 0..self.conns.len() {
+            if self.conns[i].state == State::Slow {
+                self.conns[i].state = State::Draining;
+                draining = true;
+                self.read(i, true);
+            }
+        }
+        if draining {
+            let start = Instant::now();
+            self.last_drain_read = start;
+            while start.elapsed() < DRAIN_MAX && self.last_drain_read.elapsed() < DRAIN_QUIET {
+                if self
+                    .poll
+                    .poll(events, Some(Duration::from_millis(20)))
+                    .is_err()
+                {
+                    continue;
+                }
+                for ev in events.iter() {
+                    if ev.token() != WAKER {
+                        self.on_event(ev.token().0, ev);
+                    }
+                }
+            }
+        }
+        self.report.cpu_total_s = own_cpu_s();
+        let report = std::mem::take(&mut self.report);
+        self.emit(&ChildMsg::Report(Box::new(report)));
+    }
+}

@@ -1,0 +1,351 @@
+//! Command-line options of `weim-load` and their validation (loopback only,
+//! bounded counts and times).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+pub const USAGE: &str = "\
+usage: weim-load <idle|broadcast|slow> [options]
+
+  --target ADDR          gateway address, loopback only (default 127.0.0.1:8080)
+  --path PATH            WebSocket path (default /ws)
+  --conns N              connections, one user each (default 1000)
+  --first-user ID        user id of the first connection (default 1)
+  --secret S             the node's JWT secret
+  --secret-file PATH     ... or read it from a file (e.g. <data_dir>/jwt_secret)
+  --pid PID              the node's pid, for RSS and CPU from /proc
+  --admin-token T        Admin-Token for POST /ws/sendToAll (broadcast, slow)
+  --rounds R             broadcast rounds (default 20)
+  --body-bytes B         broadcast body size in bytes (default 100)
+  --slow-pct P           percentage of clients that never read (slow; default 1)
+  --slow-rcvbuf BYTES    SO_RCVBUF of the slow clients (default 4096)
+  --round-wait SECS      wait per round for every frame (default 10)
+  --gap-ms MS            pause between rounds (default 200)
+  --settle SECS          pause after sign-in before the RSS sample (default 2)
+  --window N             connects in flight over all processes (default 2000)
+  --rate N               connects per second over all processes, 0 = no limit (default 0)
+  --connect-timeout SECS connect + upgrade + sign-in, per connection (default 15)
+  --per-proc N           connections per process, at most 19000 (default 19000)
+  --procs P              processes (default: as few as --per-proc allows)
+  --per-src N            connections per source address, at most 25000 (default 5000:
+                         the kernel's port search gets slow as a source fills up)
+  --src-first N          first source address 127.0.0.N (default 2)
+  --heartbeat SECS       WebSocket ping per connection every SECS, 0 = off
+                         (default 50, below the gateway's 120 s idle timeout)
+  --timeout SECS         bound of the whole run (default 120)
+  --json PATH            write the full result as JSON
+";
+
+/// The three scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    Idle,
+    Broadcast,
+    Slow,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Idle => "idle",
+            Scenario::Broadcast => "broadcast",
+            Scenario::Slow => "slow",
+        }
+    }
+
+    pub fn has_rounds(self) -> bool {
+        self != Scenario::Idle
+    }
+}
+
+/// Parsed and validated options. The secret itself is not kept here (it
+/// would end up in the JSON report).
+#[derive(Debug, Clone, Serialize)]
+pub struct Opts {
+    pub scenario: Scenario,
+    pub target: SocketAddr,
+    pub path: String,
+    pub conns: u64,
+    pub first_user: u64,
+    #[serde(skip)]
+    pub secret: Vec<u8>,
+    pub secret_file: Option<PathBuf>,
+    pub pid: Option<u32>,
+    #[serde(skip)]
+    pub admin_token: Option<String>,
+    pub rounds: u32,
+    pub body_bytes: usize,
+    pub slow_pct: f64,
+    pub slow_rcvbuf: usize,
+    pub round_wait_s: f64,
+    pub gap_ms: u64,
+    pub settle_s: f64,
+    pub window: usize,
+    pub rate: f64,
+    pub connect_timeout_s: f64,
+    pub per_proc: u64,
+    pub procs: usize,
+    pub per_src: u64,
+    pub src_first: u32,
+    pub heartbeat_s: f64,
+    pub timeout_s: f64,
+    pub json: Option<PathBuf>,
+}
+
+pub const MAX_CONNS: u64 = 500_000;
+pub const MAX_PER_PROC: u64 = 19_000;
+pub const MAX_PER_SRC: u64 = 25_000;
+/// With 19,000 connections from one source address, `connect()` cost about
+/// 300 µs of kernel time each (the ephemeral port search); with 5,000 per
+/// address, about 30 µs.
+pub const DEFAULT_PER_SRC: u64 = 5_000;
+pub const MAX_ROUNDS: u32 = 10_000;
+pub const MAX_BODY: usize = 1 << 20;
+pub const MAX_TIMEOUT_S: f64 = 3600.0;
+
+fn num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String> {
+    v.parse()
+        .map_err(|_| format!("{name}: not a valid number: {v:?}"))
+}
+
+fn secs(name: &str, v: &str) -> Result<f64, String> {
+    let x: f64 = num(name, v)?;
+    if !(0.0..=MAX_TIMEOUT_S).contains(&x) {
+        return Err(format!("{name}: must be within 0..={MAX_TIMEOUT_S} s"));
+    }
+    Ok(x)
+}
+
+/// Reads a secret file; surrounding whitespace (a trailing newline) is not
+/// part of the secret.
+pub fn read_secret_file(path: &PathBuf) -> Result<Vec<u8>, String> {
+    let raw = std::fs::read(path).map_err(|e| format!("--secret-file {}: {e}", path.display()))?;
+    let start = raw.iter().position(|b| !b.is_ascii_whitespace());
+    let end = raw.iter().rposition(|b| !b.is_ascii_whitespace());
+    match (start, end) {
+        (Some(s), Some(e)) => Ok(raw[s..=e].to_vec()),
+        _ => Err(format!("--secret-file {}: empty", path.display())),
+    }
+}
+
+/// The source address of connection `index` (0-based over the whole run).
+pub fn source_addr(src_first: u32, per_src: u64, index: u64) -> Ipv4Addr {
+    let base = u32::from(Ipv4Addr::new(127, 0, 0, 0));
+    Ipv4Addr::from(base + src_first + (index / per_src) as u32)
+}
+
+pub fn parse(args: &[String]) -> Result<Opts, String> {
+    let mut it = args.iter();
+    let scenario = match it.next().map(String::as_str) {
+        Some("idle") => Scenario::Idle,
+        Some("broadcast") => Scenario::Broadcast,
+        Some("slow") => Scenario::Slow,
+        Some("-h") | Some("--help") | None => return Err(String::new()),
+        Some(other) => return Err(format!("unknown scenario {other:?}")),
+    };
+    let mut o = Opts {
+        scenario,
+        target: "127.0.0.1:8080".parse().unwrap(),
+        path: "/ws".into(),
+        conns: 1000,
+        first_user: 1,
+        secret: Vec::new(),
+        secret_file: None,
+        pid: None,
+        admin_token: None,
+        rounds: 20,
+        body_bytes: 100,
+        slow_pct: if scenario == Scenario::Slow { 1.0 } else { 0.0 },
+        slow_rcvbuf: 4096,
+        round_wait_s: 10.0,
+        gap_ms: 200,
+        settle_s: 2.0,
+        window: 2000,
+        rate: 0.0,
+        connect_timeout_s: 15.0,
+        per_proc: MAX_PER_PROC,
+        procs: 0,
+        per_src: DEFAULT_PER_SRC,
+        src_first: 2,
+        heartbeat_s: 50.0,
+        timeout_s: 120.0,
+        json: None,
+    };
+    let mut slow_pct_given = false;
+    while let Some(flag) = it.next() {
+        if flag == "-h" || flag == "--help" {
+            return Err(String::new());
+        }
+        let v = it
+            .next()
+            .ok_or_else(|| format!("{flag}: missing value"))?
+            .as_str();
+        match flag.as_str() {
+            "--target" => o.target = num(flag, v)?,
+            "--path" => o.path = v.to_string(),
+            "--conns" => o.conns = num(flag, v)?,
+            "--first-user" => o.first_user = num(flag, v)?,
+            "--secret" => o.secret = v.as_bytes().to_vec(),
+            "--secret-file" => o.secret_file = Some(PathBuf::from(v)),
+            "--pid" => o.pid = Some(num(flag, v)?),
+            "--admin-token" => o.admin_token = Some(v.to_string()),
+            "--rounds" => o.rounds = num(flag, v)?,
+            "--body-bytes" => o.body_bytes = num(flag, v)?,
+            "--slow-pct" => {
+                o.slow_pct = num(flag, v)?;
+                slow_pct_given = true;
+            }
+            "--slow-rcvbuf" => o.slow_rcvbuf = num(flag, v)?,
+            "--round-wait" => o.round_wait_s = secs(flag, v)?,
+            "--gap-ms" => o.gap_ms = num(flag, v)?,
+            "--settle" => o.settle_s = secs(flag, v)?,
+            "--window" => o.window = num(flag, v)?,
+            "--rate" => o.rate = num(flag, v)?,
+            "--connect-timeout" => o.connect_timeout_s = secs(flag, v)?,
+            "--per-proc" => o.per_proc = num(flag, v)?,
+            "--procs" => o.procs = num(flag, v)?,
+            "--per-src" => o.per_src = num(flag, v)?,
+            "--src-first" => o.src_first = num(flag, v)?,
+            "--heartbeat" => o.heartbeat_s = secs(flag, v)?,
+            "--timeout" => o.timeout_s = secs(flag, v)?,
+            "--json" => o.json = Some(PathBuf::from(v)),
+            _ => return Err(format!("unknown option {flag}")),
+        }
+    }
+    if let Some(p) = &o.secret_file {
+        o.secret = read_secret_file(p)?;
+    }
+    validate(&mut o, slow_pct_given)?;
+    Ok(o)
+}
+
+fn validate(o: &mut Opts, slow_pct_given: bool) -> Result<(), String> {
+    match o.target.ip() {
+        IpAddr::V4(ip) if ip.octets()[0] == 127 => {}
+        ip => return Err(format!("--target {ip}: only 127.0.0.0/8 is allowed")),
+    }
+    if o.target.port() == 0 {
+        return Err("--target: port 0".into());
+    }
+    if !o.path.starts_with('/') || o.path.bytes().any(|b| b <= b' ' || b == 0x7F) {
+        return Err("--path: must start with / and hold no spaces".into());
+    }
+    if o.secret.is_empty() {
+        return Err("the node's JWT secret is needed: --secret or --secret-file".into());
+    }
+    if o.conns == 0 || o.conns > MAX_CONNS {
+        return Err(format!("--conns: 1..={MAX_CONNS}"));
+    }
+    if o.first_user == 0 || o.first_user.checked_add(o.conns).is_none() {
+        return Err("--first-user: must be at least 1".into());
+    }
+    if o.scenario.has_rounds() {
+        if o.admin_token.as_deref().unwrap_or("").is_empty() {
+            return Err("--admin-token is needed for broadcast rounds".into());
+        }
+        let token = o.admin_token.as_deref().unwrap_or("");
+        if token.bytes().any(|b| !(0x21..0x7F).contains(&b)) {
+            return Err("--admin-token: printable ASCII without spaces".into());
+        }
+        if o.rounds == 0 || o.rounds > MAX_ROUNDS {
+            return Err(format!("--rounds: 1..={MAX_ROUNDS}"));
+        }
+        if o.body_bytes > MAX_BODY {
+            return Err(format!("--body-bytes: at most {MAX_BODY}"));
+        }
+    } else {
+        o.rounds = 0;
+    }
+    if o.scenario != Scenario::Slow && slow_pct_given {
+        return Err("--slow-pct belongs to the slow scenario".into());
+    }
+    if !(0.0..=100.0).contains(&o.slow_pct) {
+        return Err("--slow-pct: 0..=100".into());
+    }
+    if !(256..=1 << 24).contains(&o.slow_rcvbuf) {
+        return Err("--slow-rcvbuf: 256..=16777216".into());
+    }
+    if o.window == 0 || o.window > 100_000 {
+        return Err("--window: 1..=100000".into());
+    }
+    if !(0.0..=10_000_000.0).contains(&o.rate) {
+        return Err("--rate: 0..=10000000".into());
+    }
+    if o.gap_ms > 60_000 {
+        return Err("--gap-ms: at most 60000".into());
+    }
+    if o.per_proc == 0 || o.per_proc > MAX_PER_PROC {
+        return Err(format!("--per-proc: 1..={MAX_PER_PROC}"));
+    }
+    if o.per_src == 0 || o.per_src > MAX_PER_SRC {
+        return Err(format!("--per-src: 1..={MAX_PER_SRC}"));
+    }
+    let min_procs = o.conns.div_ceil(o.per_proc) as usize;
+    if o.procs == 0 {
+        o.procs = min_procs;
+    } else if o.procs < min_procs || o.procs as u64 > o.conns || o.procs > 64 {
+        return Err(format!(
+            "--procs: {min_procs}..={} for {} connections",
+            o.conns.min(64),
+            o.conns
+        ));
+    }
+    if o.procs > 64 {
+        return Err("more than 64 processes needed; raise --per-proc".into());
+    }
+    if o.src_first == 0 {
+        return Err("--src-first: at least 1".into());
+    }
+    let last = source_addr(o.src_first, o.per_src, o.conns - 1);
+    if last.octets()[0] != 127 || last.octets()[3] == 255 {
+        return Err(format!("source addresses would leave 127.0.0.0/8 ({last})"));
+    }
+    if o.timeout_s < 1.0 {
+        return Err("--timeout: at least 1 s".into());
+    }
+    if o.connect_timeout_s <= 0.0 || o.round_wait_s <= 0.0 {
+        return Err("--connect-timeout and --round-wait must be positive".into());
+    }
+    if o.heartbeat_s > 0.0 && o.heartbeat_s < 1.0 {
+        return Err("--heartbeat: 0 (off) or at least 1 s".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn loopback_only() {
+        assert!(parse(&args("idle --secret s --target 127.0.0.1:9")).is_ok());
+        assert!(parse(&args("idle --secret s --target 127.9.9.9:9")).is_ok());
+        assert!(parse(&args("idle --secret s --target 10.0.0.1:9")).is_err());
+        assert!(parse(&args("idle --secret s --target [::1]:9")).is_err());
+        assert!(parse(&args("idle --target 127.0.0.1:9")).is_err());
+    }
+
+    #[test]
+    fn splits_and_bounds() {
+        let o = parse(&args("idle --secret s --conns 40000")).unwrap();
+        assert_eq!(o.procs, 3);
+        assert_eq!(o.heartbeat_s, 50.0);
+        assert!(parse(&args("broadcast --secret s")).is_err());
+        assert!(parse(&args("broadcast --secret s --admin-token t --rounds 0")).is_err());
+        assert!(parse(&args("idle --secret s --per-proc 20000")).is_err());
+        assert!(parse(&args("idle --secret s --slow-pct 1")).is_err());
+        let o = parse(&args("slow --secret s --admin-token t --heartbeat 0")).unwrap();
+        assert_eq!(o.slow_pct, 1.0);
+        assert_eq!(o.heartbeat_s, 0.0);
+        assert_eq!(o.per_src, DEFAULT_PER_SRC);
+        assert_eq!(source_addr(2, 25_000, 0), Ipv4Addr::new(127, 0, 0, 2));
+        assert_eq!(source_addr(2, 25_000, 25_000), Ipv4Addr::new(127, 0, 0, 3));
+    }
+}
