@@ -7,6 +7,12 @@
 //!
 //! Every socket has read and write timeouts and every loop is bounded in
 //! count and in time, so no test can hang.
+//!
+//! Run: `cargo test --release`. The MariaDB variants use `TEST_MYSQL_URL`
+//! (default `mysql://root@127.0.0.1:3306/weim_test`; the database is created
+//! if missing, tables are the node's business, nothing is truncated: every
+//! test uses unique usernames). `TEST_WEIM_BIN` runs the suite against
+//! another build of the gateway instead of this crate's `weim` binary.
 
 #![allow(dead_code)]
 
