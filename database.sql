@@ -56,3 +56,35 @@ CREATE TABLE IF NOT EXISTS revoked_tokens (
     PRIMARY KEY (sig),
     KEY idx_revoked_tokens_exp (exp)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+-- ---------------------------------------------------------------------------
+-- Social: friends (one row per direction) and groups. `chat_groups` because
+-- `groups` is a reserved word in MySQL 8. name_key is the lowercase group
+-- name (computed by weim), unique byte by byte like username_key.
+
+CREATE TABLE IF NOT EXISTS friends (
+    user_id    BIGINT UNSIGNED NOT NULL,
+    friend_id  BIGINT UNSIGNED NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (user_id, friend_id),
+    KEY idx_friends_friend (friend_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE IF NOT EXISTS chat_groups (
+    id         BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+    owner_id   BIGINT UNSIGNED NOT NULL,
+    name       VARCHAR(64) NOT NULL,
+    name_key   VARBINARY(768) NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (id),
+    UNIQUE KEY uk_chat_groups_name_key (name_key),
+    KEY idx_chat_groups_owner (owner_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE IF NOT EXISTS group_members (
+    group_id  BIGINT UNSIGNED NOT NULL,
+    user_id   BIGINT UNSIGNED NOT NULL,
+    joined_at BIGINT NOT NULL,
+    PRIMARY KEY (group_id, user_id),
+    KEY idx_group_members_user (user_id, group_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;

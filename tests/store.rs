@@ -15,7 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mysql::prelude::Queryable;
 use weim::store::{
-    open_mysql, open_sqlite, MysqlStore, SqliteStore, Store, StoreError, MAX_USERNAME_CHARS,
+    open_mysql, open_sqlite, Accounts, MysqlStore, SqliteStore, Store, StoreError,
+    MAX_USERNAME_CHARS,
 };
 
 const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/weim_test";

@@ -27,9 +27,11 @@
 //! [`SCHEMA_VERSION`].
 
 mod mysql;
+mod social;
 mod sqlite;
 
 pub use self::mysql::{open_mysql, MysqlStore};
+pub use self::social::Social;
 pub use self::sqlite::{open_sqlite, SqliteStore};
 
 use std::fmt;
@@ -81,9 +83,14 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-/// Everything weim persists. Implementations are `Send + Sync` and internally
-/// pooled: many worker threads call them at once.
-pub trait Store: Send + Sync {
+/// Everything weim persists, one trait per concern. Implementations are
+/// `Send + Sync` and internally pooled: many worker threads call them at once.
+pub trait Store: Accounts + Social + Send + Sync {}
+
+impl<T: Accounts + Social + Send + Sync> Store for T {}
+
+/// Accounts and revoked tokens.
+pub trait Accounts {
     /// Creates a user with nickname = username, avatar "", sex 0, status 0,
     /// not verified. `Err(Conflict)` if the username exists, compared
     /// case-insensitively (unique index, so two racing calls cannot both
@@ -138,7 +145,7 @@ pub fn username_key(username: &str) -> String {
 pub(crate) const USER_COLUMNS: &str =
     "id, username, password_hash, nickname, avatar, sex, status, realname_verified, created_at";
 
-/// Checks the arguments of [`Store::create_user`].
+/// Checks the arguments of [`Accounts::create_user`].
 pub(crate) fn check_new_user(username: &str, password_hash: &str) -> Result<(), StoreError> {
     if username.chars().count() > MAX_USERNAME_CHARS {
         return Err(StoreError::Other(format!(
@@ -153,7 +160,7 @@ pub(crate) fn check_new_user(username: &str, password_hash: &str) -> Result<(), 
     Ok(())
 }
 
-/// Checks the signature given to [`Store::revoke_token`].
+/// Checks the signature given to [`Accounts::revoke_token`].
 pub(crate) fn check_token_sig(sig: &str) -> Result<(), StoreError> {
     if sig.len() > MAX_TOKEN_SIG_LEN || !sig.is_ascii() {
         return Err(StoreError::Other(format!(

@@ -12,6 +12,8 @@
 //! `TransactionBehavior::Immediate`, so that it waits for the lock up front
 //! instead of failing when a read lock cannot be upgraded.
 
+mod social;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,8 +23,8 @@ use parking_lot::Mutex;
 use rusqlite::{ffi, params, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
-    check_new_user, check_schema_version, check_token_sig, default_pool_size, username_key, Store,
-    StoreError, User, USER_COLUMNS,
+    check_new_user, check_schema_version, check_token_sig, default_pool_size, username_key,
+    Accounts, StoreError, User, USER_COLUMNS,
 };
 
 /// How long a statement waits for another connection's write lock.
@@ -135,7 +137,9 @@ fn apply_schema(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(map_err)?;
-    tx.execute_batch(SCHEMA).map_err(map_err)?;
+    for schema in [SCHEMA, social::SCHEMA] {
+        tx.execute_batch(schema).map_err(map_err)?;
+    }
     let version: i64 = tx
         .query_row("SELECT version FROM schema_version WHERE id = 1", [], |r| {
             r.get(0)
@@ -190,7 +194,7 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
 impl SqliteStore {
     /// Runs `f` on a free connection: tries each once without waiting,
     /// starting at a rotating index, then waits for the first one tried.
-    fn with_conn<T>(
+    pub(super) fn with_conn<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
@@ -206,7 +210,7 @@ impl SqliteStore {
     }
 }
 
-impl Store for SqliteStore {
+impl Accounts for SqliteStore {
     fn create_user(
         &self,
         username: &str,

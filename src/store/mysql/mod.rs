@@ -9,18 +9,20 @@
 //! reconnected to transparently. Connect, read and write time-outs default to
 //! [`CONNECT_TIMEOUT`] and [`IO_TIMEOUT`] unless the URL sets them.
 
+mod social;
+
 use std::time::Duration;
 
 use ::mysql::prelude::Queryable;
 use ::mysql::{DriverError, Opts, OptsBuilder, Pool, PoolConstraints, PooledConn, Row};
 
 use super::{
-    check_new_user, check_schema_version, check_token_sig, default_pool_size, username_key, Store,
-    StoreError, User, USER_COLUMNS,
+    check_new_user, check_schema_version, check_token_sig, default_pool_size, username_key,
+    Accounts, StoreError, User, USER_COLUMNS,
 };
 
 /// The MySQL schema, applied at every open (idempotent).
-const DATABASE_SQL: &str = include_str!("../../database.sql");
+const DATABASE_SQL: &str = include_str!("../../../database.sql");
 
 /// Default TCP connect time-out to the database server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -155,7 +157,7 @@ fn user_from_row(row: Row) -> Result<User, StoreError> {
 
 impl MysqlStore {
     /// A pooled connection, waiting at most [`POOL_WAIT`] for a free one.
-    fn conn(&self) -> Result<PooledConn, StoreError> {
+    pub(super) fn conn(&self) -> Result<PooledConn, StoreError> {
         self.pool.try_get_conn(POOL_WAIT).map_err(map_err)
     }
 
@@ -184,7 +186,7 @@ impl MysqlStore {
     /// autocommitted statement, or several that are each safe to repeat) is
     /// run again, up to [`DEADLOCK_RETRIES`] times; concurrent purges and
     /// inserts of revoked tokens from several nodes do meet that way.
-    fn run<T>(
+    pub(super) fn run<T>(
         &self,
         mut op: impl FnMut(&mut PooledConn) -> ::mysql::Result<T>,
     ) -> Result<T, StoreError> {
@@ -216,7 +218,7 @@ impl MysqlStore {
     }
 }
 
-impl Store for MysqlStore {
+impl Accounts for MysqlStore {
     fn create_user(
         &self,
         username: &str,
