@@ -85,6 +85,11 @@ impl Delivery {
         &self.reactors
     }
 
+    /// Whether the user has a signed-in connection (the `Online` flag).
+    pub fn is_online(&self, uid: u64) -> bool {
+        self.registry.is_online(uid)
+    }
+
     /// Pushes `frame` to every connection of one user; returns how many
     /// connections it was handed to.
     pub fn to_user(&self, uid: u64, frame: SharedFrame) -> usize {

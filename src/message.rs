@@ -18,6 +18,36 @@ pub mod cmd {
     pub const SIGN_IN: i64 = 3;
     /// Sign-in accepted.
     pub const SIGNED_IN: i64 = 4;
+    /// Friend message.
+    pub const FRIEND_MESSAGE: i64 = 6;
+    /// Friend message withdrawn.
+    pub const FRIEND_WITHDRAWN: i64 = 7;
+    /// Friend request received.
+    pub const FRIEND_REQUEST: i64 = 8;
+    /// Friend request accepted.
+    pub const FRIEND_ACCEPTED: i64 = 9;
+    /// Group message.
+    pub const GROUP_MESSAGE: i64 = 10;
+    /// Group message withdrawn.
+    pub const GROUP_WITHDRAWN: i64 = 11;
+    /// Join request received (to the owner).
+    pub const JOIN_REQUEST: i64 = 12;
+    /// Join request accepted.
+    pub const JOIN_ACCEPTED: i64 = 13;
+    /// Kicked from a group.
+    pub const KICKED: i64 = 14;
+    /// Friend request rejected.
+    pub const FRIEND_REJECTED: i64 = 15;
+    /// Friend removed.
+    pub const FRIEND_REMOVED: i64 = 16;
+    /// Join request rejected.
+    pub const JOIN_REJECTED: i64 = 17;
+    /// Client send over the socket.
+    pub const SEND: i64 = 20;
+    /// Send acknowledged.
+    pub const SEND_ACK: i64 = 21;
+    /// Client: delivered up to an id.
+    pub const DELIVERED: i64 = 22;
     /// Client ping.
     pub const PING: i64 = 30;
     /// Pong reply.
@@ -28,6 +58,8 @@ pub mod cmd {
 pub mod ope {
     /// Friend (one-to-one).
     pub const FRIEND: i64 = 0;
+    /// Group.
+    pub const GROUP: i64 = 1;
     /// System message.
     pub const SYSTEM: i64 = 2;
 }
@@ -72,6 +104,21 @@ impl Push {
             from_id: 0,
             to_id: 0,
             ope: ope::SYSTEM,
+            kind: TYPE_PROMPT,
+            body: body.to_string(),
+            id: 0,
+            time: now_millis(),
+        }
+    }
+
+    /// A notice (`Type` 10) such as a friend request or a kick
+    /// (PROTOCOL §2.2 gives `from`, `to` and `ope` for each Cmd).
+    pub fn notice(cmd: i64, from_id: u64, to_id: u64, ope: i64, body: &str) -> Push {
+        Push {
+            cmd,
+            from_id,
+            to_id,
+            ope,
             kind: TYPE_PROMPT,
             body: body.to_string(),
             id: 0,

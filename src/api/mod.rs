@@ -177,3 +177,29 @@ pub(crate) fn store_error(e: StoreError) -> Response {
         }
     }
 }
+
+/// A required id parameter (a positive integer); `err` is the answer when it
+/// is missing, not a number or out of range.
+pub(crate) fn id_param(params: &Params, name: &str, err: &str) -> Result<u64, Response> {
+    match params.str(name).trim().parse::<u64>() {
+        Ok(v) if v > 0 && v <= i64::MAX as u64 => Ok(v),
+        _ => Err(fail(err)),
+    }
+}
+
+/// Pagination: `page` from 1 (default 1), `size` 1..=100 (default 20).
+/// Returns `(limit, offset)`.
+pub(crate) fn page_params(params: &Params) -> Result<(u32, u64), Response> {
+    let parse = |name: &str, default: u64, max: u64| -> Result<u64, Response> {
+        match params.get(name).map(str::trim).filter(|v| !v.is_empty()) {
+            None => Ok(default),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(fail("非法参数")),
+            },
+        }
+    };
+    let page = parse("page", 1, 1_000_000)?;
+    let size = parse("size", 20, 100)?;
+    Ok((size as u32, (page - 1) * size))
+}
