@@ -88,3 +88,43 @@ CREATE TABLE IF NOT EXISTS group_members (
     PRIMARY KEY (group_id, user_id),
     KEY idx_group_members_user (user_id, group_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+-- ---------------------------------------------------------------------------
+-- Messages. ope 0 = friend (to_id is a user), 1 = group (to_id is a group);
+-- status -1 = withdrawn (body emptied). created_at is unix milliseconds.
+-- cid is the sender's client message id: unique per sender, so a retried
+-- send stores nothing twice (NULLs do not collide).
+
+CREATE TABLE IF NOT EXISTS messages (
+    id         BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+    from_id    BIGINT UNSIGNED NOT NULL,
+    to_id      BIGINT UNSIGNED NOT NULL,
+    ope        TINYINT NOT NULL,
+    kind       INT NOT NULL,
+    body       MEDIUMTEXT NOT NULL,
+    status     TINYINT NOT NULL DEFAULT 0,
+    cid        VARBINARY(64) NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (id),
+    KEY idx_messages_to (ope, to_id, id),
+    KEY idx_messages_from (ope, from_id, to_id, id),
+    UNIQUE KEY uk_messages_cid (from_id, cid)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+-- Every message insert locks this row first, so message ids become visible
+-- in id order (the delivery cursor below relies on it).
+CREATE TABLE IF NOT EXISTS message_seq (
+    id TINYINT UNSIGNED NOT NULL,
+    n  BIGINT NOT NULL,
+    PRIMARY KEY (id)
+) ENGINE=InnoDB;
+
+INSERT IGNORE INTO message_seq (id, n) VALUES (1, 0);
+
+-- The highest message id delivered to each user: anything to them above it
+-- is pending and pushed when they next sign in.
+CREATE TABLE IF NOT EXISTS delivery_cursors (
+    user_id BIGINT UNSIGNED NOT NULL,
+    upto    BIGINT UNSIGNED NOT NULL,
+    PRIMARY KEY (user_id)
+) ENGINE=InnoDB;

@@ -28,6 +28,26 @@ pub struct Config {
     pub limits: Limits,
     /// Multi-node operation (etcd membership, Redis routing).
     pub cluster: Cluster,
+    /// Chat message rules.
+    pub chat: Chat,
+}
+
+/// Section `chat`: rules for chat messages.
+#[derive(Debug, Clone)]
+pub struct Chat {
+    /// Longest message body in characters; default 4096.
+    pub max_body_chars: usize,
+    /// How long after sending a message may be withdrawn; default 2 m.
+    pub withdraw_window: Duration,
+}
+
+impl Default for Chat {
+    fn default() -> Self {
+        Chat {
+            max_body_chars: 4096,
+            withdraw_window: Duration::from_secs(120),
+        }
+    }
 }
 
 /// Section `http`: the listener shared by REST and WebSocket traffic.
@@ -298,9 +318,11 @@ const KEYS: &[Key] = keys![
     cluster.etcd: List,
     cluster.redis: Str,
     cluster.lease_ttl: Dur,
+    chat.max_body_chars: Usize >= 1,
+    chat.withdraw_window: Dur,
 ];
 
-const SECTIONS: &[&str] = &["http", "node", "auth", "store", "limits", "cluster"];
+const SECTIONS: &[&str] = &["http", "node", "auth", "store", "limits", "cluster", "chat"];
 
 /// A raw value from either source: text (env, YAML scalar) or a YAML sequence.
 enum Input {
@@ -717,7 +739,7 @@ mod tests {
         vars.dedup();
         assert_eq!(vars.len(), KEYS.len(), "ambiguous environment name");
         assert!(KEYS.iter().all(|k| SECTIONS.contains(&k.section)));
-        assert_eq!(KEYS.len(), 3 + 5 + 6 + 4 + 7 + 6);
+        assert_eq!(KEYS.len(), 3 + 5 + 6 + 4 + 7 + 6 + 2);
     }
 
     #[test]

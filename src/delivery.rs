@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::reactor::{ConnRef, Inbox, ReactorHandle, Targets};
+use crate::reactor::{ConnRef, Inbox, ReactorHandle, SyncOutcome, Targets};
 use crate::ws::SharedFrame;
 
 const SHARDS: usize = 64;
@@ -96,13 +96,27 @@ impl Delivery {
         self.to_users(&[uid], frame)
     }
 
-    /// Pushes `frame` to every connection of these users, one inbox message
-    /// per reactor.
+    /// Pushes `frame` (a notice, not a stored message) to every connection
+    /// of these users, one inbox message per reactor.
     pub fn to_users(&self, uids: &[u64], frame: SharedFrame) -> usize {
+        self.deliver_message(uids, frame, 0, None)
+    }
+
+    /// Pushes the frame of stored message `id` (0 for a notice) to every
+    /// connection of these users except `except` (the sending connection),
+    /// one inbox message per reactor. A connection still receiving its
+    /// pending messages holds a live message back until it catches up.
+    pub fn deliver_message(
+        &self,
+        uids: &[u64],
+        frame: SharedFrame,
+        id: u64,
+        except: Option<ConnRef>,
+    ) -> usize {
         let mut per_reactor: Vec<Vec<(u32, u32)>> = vec![Vec::new(); self.reactors.len()];
         for &uid in uids {
             if let Some(conns) = self.registry.shard(uid).lock().get(&uid) {
-                for c in conns {
+                for c in conns.iter().filter(|c| Some(**c) != except) {
                     if let Some(list) = per_reactor.get_mut(c.reactor as usize) {
                         list.push((c.token, c.generation));
                     }
@@ -117,10 +131,60 @@ impl Delivery {
                     frame: frame.clone(),
                     to: Targets::Conns(list),
                     ack: None,
+                    id,
+                    sync: false,
                 });
             }
         }
         n
+    }
+
+    /// Sends a frame to one connection (an answer to its own command).
+    pub fn reply(&self, conn: ConnRef, frame: SharedFrame) {
+        self.send_to(
+            conn,
+            Inbox::Push {
+                frame,
+                to: Targets::Conns(vec![(conn.token, conn.generation)]),
+                ack: None,
+                id: 0,
+                sync: false,
+            },
+        );
+    }
+
+    /// One batch of pending messages (several frames in one buffer, the
+    /// newest id `newest`) for a connection catching up.
+    pub fn sync_batch(&self, conn: ConnRef, frames: SharedFrame, newest: u64) {
+        self.send_to(
+            conn,
+            Inbox::Push {
+                frame: frames,
+                to: Targets::Conns(vec![(conn.token, conn.generation)]),
+                ack: None,
+                id: newest,
+                sync: true,
+            },
+        );
+    }
+
+    /// Tells a connection's reactor how its catching up ended.
+    pub fn sync_done(&self, conn: ConnRef, upto: u64, outcome: SyncOutcome) {
+        self.send_to(
+            conn,
+            Inbox::SyncDone {
+                conn,
+                upto,
+                outcome,
+            },
+        );
+    }
+
+    /// Sends an inbox message to the reactor of `conn`.
+    pub fn send_to(&self, conn: ConnRef, msg: Inbox) {
+        if let Some(handle) = self.reactors.get(conn.reactor as usize) {
+            handle.send(msg);
+        }
     }
 
     /// Pushes `frame` to every signed-in connection on this node and waits
@@ -132,6 +196,8 @@ impl Delivery {
                 frame: frame.clone(),
                 to: Targets::All,
                 ack: Some(tx.clone()),
+                id: 0,
+                sync: false,
             });
         }
         drop(tx);
@@ -148,9 +214,7 @@ impl Delivery {
 
     /// Asks a connection's reactor to close it with a WebSocket close code.
     pub fn close(&self, conn: ConnRef, code: u16) {
-        if let Some(handle) = self.reactors.get(conn.reactor as usize) {
-            handle.send(Inbox::Close { conn, code });
-        }
+        self.send_to(conn, Inbox::Close { conn, code });
     }
 }
 

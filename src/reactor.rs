@@ -23,7 +23,7 @@
 //!   `limits.max_pending_bytes` queued the connection is dropped.
 //! - Nothing here blocks and nothing here panics on network input.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, Shutdown};
 use std::sync::atomic::{AtomicBool, Ordering::AcqRel, Ordering::Relaxed, Ordering::Release};
@@ -39,7 +39,7 @@ use crate::http::{self, Parsed, Request, Response};
 use crate::message::{cmd, parse_client, ClientMsg, Push};
 use crate::metrics::{CloseReason, ReactorStats};
 use crate::node::Shared;
-use crate::worker::Job;
+use crate::worker::{Job, Task};
 use crate::ws::{self, close, Opcode, SharedFrame};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -90,6 +90,19 @@ pub enum Inbox {
         to: Targets,
         /// Where to report the count, if anyone waits.
         ack: Option<Sender<usize>>,
+        /// The newest stored message id in the frame; 0 for notices.
+        id: u64,
+        /// Part of a connection's catching up (written even while it syncs).
+        sync: bool,
+    },
+    /// A connection's pending messages were pushed up to `upto`.
+    SyncDone {
+        /// The connection.
+        conn: ConnRef,
+        /// The newest id pushed (or the cursor it started from).
+        upto: u64,
+        /// Whether it finished.
+        outcome: SyncOutcome,
     },
     /// Close one WebSocket with this code (a user over `conns_per_user`).
     Close {
@@ -102,6 +115,17 @@ pub enum Inbox {
     Drain,
     /// Leave the loop.
     Stop,
+}
+
+/// How a job pushing pending messages ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// Nothing more is pending.
+    Done,
+    /// The job yielded; more may be pending after `upto`.
+    More,
+    /// The store failed; try again later from `upto`.
+    Failed,
 }
 
 /// The sending side of a reactor's inbox.
@@ -170,9 +194,25 @@ enum State {
     /// Upgraded, waiting for Cmd 3.
     WsPending,
     /// Signed in as this user.
-    WsReady { uid: u64 },
+    WsReady { uid: u64, catchup: Catchup },
     /// Flushing, then waiting for the peer's EOF (input discarded).
     Closing,
+}
+
+/// Delivery bookkeeping of a signed-in connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Catchup {
+    /// Pending messages are being pushed: live messages are held back
+    /// (they are stored, so the catching up finds them) to keep order.
+    syncing: bool,
+    /// The client acknowledges with Cmd 22; writes alone do not count as
+    /// delivered.
+    acks: bool,
+    /// The newest live message id held back while syncing.
+    held: u64,
+    /// The newest message id written to this connection: an acknowledgement
+    /// never moves the cursor past it.
+    sent: u64,
 }
 
 /// A fragmented message being reassembled.
@@ -336,6 +376,10 @@ pub struct Reactor {
     now: Instant,
     draining: bool,
     doomed: Vec<(usize, CloseReason)>,
+    /// Delivery cursors to move forward at the next sweep: user → id.
+    advances: HashMap<u64, u64>,
+    /// Catching up to start again at the next sweep.
+    resync: Vec<(ConnRef, Option<u64>)>,
 }
 
 impl Reactor {
@@ -363,6 +407,8 @@ impl Reactor {
             now: Instant::now(),
             draining: false,
             doomed: Vec::new(),
+            advances: HashMap::new(),
+            resync: Vec::new(),
         })
     }
 
@@ -581,18 +627,26 @@ impl Reactor {
             return;
         }
         conn.state = State::Http { inflight: true };
+        let me = conn.conn_ref(id, key);
+        let keep_alive = req.keep_alive && !draining;
+        if !self.queue(me, Task::Http { req, keep_alive }) {
+            let bytes = Response::error(503).encode(keep_alive);
+            self.on_reply(key, bytes, keep_alive);
+        }
+    }
+
+    /// Hands a task to the workers; `false` (and counted) when the queue is full.
+    fn queue(&self, conn: ConnRef, task: Task) -> bool {
         let job = Job {
-            conn: conn.conn_ref(id, key),
-            keep_alive: req.keep_alive && !draining,
-            req,
+            conn,
+            task,
             enqueued: Instant::now(),
         };
         match self.shared.jobs.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.stats().jobs_rejected.fetch_add(1, Relaxed);
-                let bytes = Response::error(503).encode(job.keep_alive);
-                self.on_reply(key, bytes, job.keep_alive);
+                false
             }
         }
     }
@@ -603,6 +657,9 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if conn.state != (State::Http { inflight: true }) {
+            return;
+        }
         conn.state = State::Http { inflight: false };
         conn.since = self.now;
         self.send(key, Chunk::Owned(bytes));
@@ -697,7 +754,27 @@ impl Reactor {
             (State::WsPending, cmd::SIGN_IN) => self.sign_in(key, &msg.body),
             (State::WsPending, _) => self.reply(key, &Push::system(cmd::FAIL, "你还未认证")),
             (State::WsReady { .. }, cmd::PING) => self.reply(key, &Push::system(cmd::PONG, "")),
-            (State::WsReady { uid }, cmd::SIGN_IN) => {
+            (State::WsReady { uid, .. }, cmd::SEND) => {
+                let me = conn.conn_ref(self.id, key);
+                if !self.queue(me, Task::Send { uid, msg }) {
+                    self.reply(key, &Push::system(cmd::FAIL, "服务繁忙，请稍后重试"));
+                }
+            }
+            (State::WsReady { uid, .. }, cmd::DELIVERED) => match msg.body.trim().parse::<u64>() {
+                Ok(upto) => {
+                    if let Some(Conn {
+                        state: State::WsReady { catchup, .. },
+                        ..
+                    }) = self.conns.get_mut(key)
+                    {
+                        catchup.acks = true;
+                        let upto = upto.min(catchup.sent);
+                        self.advance(uid, upto);
+                    }
+                }
+                Err(_) => self.reply(key, &Push::system(cmd::FAIL, "消息格式错误")),
+            },
+            (State::WsReady { uid, .. }, cmd::SIGN_IN) => {
                 let same = self.shared.tokens.verify(&msg.body).map(|c| c.id) == Ok(uid);
                 let push = if same {
                     Push::system(cmd::SIGNED_IN, "认证成功")
@@ -723,13 +800,54 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        conn.state = State::WsReady { uid: claims.id };
+        conn.state = State::WsReady {
+            uid: claims.id,
+            catchup: Catchup {
+                syncing: true,
+                ..Catchup::default()
+            },
+        };
         conn.since = self.now;
         let me = conn.conn_ref(id, key);
         self.stats().authenticated.fetch_add(1, Relaxed);
         self.reply(key, &Push::system(cmd::SIGNED_IN, "认证成功"));
         if let Some(old) = self.shared.delivery.registry.add(claims.id, me) {
             self.shared.delivery.close(old, close::REPLACED);
+        }
+        self.catch_up(me, claims.id, None);
+    }
+
+    /// Starts (or continues) pushing a connection's pending messages; when
+    /// the queue is full the sweep tries again.
+    fn catch_up(&mut self, conn: ConnRef, uid: u64, after: Option<u64>) {
+        if !self.queue(conn, Task::Pending { uid, after }) {
+            self.resync.push((conn, after));
+        }
+    }
+
+    /// Records that `uid` has received messages up to `id`; the sweep writes
+    /// the cursors in one job.
+    fn advance(&mut self, uid: u64, id: u64) {
+        let upto = self.advances.entry(uid).or_insert(0);
+        *upto = (*upto).max(id);
+    }
+
+    /// A catching-up job ended.
+    fn on_sync_done(&mut self, conn: ConnRef, upto: u64, outcome: SyncOutcome) {
+        let Some(key) = self.live(conn) else {
+            return;
+        };
+        let State::WsReady { uid, mut catchup } = self.conns[key].state else {
+            return;
+        };
+        match outcome {
+            SyncOutcome::Done if catchup.held <= upto => {
+                catchup.syncing = false;
+                catchup.held = 0;
+                self.conns[key].state = State::WsReady { uid, catchup };
+            }
+            SyncOutcome::Done | SyncOutcome::More => self.catch_up(conn, uid, Some(upto)),
+            SyncOutcome::Failed => self.resync.push((conn, Some(upto))),
         }
     }
 
@@ -799,7 +917,7 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if let State::WsReady { uid } = conn.state {
+        if let State::WsReady { uid, .. } = conn.state {
             let me = conn.conn_ref(id, key);
             self.shared.delivery.registry.remove(uid, me);
             self.stats().authenticated.fetch_sub(1, Relaxed);
@@ -823,7 +941,7 @@ impl Reactor {
             return;
         }
         let mut conn = self.conns.remove(key);
-        if let State::WsReady { uid } = conn.state {
+        if let State::WsReady { uid, .. } = conn.state {
             self.shared
                 .delivery
                 .registry
@@ -852,12 +970,23 @@ impl Reactor {
                         self.on_reply(key, bytes, keep_alive);
                     }
                 }
-                Inbox::Push { frame, to, ack } => {
-                    let n = self.push(&frame, to);
+                Inbox::Push {
+                    frame,
+                    to,
+                    ack,
+                    id,
+                    sync,
+                } => {
+                    let n = self.push(&frame, to, id, sync);
                     if let Some(ack) = ack {
                         let _ = ack.send(n);
                     }
                 }
+                Inbox::SyncDone {
+                    conn,
+                    upto,
+                    outcome,
+                } => self.on_sync_done(conn, upto, outcome),
                 Inbox::Close { conn, code } => {
                     if let Some(key) = self.live(conn) {
                         if self.conns[key].state != State::Closing {
@@ -887,19 +1016,37 @@ impl Reactor {
     }
 
     /// Writes a shared frame to signed-in connections; returns how many.
-    fn push(&mut self, frame: &SharedFrame, to: Targets) -> usize {
+    /// `id` is the newest stored message in the frame (0 for notices): a
+    /// connection catching up holds live messages back, and a message fully
+    /// written to a client that does not acknowledge counts as delivered.
+    fn push(&mut self, frame: &SharedFrame, to: Targets, id: u64, sync: bool) -> usize {
         let max_pending = self.shared.config.limits.max_pending_bytes;
         let mut count = 0;
         let mut bytes = 0;
         let mut doomed = std::mem::take(&mut self.doomed);
+        let advances = &mut self.advances;
         let mut one = |key: usize, conn: &mut Conn| {
-            if !matches!(conn.state, State::WsReady { .. }) {
+            let State::WsReady {
+                uid,
+                ref mut catchup,
+            } = conn.state
+            else {
+                return;
+            };
+            if id > 0 && catchup.syncing && !sync {
+                catchup.held = catchup.held.max(id);
                 return;
             }
+            let acks = catchup.acks;
+            catchup.sent = catchup.sent.max(id);
             match conn.send_frame(frame, max_pending) {
                 Sent::Ok(n) => {
                     count += 1;
                     bytes += n;
+                    if id > 0 && !acks && conn.out.is_empty() {
+                        let upto = advances.entry(uid).or_insert(0);
+                        *upto = (*upto).max(id);
+                    }
                 }
                 Sent::Slow => doomed.push((key, CloseReason::SlowConsumer)),
                 Sent::Failed => doomed.push((key, CloseReason::Client)),
@@ -953,8 +1100,27 @@ impl Reactor {
         }
     }
 
-    /// Closes what is past its deadline.
+    /// Closes what is past its deadline, writes delivery cursors and retries
+    /// catching up that could not be queued.
     fn sweep(&mut self) {
+        if !self.advances.is_empty() {
+            let updates: Vec<(u64, u64)> = self.advances.drain().collect();
+            let me = ConnRef {
+                reactor: self.id,
+                token: u32::MAX,
+                generation: 0,
+            };
+            if !self.queue(me, Task::Delivered(updates.clone())) {
+                self.advances.extend(updates);
+            }
+        }
+        for (conn, after) in std::mem::take(&mut self.resync) {
+            if let Some(key) = self.live(conn) {
+                if let State::WsReady { uid, .. } = self.conns[key].state {
+                    self.catch_up(conn, uid, after);
+                }
+            }
+        }
         let limits = &self.shared.config.limits;
         let auth_timeout = self.shared.config.auth.auth_timeout;
         let now = self.now;

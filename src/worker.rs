@@ -1,27 +1,57 @@
-//! The blocking worker pool: REST handlers and every store call run here,
-//! fed by a bounded crossbeam queue. A worker answers through the
-//! requesting connection's reactor inbox and never touches a client socket.
+//! The blocking worker pool: REST handlers, socket commands that need the
+//! store, and every store call run here, fed by a bounded crossbeam queue.
+//! A worker answers through the connection's reactor inbox and never
+//! touches a client socket.
 
-use std::panic::AssertUnwindSafe;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 
+use crate::chat::{self, Outgoing};
 use crate::http::{Request, Response};
+use crate::message::{cmd, ClientMsg, Push};
 use crate::node::Shared;
 use crate::reactor::{ConnRef, Inbox};
 
-/// One HTTP request waiting for a worker.
+/// Work for a worker.
+#[derive(Debug)]
+pub enum Task {
+    /// An HTTP request; the answer goes back as `Inbox::Reply`.
+    Http {
+        /// The request.
+        req: Request,
+        /// Whether the connection stays open after the answer.
+        keep_alive: bool,
+    },
+    /// A message sent over the socket (Cmd 20) by a signed-in user.
+    Send {
+        /// The sender.
+        uid: u64,
+        /// What they sent.
+        msg: ClientMsg,
+    },
+    /// Push a user's pending messages to one connection, after this id
+    /// (the user's delivery cursor when `None`).
+    Pending {
+        /// The user.
+        uid: u64,
+        /// Where to start.
+        after: Option<u64>,
+    },
+    /// Move delivery cursors forward (`(user, id)` pairs).
+    Delivered(Vec<(u64, u64)>),
+}
+
+/// One queued task and the connection it came from.
 #[derive(Debug)]
 pub struct Job {
-    /// Where the answer goes.
+    /// Where answers go.
     pub conn: ConnRef,
-    /// The request.
-    pub req: Request,
-    /// Whether the connection stays open after the answer.
-    pub keep_alive: bool,
+    /// What to do.
+    pub task: Task,
     /// When the reactor queued it.
     pub enqueued: Instant,
 }
@@ -53,21 +83,68 @@ pub fn spawn(
 fn run(jobs: &Receiver<Job>, shared: &Shared) {
     while let Ok(job) = jobs.recv() {
         shared.active_jobs.fetch_add(1, Relaxed);
-        let resp =
-            std::panic::catch_unwind(AssertUnwindSafe(|| crate::api::handle(shared, &job.req)))
-                .unwrap_or_else(|_| {
-                    log::error!("handler panicked on {} {}", job.req.method, job.req.path);
-                    Response::error(500)
-                });
-        let bytes = resp.encode(job.keep_alive);
-        if let Some(handle) = shared.delivery.reactors().get(job.conn.reactor as usize) {
-            handle.send(Inbox::Reply {
-                conn: job.conn,
-                bytes,
-                keep_alive: job.keep_alive,
-            });
-        }
+        work(shared, job.conn, job.task);
         shared.metrics.job_done(job.enqueued.elapsed());
         shared.active_jobs.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Runs one task; a panic is logged and (for a request) answered 500, and
+/// the worker carries on.
+fn work(shared: &Shared, conn: ConnRef, task: Task) {
+    let outcome = match task {
+        Task::Http { req, keep_alive } => {
+            let resp = catch_unwind(AssertUnwindSafe(|| crate::api::handle(shared, &req)))
+                .unwrap_or_else(|_| {
+                    log::error!("handler panicked on {} {}", req.method, req.path);
+                    Response::error(500)
+                });
+            shared.delivery.send_to(
+                conn,
+                Inbox::Reply {
+                    conn,
+                    bytes: resp.encode(keep_alive),
+                    keep_alive,
+                },
+            );
+            Ok(())
+        }
+        other => catch_unwind(AssertUnwindSafe(|| socket_task(shared, conn, other))),
+    };
+    if outcome.is_err() {
+        log::error!("a socket task panicked");
+    }
+}
+
+fn socket_task(shared: &Shared, conn: ConnRef, task: Task) {
+    match task {
+        Task::Http { .. } => {}
+        Task::Send { uid, msg } => {
+            let out = Outgoing {
+                from: uid,
+                ope: msg.ope,
+                to: msg.to_id,
+                kind: msg.kind,
+                body: &msg.body,
+                cid: Some(msg.cid.as_str()),
+            };
+            let answer = match chat::send(shared, &out, Some(conn)) {
+                Ok(m) => Push {
+                    id: m.id,
+                    ..Push::system(cmd::SEND_ACK, &msg.cid)
+                },
+                Err(e) => Push::system(cmd::FAIL, e.text()),
+            };
+            shared.delivery.reply(conn, answer.frame());
+        }
+        Task::Pending { uid, after } => chat::push_pending(shared, conn, uid, after),
+        Task::Delivered(updates) => {
+            if let Err(e) = shared.store.advance_delivered(&updates) {
+                log::warn!(
+                    "delivery cursors not advanced ({} users): {e}",
+                    updates.len()
+                );
+            }
+        }
     }
 }

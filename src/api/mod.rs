@@ -4,6 +4,7 @@
 //! a submodule that exports its route table.
 
 mod account;
+mod chat;
 mod ops;
 
 use serde_json::Value;
@@ -44,7 +45,7 @@ pub(crate) enum Route {
 pub(crate) type Routes = &'static [(&'static str, Route)];
 
 /// Every module's routes.
-const TABLES: &[Routes] = &[account::ROUTES];
+const TABLES: &[Routes] = &[account::ROUTES, chat::ROUTES];
 
 fn find(path: &str) -> Option<&'static Route> {
     TABLES

@@ -26,10 +26,12 @@
 //! to an existing table needs a migration step in both backends and a bump of
 //! [`SCHEMA_VERSION`].
 
+pub mod messages;
 mod mysql;
 mod social;
 mod sqlite;
 
+pub use self::messages::{Feed, Message, Messages, NewMessage};
 pub use self::mysql::{open_mysql, MysqlStore};
 pub use self::social::Social;
 pub use self::sqlite::{open_sqlite, SqliteStore};
@@ -85,9 +87,9 @@ impl std::error::Error for StoreError {}
 
 /// Everything weim persists, one trait per concern. Implementations are
 /// `Send + Sync` and internally pooled: many worker threads call them at once.
-pub trait Store: Accounts + Social + Send + Sync {}
+pub trait Store: Accounts + Social + Messages + Send + Sync {}
 
-impl<T: Accounts + Social + Send + Sync> Store for T {}
+impl<T: Accounts + Social + Messages + Send + Sync> Store for T {}
 
 /// Accounts and revoked tokens.
 pub trait Accounts {

@@ -9,6 +9,7 @@
 //! reconnected to transparently. Connect, read and write time-outs default to
 //! [`CONNECT_TIMEOUT`] and [`IO_TIMEOUT`] unless the URL sets them.
 
+mod messages;
 mod social;
 
 use std::time::Duration;

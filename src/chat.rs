@@ -1,0 +1,218 @@
+//! Chat: sending a message (REST and Cmd 20 share one path), withdrawing
+//! it, and pushing stored messages to their recipients — live, and the
+//! pending ones when a user signs in. A message is committed to the store
+//! before anyone is answered or pushed.
+
+use crate::message::{cmd, now_millis, ope, Push};
+use crate::node::Shared;
+use crate::reactor::{ConnRef, SyncOutcome};
+use crate::store::messages::{OPE_FRIEND, OPE_GROUP};
+use crate::store::{Feed, Message, NewMessage, StoreError};
+use crate::ws::SharedFrame;
+
+/// Message types a client may send: text, picture, voice, video, geo, file.
+const CLIENT_TYPES: &[i64] = &[0, 1, 2, 3, 4, 6];
+/// Pending messages pushed per store query on sign-in.
+const SYNC_BATCH: u32 = 100;
+/// Batches one sync job pushes before it yields the worker.
+const SYNC_BATCHES_PER_JOB: usize = 10;
+
+/// Why a send or withdraw was refused; `text` is the client-facing reason.
+#[derive(Debug)]
+pub enum ChatError {
+    /// A business rule, with the PROTOCOL text.
+    Rule(&'static str),
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl From<StoreError> for ChatError {
+    fn from(e: StoreError) -> Self {
+        ChatError::Store(e)
+    }
+}
+
+impl ChatError {
+    /// The reason shown to the client.
+    pub fn text(&self) -> &'static str {
+        match self {
+            ChatError::Rule(t) => t,
+            ChatError::Store(StoreError::Unavailable(_)) => "服务暂不可用，请稍后重试",
+            ChatError::Store(_) => "服务器内部错误",
+        }
+    }
+}
+
+/// A message a user wants to send.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    /// Sender.
+    pub from: u64,
+    /// 0 friend, 1 group.
+    pub ope: i64,
+    /// Recipient user or group.
+    pub to: u64,
+    /// Content type.
+    pub kind: i64,
+    /// Content.
+    pub body: &'a str,
+    /// Client message id (idempotent retry), if any.
+    pub cid: Option<&'a str>,
+}
+
+/// The frame of a stored message (Cmd 6 or 10, `Id` set).
+pub fn message_push(m: &Message) -> Push {
+    Push {
+        cmd: if m.ope == OPE_GROUP {
+            cmd::GROUP_MESSAGE
+        } else {
+            cmd::FRIEND_MESSAGE
+        },
+        from_id: m.from_id,
+        to_id: m.to_id,
+        ope: m.ope,
+        kind: m.kind,
+        body: m.body.clone(),
+        id: m.id,
+        time: m.created_at,
+    }
+}
+
+/// Checks, stores and pushes a message. `origin` is the sending connection
+/// (it gets the Cmd 21 answer instead of the push). A retry with a known
+/// `cid` returns the stored message without pushing it again.
+pub fn send(
+    node: &Shared,
+    out: &Outgoing<'_>,
+    origin: Option<ConnRef>,
+) -> Result<Message, ChatError> {
+    if out.body.is_empty() {
+        return Err(ChatError::Rule("请输入内容"));
+    }
+    if out.body.chars().count() > node.config.chat.max_body_chars {
+        return Err(ChatError::Rule("内容过长"));
+    }
+    if !CLIENT_TYPES.contains(&out.kind) || out.cid.is_some_and(|c| c.len() > 64) {
+        return Err(ChatError::Rule("非法参数"));
+    }
+    let recipients = match out.ope {
+        OPE_FRIEND => {
+            if out.to == out.from || !node.store.are_friends(out.from, out.to)? {
+                return Err(ChatError::Rule("对方不是你的好友"));
+            }
+            vec![out.to, out.from]
+        }
+        OPE_GROUP => {
+            let members = node.store.group_member_ids(out.to)?;
+            if members.is_empty() {
+                return Err(ChatError::Rule("群组不存在"));
+            }
+            if !members.contains(&out.from) {
+                return Err(ChatError::Rule("您不是群成员"));
+            }
+            members
+        }
+        _ => return Err(ChatError::Rule("非法参数")),
+    };
+    let (msg, new) = node.store.insert_message(&NewMessage {
+        from_id: out.from,
+        to_id: out.to,
+        ope: out.ope,
+        kind: out.kind,
+        body: out.body,
+        cid: out.cid.filter(|c| !c.is_empty()),
+        now_ms: now_millis(),
+    })?;
+    if new {
+        node.delivery
+            .deliver_message(&recipients, message_push(&msg).frame(), msg.id, origin);
+    }
+    Ok(msg)
+}
+
+/// Withdraws the caller's own message of kind `ope` within the window and
+/// tells its recipients (Cmd 7 or 11, Body = message id).
+pub fn withdraw(node: &Shared, caller: u64, id: u64, ope_kind: i64) -> Result<(), ChatError> {
+    let Some(msg) = node.store.message_by_id(id)? else {
+        return Err(ChatError::Rule("消息不存在"));
+    };
+    if msg.from_id != caller || msg.ope != ope_kind {
+        return Err(ChatError::Rule("消息不存在"));
+    }
+    let window = node.config.chat.withdraw_window.as_millis() as i64;
+    if now_millis() - msg.created_at > window {
+        return Err(ChatError::Rule("消息超过2分钟无法撤回"));
+    }
+    if !node.store.withdraw_message(id)? {
+        return Ok(());
+    }
+    let (recipients, notice) = if ope_kind == OPE_GROUP {
+        (
+            node.store.group_member_ids(msg.to_id)?,
+            Push::notice(
+                cmd::GROUP_WITHDRAWN,
+                caller,
+                msg.to_id,
+                ope::GROUP,
+                &id.to_string(),
+            ),
+        )
+    } else {
+        (
+            vec![msg.to_id, caller],
+            Push::notice(
+                cmd::FRIEND_WITHDRAWN,
+                caller,
+                msg.to_id,
+                ope::FRIEND,
+                &id.to_string(),
+            ),
+        )
+    };
+    node.delivery.to_users(&recipients, notice.frame());
+    Ok(())
+}
+
+/// Pushes a user's pending messages to one connection, oldest first, in
+/// batches (each batch one frame buffer and one inbox message), starting
+/// after `after` (the user's delivery cursor when `None`). Tells the
+/// reactor where it stopped and whether more is left.
+pub fn push_pending(node: &Shared, conn: ConnRef, uid: u64, after: Option<u64>) {
+    let mut last = match after {
+        Some(a) => a,
+        None => match node.store.delivered_upto(uid) {
+            Ok(a) => a,
+            Err(e) => {
+                log::warn!("pending for user {uid}: {e}");
+                node.delivery.sync_done(conn, 0, SyncOutcome::Failed);
+                return;
+            }
+        },
+    };
+    for _ in 0..SYNC_BATCHES_PER_JOB {
+        let batch = match node.store.feed(uid, last, SYNC_BATCH, Feed::Pending) {
+            Ok(b) => b,
+            Err(e) => {
+                log::warn!("pending for user {uid}: {e}");
+                node.delivery.sync_done(conn, last, SyncOutcome::Failed);
+                return;
+            }
+        };
+        let Some(newest) = batch.last().map(|m| m.id) else {
+            node.delivery.sync_done(conn, last, SyncOutcome::Done);
+            return;
+        };
+        let mut frames = Vec::new();
+        for m in &batch {
+            frames.extend_from_slice(&crate::ws::text_frame(&message_push(m).to_json()));
+        }
+        let frames: SharedFrame = frames.into();
+        node.delivery.sync_batch(conn, frames, newest);
+        last = newest;
+        if batch.len() < SYNC_BATCH as usize {
+            node.delivery.sync_done(conn, last, SyncOutcome::Done);
+            return;
+        }
+    }
+    node.delivery.sync_done(conn, last, SyncOutcome::More);
+}

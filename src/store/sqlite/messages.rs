@@ -1,0 +1,227 @@
+//! SQLite side of [`Messages`]. SQLite has one writer at a time, so message
+//! ids become visible in id order by construction.
+
+use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
+
+use super::SqliteStore;
+use crate::store::messages::check_new_message;
+use crate::store::{Feed, Message, Messages, NewMessage, StoreError};
+
+/// Messages and delivery cursors; mirrors the messages section of
+/// `database.sql`.
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    id         INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+    from_id    INTEGER NOT NULL,
+    to_id      INTEGER NOT NULL,
+    ope        INTEGER NOT NULL,
+    kind       INTEGER NOT NULL,
+    body       TEXT    NOT NULL,
+    status     INTEGER NOT NULL DEFAULT 0,
+    cid        TEXT,
+    created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS idx_messages_to ON messages (ope, to_id, id);
+CREATE INDEX IF NOT EXISTS idx_messages_from ON messages (ope, from_id, to_id, id);
+CREATE UNIQUE INDEX IF NOT EXISTS uk_messages_cid ON messages (from_id, cid);
+
+CREATE TABLE IF NOT EXISTS delivery_cursors (
+    user_id INTEGER NOT NULL PRIMARY KEY,
+    upto    INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+";
+
+const COLUMNS: &str = "id, from_id, to_id, ope, kind, body, status, created_at";
+const M_COLUMNS: &str = "m.id, m.from_id, m.to_id, m.ope, m.kind, m.body, m.status, m.created_at";
+
+fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
+    Ok(Message {
+        id: row.get::<_, i64>(0)? as u64,
+        from_id: row.get::<_, i64>(1)? as u64,
+        to_id: row.get::<_, i64>(2)? as u64,
+        ope: row.get(3)?,
+        kind: row.get(4)?,
+        body: row.get(5)?,
+        status: row.get(6)?,
+        created_at: row.get(7)?,
+    })
+}
+
+/// SQLite integers are i64: a larger id cannot exist, and i64::MAX is
+/// above every id (used for "no upper bound").
+fn id(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn collect(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<Message>> {
+    stmt.query_map(params, message_from_row)?.collect()
+}
+
+impl Messages for SqliteStore {
+    fn insert_message(&self, m: &NewMessage<'_>) -> Result<(Message, bool), StoreError> {
+        check_new_message(m)?;
+        self.with_conn(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(cid) = m.cid {
+                let earlier = tx
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM messages WHERE from_id = ?1 AND cid = ?2"
+                    ))?
+                    .query_row(params![id(m.from_id), cid], message_from_row)
+                    .optional()?;
+                if let Some(earlier) = earlier {
+                    return Ok((earlier, false));
+                }
+            }
+            tx.prepare_cached(
+                "INSERT INTO messages (from_id, to_id, ope, kind, body, cid, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                id(m.from_id),
+                id(m.to_id),
+                m.ope,
+                m.kind,
+                m.body,
+                m.cid,
+                m.now_ms
+            ])?;
+            let new_id = tx.last_insert_rowid() as u64;
+            tx.commit()?;
+            Ok((
+                Message {
+                    id: new_id,
+                    from_id: m.from_id,
+                    to_id: m.to_id,
+                    ope: m.ope,
+                    kind: m.kind,
+                    body: m.body.to_string(),
+                    status: 0,
+                    created_at: m.now_ms,
+                },
+                true,
+            ))
+        })
+    }
+
+    fn message_by_id(&self, msg: u64) -> Result<Option<Message>, StoreError> {
+        self.with_conn(|c| {
+            c.prepare_cached(&format!("SELECT {COLUMNS} FROM messages WHERE id = ?1"))?
+                .query_row(params![id(msg)], message_from_row)
+                .optional()
+        })
+    }
+
+    fn withdraw_message(&self, msg: u64) -> Result<bool, StoreError> {
+        self.with_conn(|c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE messages SET status = -1, body = '' WHERE id = ?1 AND status <> -1",
+                )?
+                .execute(params![id(msg)])?;
+            Ok(n > 0)
+        })
+    }
+
+    fn friend_history(
+        &self,
+        a: u64,
+        b: u64,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError> {
+        let before = before.map_or(i64::MAX, id);
+        self.with_conn(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT * FROM (SELECT {COLUMNS} FROM messages WHERE ope = 0 AND from_id = ?1 \
+                 AND to_id = ?2 AND id < ?3 ORDER BY id DESC LIMIT ?4) \
+                 UNION ALL SELECT * FROM (SELECT {COLUMNS} FROM messages WHERE ope = 0 \
+                 AND from_id = ?2 AND to_id = ?1 AND id < ?3 ORDER BY id DESC LIMIT ?4) \
+                 ORDER BY id DESC LIMIT ?4"
+            ))?;
+            collect(&mut stmt, params![id(a), id(b), before, limit])
+        })
+    }
+
+    fn group_history(
+        &self,
+        group: u64,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError> {
+        let before = before.map_or(i64::MAX, id);
+        self.with_conn(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM messages WHERE ope = 1 AND to_id = ?1 AND id < ?2 \
+                 ORDER BY id DESC LIMIT ?3"
+            ))?;
+            collect(&mut stmt, params![id(group), before, limit])
+        })
+    }
+
+    fn feed(
+        &self,
+        user: u64,
+        after: u64,
+        limit: u32,
+        feed: Feed,
+    ) -> Result<Vec<Message>, StoreError> {
+        let sql = match feed {
+            Feed::Pending => format!(
+                "SELECT * FROM (SELECT {COLUMNS} FROM messages WHERE ope = 0 AND to_id = ?1 \
+                 AND id > ?2 AND status = 0 ORDER BY id LIMIT ?3) \
+                 UNION ALL SELECT * FROM (SELECT {M_COLUMNS} FROM group_members g \
+                 JOIN messages m ON m.ope = 1 AND m.to_id = g.group_id AND m.id > ?2 \
+                 WHERE g.user_id = ?1 AND m.created_at >= g.joined_at * 1000 \
+                 AND m.from_id <> ?1 AND m.status = 0 ORDER BY m.id LIMIT ?3) \
+                 ORDER BY id LIMIT ?3"
+            ),
+            Feed::Sync => format!(
+                "SELECT * FROM (SELECT {COLUMNS} FROM messages WHERE ope = 0 AND to_id = ?1 \
+                 AND id > ?2 ORDER BY id LIMIT ?3) \
+                 UNION ALL SELECT * FROM (SELECT {COLUMNS} FROM messages WHERE ope = 0 \
+                 AND from_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3) \
+                 UNION ALL SELECT * FROM (SELECT {M_COLUMNS} FROM group_members g \
+                 JOIN messages m ON m.ope = 1 AND m.to_id = g.group_id AND m.id > ?2 \
+                 WHERE g.user_id = ?1 AND m.created_at >= g.joined_at * 1000 \
+                 ORDER BY m.id LIMIT ?3) \
+                 ORDER BY id LIMIT ?3"
+            ),
+        };
+        self.with_conn(|c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            collect(&mut stmt, params![id(user), id(after), limit])
+        })
+    }
+
+    fn delivered_upto(&self, user: u64) -> Result<u64, StoreError> {
+        self.with_conn(|c| {
+            c.prepare_cached("SELECT upto FROM delivery_cursors WHERE user_id = ?1")?
+                .query_row(params![id(user)], |r| r.get::<_, i64>(0))
+                .optional()
+                .map(|v| v.unwrap_or(0) as u64)
+        })
+    }
+
+    fn advance_delivered(&self, updates: &[(u64, u64)]) -> Result<(), StoreError> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        self.with_conn(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO delivery_cursors (user_id, upto) VALUES (?1, ?2) \
+                     ON CONFLICT (user_id) DO UPDATE SET upto = max(upto, excluded.upto)",
+                )?;
+                for &(user, upto) in updates {
+                    stmt.execute(params![id(user), id(upto)])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+}
