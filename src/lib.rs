@@ -7,6 +7,7 @@
 pub mod api;
 pub mod auth;
 pub mod chat;
+pub mod commit;
 pub mod config;
 pub mod delivery;
 pub mod http;

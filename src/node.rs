@@ -12,12 +12,16 @@ use crossbeam_channel::Sender;
 use socket2::{Domain, Socket, Type};
 
 use crate::auth::{self, Throttle, Tokens};
+use crate::commit::{self, Committer};
 use crate::config::{Config, StoreKind};
 use crate::delivery::{Delivery, Registry};
 use crate::metrics::Metrics;
 use crate::reactor::{self, Inbox, Reactor};
 use crate::store::{self, Store};
 use crate::worker::{self, Job};
+
+/// Chat messages that may wait for the committer.
+const COMMIT_QUEUE: usize = 16 * 1024;
 
 /// What reactors and workers share.
 pub struct Shared {
@@ -35,6 +39,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The bounded job queue into the workers.
     pub jobs: Sender<Job>,
+    /// Group commit of chat messages.
+    pub committer: Committer,
     /// Set when the node starts draining.
     pub draining: AtomicBool,
     /// Jobs being handled right now.
@@ -145,6 +151,7 @@ impl Node {
             parts.push(p);
         }
         let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(config.node.job_queue);
+        let (committer, submissions) = Committer::new(COMMIT_QUEUE);
         let shared = Arc::new(Shared {
             throttle: Throttle::new(
                 config.auth.login_fail_limit_user,
@@ -154,6 +161,7 @@ impl Node {
             delivery: Delivery::new(Registry::new(config.limits.conns_per_user), handles),
             metrics: Metrics::new(reactors),
             jobs: jobs_tx,
+            committer,
             draining: AtomicBool::new(false),
             active_jobs: AtomicUsize::new(0),
             tokens,
@@ -182,6 +190,7 @@ impl Node {
         let spare: Vec<usize> = cpus.iter().skip(reactors).copied().collect();
         let worker_cpus = (pin && !spare.is_empty()).then_some(spare);
         worker::spawn(workers, jobs_rx, shared.clone(), worker_cpus).map_err(|e| e.to_string())?;
+        commit::spawn(submissions, shared.clone()).map_err(|e| e.to_string())?;
         log::info!(
             "weim node on {addr}: {reactors} reactors, {workers} workers, {:?} store",
             shared.config.store.kind
@@ -204,7 +213,9 @@ impl Node {
         // Give close frames a moment to leave, then wait for the jobs.
         std::thread::sleep(Duration::from_millis(100));
         while Instant::now() < deadline
-            && (!self.shared.jobs.is_empty() || self.shared.active_jobs.load(Relaxed) > 0)
+            && (!self.shared.jobs.is_empty()
+                || self.shared.active_jobs.load(Relaxed) > 0
+                || !self.shared.committer.is_idle())
         {
             std::thread::sleep(Duration::from_millis(20));
         }

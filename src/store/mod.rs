@@ -62,7 +62,7 @@ pub struct User {
 }
 
 /// Why a store call failed.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum StoreError {
     /// A unique key is already taken (e.g. the username exists).
     Conflict,
