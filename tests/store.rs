@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mysql::prelude::Queryable;
 use weim::store::messages::{OPE_FRIEND, STATUS_WITHDRAWN};
 use weim::store::{
-    open_mysql, open_sqlite, Accounts, Feed, Messages, MysqlStore, NewMessage, SqliteStore, Store,
+    open_mysql, open_sqlite, Accounts, Feed, MysqlStore, NewMessage, SqliteStore, Store,
     StoreError, MAX_USERNAME_CHARS,
 };
 
