@@ -15,6 +15,7 @@ macro_rules! try_param {
 
 mod account;
 mod friends;
+mod groups;
 mod ops;
 
 use serde_json::Value;
@@ -55,7 +56,7 @@ pub(crate) enum Route {
 pub(crate) type Routes = &'static [(&'static str, Route)];
 
 /// Every module's routes.
-const TABLES: &[Routes] = &[account::ROUTES, friends::ROUTES];
+const TABLES: &[Routes] = &[account::ROUTES, friends::ROUTES, groups::ROUTES];
 
 fn find(path: &str) -> Option<&'static Route> {
     TABLES
