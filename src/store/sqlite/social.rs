@@ -119,7 +119,7 @@ fn group(row: &Row<'_>) -> rusqlite::Result<Group> {
     })
 }
 
-/// Runs a list query with `args` (LIMIT and OFFSET last) and maps its rows.
+/// Runs a query with `args` and maps every row.
 fn list<T>(
     c: &Connection,
     query: &str,
