@@ -3,8 +3,20 @@
 //! `{code,msg,data}` answers of PROTOCOL §1. Each concern's handlers live in
 //! a submodule that exports its route table.
 
+/// The value of a parameter check, or an early return of its error answer.
+macro_rules! try_param {
+    ($check:expr) => {
+        match $check {
+            Ok(value) => value,
+            Err(resp) => return resp,
+        }
+    };
+}
+
 mod account;
 mod chat;
+mod friends;
+mod groups;
 mod ops;
 
 use serde_json::Value;
@@ -45,7 +57,12 @@ pub(crate) enum Route {
 pub(crate) type Routes = &'static [(&'static str, Route)];
 
 /// Every module's routes.
-const TABLES: &[Routes] = &[account::ROUTES, chat::ROUTES];
+const TABLES: &[Routes] = &[
+    account::ROUTES,
+    friends::ROUTES,
+    groups::ROUTES,
+    chat::ROUTES,
+];
 
 fn find(path: &str) -> Option<&'static Route> {
     TABLES
@@ -186,6 +203,24 @@ pub(crate) fn id_param(params: &Params, name: &str, err: &str) -> Result<u64, Re
         Ok(v) if v > 0 && v <= i64::MAX as u64 => Ok(v),
         _ => Err(fail(err)),
     }
+}
+
+/// A required text parameter, trimmed: `empty` is the answer when it is
+/// missing or blank, `非法参数` when it is longer than `max_chars`.
+pub(crate) fn text_param<'a>(
+    params: &'a Params,
+    name: &str,
+    max_chars: usize,
+    empty: &str,
+) -> Result<&'a str, Response> {
+    let text = params.str(name).trim();
+    if text.is_empty() {
+        return Err(fail(empty));
+    }
+    if text.chars().count() > max_chars {
+        return Err(fail("非法参数"));
+    }
+    Ok(text)
 }
 
 /// Pagination: `page` from 1 (default 1), `size` 1..=100 (default 20).

@@ -22,7 +22,7 @@
 //! - Times are unix seconds (`i64`); no database time functions are used.
 //!
 //! Adding to the schema: new tables go into both schemas (`database.sql` and
-//! the SQLite schema in `sqlite.rs`) as `CREATE TABLE IF NOT EXISTS`; a change
+//! the SQLite schemas in `sqlite/`) as `CREATE TABLE IF NOT EXISTS`; a change
 //! to an existing table needs a migration step in both backends and a bump of
 //! [`SCHEMA_VERSION`].
 
@@ -33,7 +33,11 @@ mod sqlite;
 
 pub use self::messages::{Feed, Message, Messages, NewMessage};
 pub use self::mysql::{open_mysql, MysqlStore};
-pub use self::social::Social;
+pub use self::social::{
+    group_name_key, FoundGroup, FriendRequest, Group, JoinHandled, JoinRequest, Left, Member,
+    Membership, Profile, Social, ACCEPTED, MAX_CHANNEL_CHARS, MAX_GROUP_NAME_CHARS,
+    MAX_REASON_CHARS, PENDING, REJECTED,
+};
 pub use self::sqlite::{open_sqlite, SqliteStore};
 
 use std::fmt;

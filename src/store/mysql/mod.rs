@@ -183,10 +183,11 @@ impl MysqlStore {
     }
 
     /// Runs `op` on a pooled connection. When InnoDB picks the statement as
-    /// a deadlock victim it has rolled it back entirely, so `op` (one
-    /// autocommitted statement, or several that are each safe to repeat) is
-    /// run again, up to [`DEADLOCK_RETRIES`] times; concurrent purges and
-    /// inserts of revoked tokens from several nodes do meet that way.
+    /// a deadlock victim it has rolled back its whole transaction, so `op`
+    /// (one autocommitted statement, several that are each safe to repeat,
+    /// or one transaction) is run again, up to [`DEADLOCK_RETRIES`] times;
+    /// concurrent purges and inserts of revoked tokens from several nodes,
+    /// and crossed friend-request accepts, do meet that way.
     pub(super) fn run<T>(
         &self,
         mut op: impl FnMut(&mut PooledConn) -> ::mysql::Result<T>,

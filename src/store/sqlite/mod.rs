@@ -129,6 +129,7 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     }
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
         .map_err(map_err)?;
+    social::register_functions(&conn).map_err(map_err)?;
     Ok(conn)
 }
 
