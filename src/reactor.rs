@@ -202,15 +202,15 @@ enum State {
 /// Delivery bookkeeping of a signed-in connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Catchup {
-    /// Pending messages are being pushed: live messages are held back
-    /// (they are stored, so the catching up finds them) to keep order.
+    /// Pending messages are being pushed: live messages wait in `held`
+    /// until the catching up is done, so ids reach the client in order.
     syncing: bool,
     /// The client acknowledges with Cmd 22; writes alone do not count as
     /// delivered.
     acks: bool,
-    /// The newest live message id held back while syncing.
-    held: u64,
-    /// The newest message id written to this connection: an acknowledgement
+    /// The newest message id written to this connection. Message ids reach
+    /// a connection in increasing order: a live push at or below it was
+    /// already written by the catching up and is skipped; an acknowledgement
     /// never moves the cursor past it.
     sent: u64,
 }
@@ -231,6 +231,9 @@ struct Conn {
     out: VecDeque<(Chunk, usize)>,
     pending: usize,
     frag: Option<Box<Fragment>>,
+    /// Live message frames (and their ids) waiting for the catching up;
+    /// counted in `pending`.
+    held: Vec<(SharedFrame, u64)>,
 }
 
 /// How a write went.
@@ -343,6 +346,33 @@ impl Conn {
             generation: self.generation,
         }
     }
+}
+
+/// Writes a frame to a signed-in connection and keeps its delivery
+/// bookkeeping: the newest id written, and (for a client that does not
+/// acknowledge) the user's delivery cursor once the frame is fully out.
+fn write_message(
+    conn: &mut Conn,
+    frame: &SharedFrame,
+    id: u64,
+    max_pending: usize,
+    advances: &mut HashMap<u64, u64>,
+) -> Sent {
+    let State::WsReady {
+        uid,
+        ref mut catchup,
+    } = conn.state
+    else {
+        return Sent::Ok(0);
+    };
+    let acks = catchup.acks;
+    catchup.sent = catchup.sent.max(id);
+    let sent = conn.send_frame(frame, max_pending);
+    if matches!(sent, Sent::Ok(_)) && id > 0 && !acks && conn.out.is_empty() {
+        let upto = advances.entry(uid).or_insert(0);
+        *upto = (*upto).max(id);
+    }
+    sent
 }
 
 /// The `Sec-WebSocket-Key` of a valid upgrade request.
@@ -498,6 +528,7 @@ impl Reactor {
                 out: VecDeque::new(),
                 pending: 0,
                 frag: None,
+                held: Vec::new(),
             });
             self.stats().open.fetch_add(1, Relaxed);
         }
@@ -841,12 +872,31 @@ impl Reactor {
             return;
         };
         match outcome {
-            SyncOutcome::Done if catchup.held <= upto => {
+            SyncOutcome::Done => {
+                let max_pending = self.shared.config.limits.max_pending_bytes;
+                let c = &mut self.conns[key];
                 catchup.syncing = false;
-                catchup.held = 0;
-                self.conns[key].state = State::WsReady { uid, catchup };
+                c.state = State::WsReady { uid, catchup };
+                let held = std::mem::take(&mut c.held);
+                c.pending -= held.iter().map(|(f, _)| f.len()).sum::<usize>();
+                let mut bytes = 0;
+                // What the catching up already wrote is not written again.
+                for (frame, id) in held.iter().filter(|(_, id)| *id > catchup.sent) {
+                    match write_message(c, frame, *id, max_pending, &mut self.advances) {
+                        Sent::Ok(n) => bytes += n,
+                        Sent::Slow => {
+                            self.drop_conn(key, Some(CloseReason::SlowConsumer));
+                            return;
+                        }
+                        Sent::Failed => {
+                            self.drop_conn(key, Some(CloseReason::Client));
+                            return;
+                        }
+                    }
+                }
+                self.stats().bytes_out.fetch_add(bytes as u64, Relaxed);
             }
-            SyncOutcome::Done | SyncOutcome::More => self.catch_up(conn, uid, Some(upto)),
+            SyncOutcome::More => self.catch_up(conn, uid, Some(upto)),
             SyncOutcome::Failed => self.resync.push((conn, Some(upto))),
         }
     }
@@ -929,6 +979,7 @@ impl Reactor {
         conn.since = self.now;
         conn.inbuf = Vec::new();
         conn.frag = None;
+        conn.held = Vec::new();
         if conn.out.is_empty() {
             let _ = conn.stream.shutdown(Shutdown::Write);
         }
@@ -1026,27 +1077,26 @@ impl Reactor {
         let mut doomed = std::mem::take(&mut self.doomed);
         let advances = &mut self.advances;
         let mut one = |key: usize, conn: &mut Conn| {
-            let State::WsReady {
-                uid,
-                ref mut catchup,
-            } = conn.state
-            else {
+            let State::WsReady { catchup, .. } = conn.state else {
                 return;
             };
-            if id > 0 && catchup.syncing && !sync {
-                catchup.held = catchup.held.max(id);
-                return;
+            if id > 0 && !sync {
+                if catchup.syncing {
+                    conn.held.push((frame.clone(), id));
+                    conn.pending += frame.len();
+                    if conn.pending > max_pending {
+                        doomed.push((key, CloseReason::SlowConsumer));
+                    }
+                    return;
+                }
+                if id <= catchup.sent {
+                    return;
+                }
             }
-            let acks = catchup.acks;
-            catchup.sent = catchup.sent.max(id);
-            match conn.send_frame(frame, max_pending) {
+            match write_message(conn, frame, id, max_pending, advances) {
                 Sent::Ok(n) => {
                     count += 1;
                     bytes += n;
-                    if id > 0 && !acks && conn.out.is_empty() {
-                        let upto = advances.entry(uid).or_insert(0);
-                        *upto = (*upto).max(id);
-                    }
                 }
                 Sent::Slow => doomed.push((key, CloseReason::SlowConsumer)),
                 Sent::Failed => doomed.push((key, CloseReason::Client)),
