@@ -27,10 +27,12 @@
 //! [`SCHEMA_VERSION`].
 
 mod mysql;
+mod profile;
 mod social;
 mod sqlite;
 
 pub use self::mysql::{open_mysql, MysqlStore};
+pub use self::profile::{Area, Located, Profiles, RealName, MAX_AVATAR_CHARS, MAX_NICKNAME_CHARS};
 pub use self::social::Social;
 pub use self::sqlite::{open_sqlite, SqliteStore};
 
@@ -85,9 +87,9 @@ impl std::error::Error for StoreError {}
 
 /// Everything weim persists, one trait per concern. Implementations are
 /// `Send + Sync` and internally pooled: many worker threads call them at once.
-pub trait Store: Accounts + Social + Send + Sync {}
+pub trait Store: Accounts + Social + Profiles + Send + Sync {}
 
-impl<T: Accounts + Social + Send + Sync> Store for T {}
+impl<T: Accounts + Social + Profiles + Send + Sync> Store for T {}
 
 /// Accounts and revoked tokens.
 pub trait Accounts {

@@ -9,6 +9,7 @@
 //! reconnected to transparently. Connect, read and write time-outs default to
 //! [`CONNECT_TIMEOUT`] and [`IO_TIMEOUT`] unless the URL sets them.
 
+mod profile;
 mod social;
 
 use std::time::Duration;
@@ -172,6 +173,7 @@ impl MysqlStore {
                 other => other,
             })?;
         }
+        profile::apply_schema(&mut conn).map_err(map_err)?;
         let version: Option<i64> = conn
             .exec_first("SELECT version FROM schema_version WHERE id = ?", (1,))
             .map_err(map_err)?;

@@ -12,6 +12,7 @@
 //! `TransactionBehavior::Immediate`, so that it waits for the lock up front
 //! instead of failing when a read lock cannot be upgraded.
 
+mod profile;
 mod social;
 
 use std::fmt;
@@ -137,7 +138,7 @@ fn apply_schema(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(map_err)?;
-    for schema in [SCHEMA, social::SCHEMA] {
+    for schema in [SCHEMA, social::SCHEMA, profile::SCHEMA] {
         tx.execute_batch(schema).map_err(map_err)?;
     }
     let version: i64 = tx
