@@ -243,7 +243,7 @@ pub trait Attachments: Send + Sync {
     fn put(&self, stored: &Stored, data: &[u8]) -> Result<String, AttachError>;
 
     /// The bytes of a stored key, for the gateway's own `GET` route; `None`
-    /// when this backend does not serve files itself or the key is absent.
+    /// when the key is absent or the backend cannot be reached.
     fn get(&self, key: &str) -> Option<Vec<u8>>;
 }
 

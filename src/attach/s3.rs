@@ -1,7 +1,10 @@
 //! Attachments in an S3-compatible object store (AWS S3, MinIO, Qiniu
 //! Kodo's S3 endpoint...): one path-style `PUT <endpoint>/<bucket>/<key>`
 //! per upload, signed with AWS Signature Version 4 (header-based, signed
-//! payload hash), through a blocking `reqwest` client.
+//! payload hash), through a blocking `reqwest` client. Clients fetch objects
+//! from `attach.s3_public_url`; the gateway's own route under
+//! `attach.url_prefix` also serves them (a signed `GET`), for private
+//! buckets.
 
 use std::time::Duration;
 
@@ -187,8 +190,31 @@ impl Attachments for S3 {
         Ok(format!("{}{}", self.public_url, stored.key))
     }
 
-    fn get(&self, _key: &str) -> Option<Vec<u8>> {
-        None
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let path = self.path(key);
+        let date = amz_date(crate::auth::now_secs());
+        let payload = hex(&Sha256::digest(b""));
+        let headers = [
+            ("host", self.host.clone()),
+            ("x-amz-content-sha256", payload.clone()),
+            ("x-amz-date", date.clone()),
+        ];
+        let auth = authorization(&self.config, "GET", &path, &headers, &payload, &date);
+        let mut url = self.base.clone();
+        url.set_path(&path);
+        let resp = self
+            .client
+            .get(url)
+            .header("authorization", auth)
+            .header("x-amz-content-sha256", payload)
+            .header("x-amz-date", date)
+            .send()
+            .map_err(|e| log::warn!("GET {key}: {e}"))
+            .ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.bytes().ok().map(|b| b.to_vec())
     }
 }
 

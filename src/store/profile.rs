@@ -104,6 +104,6 @@ pub(crate) fn lon_weight(area: &Area) -> f64 {
 }
 
 /// The ordering distance's longitude difference, wrapped to −180…180, as SQL
-/// over `longitude` and one parameter (the center's longitude, `{c}`) written four times.
+/// over `longitude` and one parameter (the center's longitude, `{c}`) written at each `{c}`.
 pub(crate) const DLON_SQL: &str = "CASE WHEN longitude - {c} > 180 THEN longitude - {c} - 360 \
      WHEN longitude - {c} < -180 THEN longitude - {c} + 360 ELSE longitude - {c} END";

@@ -141,11 +141,8 @@ impl Profiles for MysqlStore {
             dlon = DLON_SQL.replace("{c}", "?"),
         );
         let c = area.center;
-        let params: Vec<::mysql::Value> = vec![
-            c.lon.into(),
-            c.lon.into(),
-            c.lon.into(),
-            c.lon.into(),
+        let mut params: Vec<::mysql::Value> = vec![c.lon.into(); DLON_SQL.matches("{c}").count()];
+        params.extend([
             area.lat.0.into(),
             area.lat.1.into(),
             area.lon.0.into(),
@@ -156,7 +153,7 @@ impl Profiles for MysqlStore {
             c.lat.into(),
             lon_weight(area).into(),
             (limit as u64).into(),
-        ];
+        ]);
         let rows: Vec<(u64, f64, f64, i64)> = self.run(|conn| conn.exec(&sql, params.clone()))?;
         let ids: Vec<u64> = rows.iter().map(|r| r.0).collect();
         let mut users: HashMap<u64, User> = self
