@@ -165,7 +165,7 @@ pub struct Attach {
     /// URL path under which the gateway serves local files; default
     /// `/files/` (always starts and ends with `/` after loading).
     pub url_prefix: String,
-    /// S3 endpoint, e.g. `https://s3.us-east-1.amazonaws.com`.
+    /// S3 endpoint (`http://` only), e.g. `http://127.0.0.1:9000`.
     pub s3_endpoint: String,
     /// S3 bucket (path-style addressing).
     pub s3_bucket: String,

@@ -19,9 +19,9 @@ fn spot() -> (f64, f64) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
-    let r = nanos / 1000
-        ^ u64::from(std::process::id()) << 13
-        ^ N.fetch_add(1, Ordering::Relaxed) << 33;
+    let r = (nanos / 1000)
+        ^ (u64::from(std::process::id()) << 13)
+        ^ (N.fetch_add(1, Ordering::Relaxed) << 33);
     (
         -170.0 + (r % 34_000) as f64 / 100.0,
         -70.0 + ((r / 34_000) % 14_000) as f64 / 100.0,

@@ -27,9 +27,9 @@ fn fresh_id_card() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
-    let r = nanos / 1000
-        ^ u64::from(std::process::id()) << 17
-        ^ N.fetch_add(1, Ordering::Relaxed) << 40;
+    let r = (nanos / 1000)
+        ^ (u64::from(std::process::id()) << 17)
+        ^ (N.fetch_add(1, Ordering::Relaxed) << 40);
     let (year, month, day, seq) = (
         1950 + r % 50,
         1 + (r / 50) % 12,

@@ -108,6 +108,12 @@ impl S3 {
     pub fn new(config: S3Config) -> Result<S3, AttachError> {
         let base = Url::parse(config.endpoint.trim_end_matches('/'))
             .map_err(|e| AttachError(format!("attach.s3_endpoint {:?}: {e}", config.endpoint)))?;
+        if base.scheme() != "http" {
+            return Err(AttachError(format!(
+                "attach.s3_endpoint {:?}: only http:// endpoints are supported (no TLS in this build)",
+                config.endpoint
+            )));
+        }
         let host = match (base.host_str(), base.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
             (Some(h), None) => h.to_string(),
@@ -307,10 +313,12 @@ mod tests {
         assert_eq!(s3.path("img/ab.png"), "/my%20bucket/img/ab.png");
         assert_eq!(s3.public_url, "http://127.0.0.1:9000/my bucket/");
         assert_eq!(amz_date(1_369_353_600), "20130524T000000Z");
-        assert!(S3::new(S3Config {
-            endpoint: "not a url".into(),
-            ..s3.config.clone()
-        })
-        .is_err());
+        for endpoint in ["not a url", "https://s3.amazonaws.com", "http://"] {
+            let config = S3Config {
+                endpoint: endpoint.into(),
+                ..s3.config.clone()
+            };
+            assert!(S3::new(config).is_err(), "{endpoint}");
+        }
     }
 }
