@@ -27,6 +27,10 @@ INSERT IGNORE INTO schema_version (id, version) VALUES (1, 1);
 -- characters of 4 bytes each.
 -- realname holds a masked real name; the ID card number itself is never
 -- stored, only a masked form and a hash.
+-- weim adds two indexes to this table when they are missing (MySQL 8 has no
+-- CREATE INDEX IF NOT EXISTS; see src/store/mysql/profile.rs):
+-- idx_users_location (latitude, longitude) and the unique
+-- uk_users_id_card_hash (id_card_hash).
 CREATE TABLE IF NOT EXISTS users (
     id                BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
     username          VARCHAR(64)  NOT NULL,

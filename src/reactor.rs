@@ -35,6 +35,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::api;
 use crate::http::{self, Parsed, Request, Response};
 use crate::message::{cmd, parse_client, ClientMsg, Push};
 use crate::metrics::{CloseReason, ReactorStats};
@@ -590,8 +591,8 @@ impl Reactor {
     /// Handles as many complete requests or frames as `data` holds; returns
     /// the bytes used.
     fn on_input(&mut self, key: usize, data: &mut [u8]) -> usize {
-        let limits = &self.shared.config.limits;
-        let (max_body, max_message) = (limits.max_body, limits.max_message);
+        let shared = Arc::clone(&self.shared);
+        let limits = &shared.config.limits;
         let mut off = 0;
         loop {
             let Some(conn) = self.conns.get_mut(key) else {
@@ -604,7 +605,11 @@ impl Reactor {
                 State::Closing => return data.len(),
                 State::Http { inflight: true } => return off,
                 State::Http { inflight: false } => {
-                    match http::parse(&data[off..], max_body, conn.peer) {
+                    match http::parse(
+                        &data[off..],
+                        |path| api::body_limit(limits, path),
+                        conn.peer,
+                    ) {
                         Parsed::Partial => return off,
                         Parsed::Reject(status) => {
                             self.http_reject(key, status);
@@ -617,7 +622,7 @@ impl Reactor {
                     }
                 }
                 State::WsPending | State::WsReady { .. } => {
-                    match ws::check_frame(&data[off..], max_message) {
+                    match ws::check_frame(&data[off..], limits.max_message) {
                         Ok(None) => return off,
                         Err(code) => {
                             self.close_ws(key, code, reason_for(code));
@@ -841,11 +846,15 @@ impl Reactor {
         conn.since = self.now;
         let me = conn.conn_ref(id, key);
         self.stats().authenticated.fetch_add(1, Relaxed);
-        self.reply(key, &Push::system(cmd::SIGNED_IN, "认证成功"));
+        // Registered before the client hears Cmd 4, so a failed write
+        // (which drops the connection) also unregisters it.
         if let Some(old) = self.shared.delivery.registry.add(claims.id, me) {
             self.shared.delivery.close(old, close::REPLACED);
         }
-        self.catch_up(me, claims.id, None);
+        self.reply(key, &Push::system(cmd::SIGNED_IN, "认证成功"));
+        if self.live(me).is_some() {
+            self.catch_up(me, claims.id, None);
+        }
     }
 
     /// Starts (or continues) pushing a connection's pending messages; when

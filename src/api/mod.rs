@@ -16,8 +16,13 @@ macro_rules! try_param {
 mod account;
 mod chat;
 mod friends;
+mod geo;
 mod groups;
 mod ops;
+mod profile;
+mod upload;
+
+pub use self::upload::body_limit;
 
 use serde_json::Value;
 
@@ -32,6 +37,8 @@ pub(crate) const OK: i32 = 0;
 pub(crate) const FAIL: i32 = 1000;
 /// Authentication failure.
 pub(crate) const AUTH_FAIL: i32 = 1001;
+/// Not found.
+pub(crate) const NOT_FOUND: i32 = 1002;
 
 /// The signed-in caller of an authenticated endpoint.
 pub(crate) struct Caller {
@@ -45,12 +52,15 @@ pub(crate) struct Caller {
 
 type Public = fn(&Shared, &Request, &Params) -> Response;
 type Authed = fn(&Shared, &Caller, &Params) -> Response;
+type Upload = fn(&Shared, &Caller, &Request, &Params) -> Response;
 
 /// How a `/api/v1/*` path is served.
 pub(crate) enum Route {
     Public(Public),
     /// An authenticated handler; `true` adds a refreshed token as `data.t`.
     Authed(Authed, bool),
+    /// An authenticated handler that reads files of the request.
+    Upload(Upload, bool),
 }
 
 /// A route table: `/api/v1/<path>` → handler; every route is `POST`.
@@ -62,6 +72,9 @@ const TABLES: &[Routes] = &[
     friends::ROUTES,
     groups::ROUTES,
     chat::ROUTES,
+    profile::ROUTES,
+    geo::ROUTES,
+    upload::ROUTES,
 ];
 
 fn find(path: &str) -> Option<&'static Route> {
@@ -119,6 +132,9 @@ fn route(node: &Shared, req: &Request) -> Response {
         "/ws/status" if get => ops::admin(node, req, ops::ws_status),
         "/ws/sendToAll" if get || req.method == "POST" => ops::admin(node, req, ops::send_to_all),
         "/healthz" | "/metrics" | "/ws/status" | "/ws/sendToAll" | "/ws" => Response::error(405),
+        path if get && path.starts_with(node.config.attach.url_prefix.as_str()) => {
+            upload::serve(node, &path[node.config.attach.url_prefix.len()..])
+        }
         path => match path.strip_prefix("/api/v1/").and_then(find) {
             None => Response::error(404),
             Some(_) if req.method != "POST" => Response::error(405),
@@ -131,30 +147,43 @@ fn api(node: &Shared, req: &Request, handler: &Route) -> Response {
     let Some(params) = req.params() else {
         return Response::envelope(400, FAIL, "非法参数", Value::Null);
     };
-    match handler {
-        Route::Public(f) => f(node, req, &params),
-        Route::Authed(f, refresh) => {
-            let token = req.header("login-token").unwrap_or("").trim();
-            let claims = match node.tokens.verify(token) {
-                Ok(c) => c,
-                Err(TokenError::Expired) => {
-                    return fail_with(AUTH_FAIL, "登录状态已过期，请重新登录")
-                }
-                Err(TokenError::Invalid) => return fail_with(AUTH_FAIL, "鉴权失败"),
-            };
-            let caller = Caller {
-                uid: claims.id,
-                token: token.to_string(),
-                exp: claims.exp,
-            };
-            let resp = f(node, &caller, &params);
-            if *refresh {
-                with_token(resp, &node.tokens.issue(caller.uid))
-            } else {
-                resp
+    let (caller, resp, refresh) = match handler {
+        Route::Public(f) => return f(node, req, &params),
+        Route::Authed(f, refresh) => match caller(node, req) {
+            Ok(c) => {
+                let resp = f(node, &c, &params);
+                (c, resp, *refresh)
             }
-        }
+            Err(resp) => return resp,
+        },
+        Route::Upload(f, refresh) => match caller(node, req) {
+            Ok(c) => {
+                let resp = f(node, &c, req, &params);
+                (c, resp, *refresh)
+            }
+            Err(resp) => return resp,
+        },
+    };
+    if refresh {
+        with_token(resp, &node.tokens.issue(caller.uid))
+    } else {
+        resp
     }
+}
+
+/// The caller of an authenticated route, from `Login-Token`.
+fn caller(node: &Shared, req: &Request) -> Result<Caller, Response> {
+    let token = req.header("login-token").unwrap_or("").trim();
+    let claims = match node.tokens.verify(token) {
+        Ok(c) => c,
+        Err(TokenError::Expired) => return Err(fail_with(AUTH_FAIL, "登录状态已过期，请重新登录")),
+        Err(TokenError::Invalid) => return Err(fail_with(AUTH_FAIL, "鉴权失败")),
+    };
+    Ok(Caller {
+        uid: claims.id,
+        token: token.to_string(),
+        exp: claims.exp,
+    })
 }
 
 /// Adds `data.t` to a successful answer.

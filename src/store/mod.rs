@@ -28,11 +28,13 @@
 
 pub mod messages;
 mod mysql;
+mod profile;
 mod social;
 mod sqlite;
 
 pub use self::messages::{Feed, Message, Messages, NewMessage};
 pub use self::mysql::{open_mysql, MysqlStore};
+pub use self::profile::{Area, Located, Profiles, RealName, MAX_AVATAR_CHARS, MAX_NICKNAME_CHARS};
 pub use self::social::{
     group_name_key, FoundGroup, FriendRequest, Group, JoinHandled, JoinRequest, Left, Member,
     Membership, Profile, Social, ACCEPTED, MAX_CHANNEL_CHARS, MAX_GROUP_NAME_CHARS,
@@ -91,9 +93,9 @@ impl std::error::Error for StoreError {}
 
 /// Everything weim persists, one trait per concern. Implementations are
 /// `Send + Sync` and internally pooled: many worker threads call them at once.
-pub trait Store: Accounts + Social + Messages + Send + Sync {}
+pub trait Store: Accounts + Social + Messages + Profiles + Send + Sync {}
 
-impl<T: Accounts + Social + Messages + Send + Sync> Store for T {}
+impl<T: Accounts + Social + Messages + Profiles + Send + Sync> Store for T {}
 
 /// Accounts and revoked tokens.
 pub trait Accounts {

@@ -791,6 +791,23 @@ impl Request {
         self.body("application/x-www-form-urlencoded", body.into_bytes())
     }
 
+    /// A `multipart/form-data` body: text `fields`, then `files` as
+    /// `(field, file name, bytes)`.
+    pub fn multipart(self, fields: &[(&str, &str)], files: &[(&str, &str, &[u8])]) -> Request {
+        const BOUNDARY: &str = "weimTestBoundary7MA4YWxkTrZu0gW";
+        let mut body = Vec::new();
+        for (name, value) in fields {
+            body.extend(format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").bytes());
+        }
+        for (name, filename, data) in files {
+            body.extend(format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n").bytes());
+            body.extend_from_slice(data);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend(format!("--{BOUNDARY}--\r\n").bytes());
+        self.body(&format!("multipart/form-data; boundary={BOUNDARY}"), body)
+    }
+
     /// An `application/json` body.
     #[track_caller]
     pub fn json(self, value: &Value) -> Request {

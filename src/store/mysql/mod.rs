@@ -10,6 +10,7 @@
 //! [`CONNECT_TIMEOUT`] and [`IO_TIMEOUT`] unless the URL sets them.
 
 mod messages;
+mod profile;
 mod social;
 
 use std::time::Duration;
@@ -173,6 +174,7 @@ impl MysqlStore {
                 other => other,
             })?;
         }
+        profile::apply_schema(&mut conn).map_err(map_err)?;
         let version: Option<i64> = conn
             .exec_first("SELECT version FROM schema_version WHERE id = ?", (1,))
             .map_err(map_err)?;
