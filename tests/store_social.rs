@@ -388,6 +388,37 @@ fn groups_create_search_list(store: &dyn Store, _: &Raw) {
     assert!(store.group_members(u64::MAX / 2, 10, 0).unwrap().is_empty());
 }
 
+fn groups_by_ids_as_search_finds_them(store: &dyn Store, _: &Raw) {
+    let (owner, other, joiner) = (user(store, "bo"), user(store, "bt"), user(store, "bj"));
+    let base = unique_name("gbi");
+    let g = store.create_group(owner, &format!("{base} a"), 3).unwrap();
+    let h = store.create_group(other, &format!("{base} b"), 4).unwrap();
+    let r = store.request_join(h.id, joiner, 5).unwrap();
+    assert!(matches!(
+        store.handle_join_request(r, other, true, 6).unwrap(),
+        JoinHandled::Accepted { .. }
+    ));
+
+    // The same rows, member counts included, as a search answers.
+    let searched = store.search_groups(&base, 10, 0).unwrap();
+    assert_eq!(ids(&searched, |f| f.group.id), vec![g.id, h.id]);
+    assert_eq!(store.groups_by_ids(&[h.id, g.id]).unwrap(), searched);
+    assert_eq!((searched[0].members, searched[1].members), (1, 2));
+
+    // Ascending by id whatever the order asked; unknown ids skipped, over
+    // more ids than one query takes.
+    let mut asked: Vec<u64> = (0..1200).map(|i| u64::MAX / 2 - i).collect();
+    asked.insert(700, g.id);
+    asked.push(h.id);
+    assert_eq!(store.groups_by_ids(&asked).unwrap(), searched);
+    assert_eq!(store.groups_by_ids(&[h.id]).unwrap(), searched[1..]);
+    assert!(store.groups_by_ids(&[]).unwrap().is_empty());
+
+    // A deleted group is no longer found.
+    assert_eq!(store.leave_group(g.id, owner).unwrap(), Left::GroupDeleted);
+    assert_eq!(store.groups_by_ids(&[g.id, h.id]).unwrap(), searched[1..]);
+}
+
 fn join_requests_flow(store: &dyn Store, _: &Raw) {
     let (owner, a, b, stranger) = (
         user(store, "jo"),
@@ -559,6 +590,7 @@ conformance!(
     racing_crossed_accepts_one_wins,
     friends_are_paginated_by_id,
     groups_create_search_list,
+    groups_by_ids_as_search_finds_them,
     join_requests_flow,
     racing_join_accepts_one_wins,
     leaving_and_kicking,

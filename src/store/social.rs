@@ -245,6 +245,10 @@ pub trait Social {
         offset: u64,
     ) -> Result<Vec<FoundGroup>, StoreError>;
 
+    /// The groups with these ids, with their member counts, ascending by id;
+    /// unknown ids are skipped.
+    fn groups_by_ids(&self, ids: &[u64]) -> Result<Vec<FoundGroup>, StoreError>;
+
     /// The groups `user` belongs to, ascending by group id.
     fn groups_of(&self, user: u64, limit: u32, offset: u64) -> Result<Vec<Membership>, StoreError>;
 
@@ -412,10 +416,21 @@ pub(crate) mod sql {
 
     pub const GROUP_OWNER: &str = "SELECT owner_id FROM chat_groups WHERE id = ?";
 
-    pub const SEARCH_GROUPS: &str = "SELECT g.id, g.owner_id, g.name, g.created_at, \
+    /// Found-group rows: `id, owner_id, name, created_at, members`.
+    const FOUND_GROUPS: &str = "SELECT g.id, g.owner_id, g.name, g.created_at, \
          (SELECT COUNT(*) FROM group_members m WHERE m.group_id = g.id) \
-         FROM chat_groups g WHERE g.name_key LIKE ? ESCAPE '!' \
-         ORDER BY g.id LIMIT ? OFFSET ?";
+         FROM chat_groups g";
+
+    /// (name key pattern, limit, offset).
+    pub fn search_groups() -> String {
+        format!("{FOUND_GROUPS} WHERE g.name_key LIKE ? ESCAPE '!' ORDER BY g.id LIMIT ? OFFSET ?")
+    }
+
+    /// The groups with `n` ids (one `?` each), ascending by id.
+    pub fn groups_by_ids(n: usize) -> String {
+        let marks = vec!["?"; n].join(", ");
+        format!("{FOUND_GROUPS} WHERE g.id IN ({marks}) ORDER BY g.id")
+    }
 
     pub const GROUPS_OF: &str = "SELECT g.id, g.owner_id, g.name, g.created_at, m.joined_at \
          FROM group_members m JOIN chat_groups g ON g.id = m.group_id \

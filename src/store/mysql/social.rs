@@ -46,6 +46,16 @@ fn group((id, owner_id, name, created_at): GroupRow) -> Group {
     }
 }
 
+/// Found-group columns as read: a group's, then its member count.
+type FoundGroupRow = (u64, u64, String, i64, u64);
+
+fn found_group((id, owner_id, name, created_at, members): FoundGroupRow) -> FoundGroup {
+    FoundGroup {
+        group: group((id, owner_id, name, created_at)),
+        members,
+    }
+}
+
 /// `query` with `FOR UPDATE` appended.
 fn locking(query: &str) -> String {
     format!("{query} FOR UPDATE")
@@ -237,15 +247,20 @@ impl Social for MysqlStore {
         offset: u64,
     ) -> Result<Vec<FoundGroup>, StoreError> {
         let pattern = like_pattern(word);
-        let rows: Vec<(u64, u64, String, i64, u64)> =
-            self.select(sql::SEARCH_GROUPS, (pattern.as_bytes(), limit, offset))?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, owner, name, at, members)| FoundGroup {
-                group: group((id, owner, name, at)),
-                members,
-            })
-            .collect())
+        let rows: Vec<FoundGroupRow> =
+            self.select(&sql::search_groups(), (pattern.as_bytes(), limit, offset))?;
+        Ok(rows.into_iter().map(found_group).collect())
+    }
+
+    fn groups_by_ids(&self, ids: &[u64]) -> Result<Vec<FoundGroup>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let rows: Vec<FoundGroupRow> =
+                self.select(&sql::groups_by_ids(chunk.len()), chunk.to_vec())?;
+            out.extend(rows.into_iter().map(found_group));
+        }
+        out.sort_by_key(|f| f.group.id);
+        Ok(out)
     }
 
     fn groups_of(&self, user: u64, limit: u32, offset: u64) -> Result<Vec<Membership>, StoreError> {

@@ -2,7 +2,7 @@
 //! run one at a time and read what they are about to change.
 
 use rusqlite::functions::FunctionFlags;
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::SqliteStore;
 use crate::store::social::{
@@ -116,6 +116,14 @@ fn group(row: &Row<'_>) -> rusqlite::Result<Group> {
         owner_id: row.get(1)?,
         name: row.get(2)?,
         created_at: row.get(3)?,
+    })
+}
+
+/// A found-group row (see [`sql::search_groups`]).
+fn found_group(row: &Row<'_>) -> rusqlite::Result<FoundGroup> {
+    Ok(FoundGroup {
+        group: group(row)?,
+        members: row.get(4)?,
     })
 }
 
@@ -327,16 +335,22 @@ impl Social for SqliteStore {
         self.with_conn(|c| {
             list(
                 c,
-                sql::SEARCH_GROUPS,
+                &sql::search_groups(),
                 params![pattern, limit, offset],
-                |r| {
-                    Ok(FoundGroup {
-                        group: group(r)?,
-                        members: r.get(4)?,
-                    })
-                },
+                found_group,
             )
         })
+    }
+
+    fn groups_by_ids(&self, ids: &[u64]) -> Result<Vec<FoundGroup>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let query = sql::groups_by_ids(chunk.len());
+            let args = params_from_iter(chunk.iter().map(|&v| id(v)));
+            out.extend(self.with_conn(|c| list(c, &query, args, found_group))?);
+        }
+        out.sort_by_key(|f| f.group.id);
+        Ok(out)
     }
 
     fn groups_of(&self, user: u64, limit: u32, offset: u64) -> Result<Vec<Membership>, StoreError> {
