@@ -12,7 +12,10 @@
 
 use serde_json::{json, Value};
 
-use super::{fail, id_param, ok, page_params, store_error, text_param, Caller, Route, Routes};
+use super::{
+    fail, id_param, in_order, ok, page_params, search_error, store_error, text_param, Caller,
+    Route, Routes,
+};
 use crate::auth::now_secs;
 use crate::http::{Params, Response};
 use crate::message::{cmd, ope, Push};
@@ -37,9 +40,13 @@ fn search(node: &Shared, caller: &Caller, params: &Params) -> Response {
         "请输入好友昵称"
     ));
     let (limit, offset) = try_param!(page_params(params));
-    match node.store.search_users(word, caller.uid, limit, offset) {
+    let ids = match node.search.users(word, caller.uid, limit, offset) {
+        Ok(ids) => ids,
+        Err(e) => return search_error(e),
+    };
+    match node.store.users_by_ids(&ids) {
         Ok(users) => {
-            let list: Vec<Value> = users
+            let list: Vec<Value> = in_order(&ids, users, |u| u.id)
                 .iter()
                 .map(|u| {
                     json!({

@@ -7,8 +7,7 @@ use std::collections::HashMap;
 use serde_json::json;
 
 use super::profile::public;
-use super::upload::unavailable;
-use super::{fail, ok, page_params, store_error, Caller, Route, Routes};
+use super::{fail, ok, page_params, search_error, store_error, Caller, Route, Routes};
 use crate::auth;
 use crate::geo::{format_distance, Point};
 use crate::http::{Params, Response};
@@ -55,7 +54,7 @@ fn users(node: &Shared, caller: &Caller, params: &Params) -> Response {
     };
     let hits = match node.search.nearby(&query) {
         Ok(h) => h,
-        Err(e) => return unavailable(e),
+        Err(e) => return search_error(e),
     };
     let ids: Vec<u64> = hits.iter().map(|h| h.id).collect();
     let users: HashMap<u64, _> = match node.store.users_by_ids(&ids) {

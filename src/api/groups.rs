@@ -14,11 +14,15 @@
 
 use serde_json::{json, Value};
 
-use super::{fail, id_param, ok, page_params, store_error, text_param, Caller, Route, Routes};
+use super::{
+    fail, id_param, in_order, ok, page_params, search_error, store_error, text_param, Caller,
+    Route, Routes,
+};
 use crate::auth::now_secs;
 use crate::http::{Params, Response};
 use crate::message::{cmd, ope, Push};
 use crate::node::Shared;
+use crate::search::GroupDoc;
 use crate::store::{JoinHandled, Left, StoreError, MAX_GROUP_NAME_CHARS};
 
 /// Group routes.
@@ -46,7 +50,12 @@ fn create(node: &Shared, caller: &Caller, params: &Params) -> Response {
         "请输入群名称"
     ));
     match node.store.create_group(caller.uid, name, now_secs()) {
-        Ok(group) => ok("创建成功", json!({ "id": group.id })),
+        Ok(group) => {
+            if let Err(e) = node.search.group_changed(&GroupDoc::from(&group)) {
+                log::warn!("new group {} not indexed: {e}", group.id);
+            }
+            ok("创建成功", json!({ "id": group.id }))
+        }
         Err(StoreError::Conflict) => fail("群组已存在"),
         Err(e) => store_error(e),
     }
@@ -60,9 +69,13 @@ fn search(node: &Shared, _: &Caller, params: &Params) -> Response {
         "请输入群组名称"
     ));
     let (limit, offset) = try_param!(page_params(params));
-    match node.store.search_groups(word, limit, offset) {
+    let ids = match node.search.groups(word, limit, offset) {
+        Ok(ids) => ids,
+        Err(e) => return search_error(e),
+    };
+    match node.store.groups_by_ids(&ids) {
         Ok(found) => {
-            let list: Vec<Value> = found
+            let list: Vec<Value> = in_order(&ids, found, |f| f.group.id)
                 .iter()
                 .map(|f| {
                     json!({
@@ -224,7 +237,13 @@ fn join_handle(node: &Shared, caller: &Caller, params: &Params) -> Response {
 fn leave(node: &Shared, caller: &Caller, params: &Params) -> Response {
     let group = try_param!(group_id(params));
     match node.store.leave_group(group, caller.uid) {
-        Ok(Left::Left | Left::GroupDeleted) => ok("退出群成功", json!({})),
+        Ok(Left::Left) => ok("退出群成功", json!({})),
+        Ok(Left::GroupDeleted) => {
+            if let Err(e) = node.search.group_removed(group) {
+                log::warn!("deleted group {group} not unindexed: {e}");
+            }
+            ok("退出群成功", json!({}))
+        }
         Ok(Left::NotMember) => fail("你不在群里"),
         Ok(Left::OwnerWithMembers) => fail("群主不能退出群组"),
         Err(e) => store_error(e),

@@ -24,11 +24,14 @@ mod upload;
 
 pub use self::upload::body_limit;
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 
 use crate::auth::TokenError;
 use crate::http::{Params, Request, Response};
 use crate::node::Shared;
+use crate::search::SearchError;
 use crate::store::StoreError;
 
 /// Success.
@@ -223,6 +226,21 @@ pub(crate) fn store_error(e: StoreError) -> Response {
             Response::envelope(500, FAIL, "服务器内部错误", Value::Null)
         }
     }
+}
+
+/// A search failure: the store's as [`store_error`], the engine's 503.
+pub(crate) fn search_error(e: SearchError) -> Response {
+    match e {
+        SearchError::Store(e) => store_error(e),
+        other => upload::unavailable(other),
+    }
+}
+
+/// `items` in the order of `ids` (the rank a search engine gave), ids
+/// without an item left out.
+pub(crate) fn in_order<T>(ids: &[u64], items: Vec<T>, id: impl Fn(&T) -> u64) -> Vec<T> {
+    let mut by_id: HashMap<u64, T> = items.into_iter().map(|t| (id(&t), t)).collect();
+    ids.iter().filter_map(|i| by_id.remove(i)).collect()
 }
 
 /// A required id parameter (a positive integer); `err` is the answer when it

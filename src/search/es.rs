@@ -1,8 +1,9 @@
 //! Elasticsearch engine (REST through a blocking `reqwest` client): user and
 //! group search with `wildcard` queries on keyword fields (wildcards in the
 //! word escaped, case-insensitive), nearby people with a `geo_distance`
-//! filter sorted by `_geo_distance`, and documents upserted with the
-//! `_update` API (`doc_as_upsert`). The request bodies and the reading of
+//! filter sorted by `_geo_distance`, documents upserted with the `_update`
+//! API (`doc_as_upsert`) and deleted groups removed with the document
+//! `DELETE` API. The request bodies and the reading of
 //! answers are plain functions over JSON, tested against the documented
 //! shapes; this engine has not run against a live server here.
 
@@ -43,8 +44,8 @@ fn contains(field: &str, word: &str) -> Value {
     } } })
 }
 
-/// The body of a user search.
-pub(crate) fn users_query(word: &str, limit: u32, offset: u64) -> Value {
+/// The body of a user search, `except` left out.
+pub(crate) fn users_query(word: &str, except: u64, limit: u32, offset: u64) -> Value {
     json!({
         "from": offset,
         "size": limit,
@@ -53,6 +54,7 @@ pub(crate) fn users_query(word: &str, limit: u32, offset: u64) -> Value {
         "query": { "bool": {
             "should": [contains("username", word), contains("nickname", word)],
             "minimum_should_match": 1,
+            "must_not": [{ "term": { "id": except } }],
         } },
     })
 }
@@ -142,6 +144,19 @@ pub(crate) fn mappings() -> (Value, Value) {
     )
 }
 
+/// Reads the answer to a document `DELETE`: removed, or already absent
+/// (404 with `result: not_found`); anything else, a missing index
+/// included, is an error.
+pub(crate) fn read_deleted(path: &str, status: u16, resp: &Value) -> Result<(), SearchError> {
+    match status {
+        200..=299 => Ok(()),
+        404 if resp["result"] == "not_found" => Ok(()),
+        _ => Err(SearchError::Backend(format!(
+            "{path}: HTTP {status}: {resp}"
+        ))),
+    }
+}
+
 /// The hits of a search answer.
 fn hits(resp: &Value) -> Result<&Vec<Value>, SearchError> {
     resp["hits"]["hits"]
@@ -206,16 +221,23 @@ impl Elasticsearch {
 
     /// Sends one JSON request; the answer's JSON, or an error naming the
     /// status and the start of the body.
-    fn send(&self, method: Method, path: &str, body: &Value) -> Result<(u16, Value), SearchError> {
+    fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), SearchError> {
         let url = self
             .base
             .join(path)
             .map_err(|e| SearchError::Backend(format!("{path}: {e}")))?;
-        let resp = self
-            .client
-            .request(method, url)
-            .header("content-type", "application/json")
-            .body(body.to_string())
+        let mut req = self.client.request(method, url);
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let resp = req
             .send()
             .map_err(|e| SearchError::Backend(format!("{path}: {e}")))?;
         let status = resp.status().as_u16();
@@ -228,7 +250,7 @@ impl Elasticsearch {
 
     /// Sends and insists on a 2xx answer.
     fn call(&self, method: Method, path: &str, body: &Value) -> Result<Value, SearchError> {
-        match self.send(method, path, body)? {
+        match self.send(method, path, Some(body))? {
             (200..=299, v) => Ok(v),
             (status, v) => Err(SearchError::Backend(format!("{path}: HTTP {status}: {v}"))),
         }
@@ -238,7 +260,7 @@ impl Elasticsearch {
     pub fn ensure_indexes(&self) -> Result<(), SearchError> {
         let (users, groups) = mappings();
         for (index, body) in [(&self.users_index, users), (&self.groups_index, groups)] {
-            match self.send(Method::PUT, index, &body)? {
+            match self.send(Method::PUT, index, Some(&body))? {
                 (200..=299, _) => {}
                 (400, v) if v["error"]["type"] == "resource_already_exists_exception" => {}
                 (status, v) => {
@@ -253,9 +275,16 @@ impl Elasticsearch {
 }
 
 impl Search for Elasticsearch {
-    fn users(&self, word: &str, limit: u32, offset: u64) -> Result<Vec<u64>, SearchError> {
+    fn users(
+        &self,
+        word: &str,
+        except: u64,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<u64>, SearchError> {
         let path = format!("{}/_search", self.users_index);
-        read_ids(&self.call(Method::POST, &path, &users_query(word, limit, offset))?)
+        let query = users_query(word, except, limit, offset);
+        read_ids(&self.call(Method::POST, &path, &query)?)
     }
 
     fn groups(&self, word: &str, limit: u32, offset: u64) -> Result<Vec<u64>, SearchError> {
@@ -278,6 +307,12 @@ impl Search for Elasticsearch {
     fn group_changed(&self, doc: &GroupDoc) -> Result<(), SearchError> {
         let path = format!("{}/_update/{}", self.groups_index, doc.id);
         self.call(Method::POST, &path, &group_update(doc)).map(drop)
+    }
+
+    fn group_removed(&self, id: u64) -> Result<(), SearchError> {
+        let path = format!("{}/_doc/{id}", self.groups_index);
+        let (status, resp) = self.send(Method::DELETE, &path, None)?;
+        read_deleted(&path, status, &resp)
     }
 }
 
@@ -302,7 +337,7 @@ mod tests {
 
     #[test]
     fn user_search_escapes_wildcards() {
-        let q = users_query("a*b?c\\", 20, 40);
+        let q = users_query("a*b?c\\", 7, 20, 40);
         assert_eq!(q["from"], 40);
         assert_eq!(q["size"], 20);
         assert_eq!(q["sort"], json!([{ "id": "asc" }]));
@@ -316,6 +351,10 @@ mod tests {
             "*a\\*b\\?c\\\\*"
         );
         assert_eq!(q["query"]["bool"]["minimum_should_match"], 1);
+        assert_eq!(
+            q["query"]["bool"]["must_not"],
+            json!([{ "term": { "id": 7 } }])
+        );
         let g = groups_query("群", 5, 0);
         assert_eq!(
             g["query"]["bool"]["filter"][0]["wildcard"]["name"]["value"],
@@ -393,6 +432,29 @@ mod tests {
         .unwrap();
         assert!(read_ids(&error).is_err());
         assert!(read_ids(&json!({"hits": {"hits": [{"_id": "x"}]}})).is_err());
+    }
+
+    #[test]
+    fn reads_delete_answers() {
+        let path = "weim_groups/_doc/4";
+        let deleted: Value = serde_json::from_str(
+            r#"{"_index":"weim_groups","_id":"4","_version":2,"result":"deleted",
+                "_shards":{"total":2,"successful":1,"failed":0},"_seq_no":5,"_primary_term":1}"#,
+        )
+        .unwrap();
+        assert!(read_deleted(path, 200, &deleted).is_ok());
+        let absent: Value = serde_json::from_str(
+            r#"{"_index":"weim_groups","_id":"4","_version":3,"result":"not_found",
+                "_shards":{"total":2,"successful":1,"failed":0},"_seq_no":6,"_primary_term":1}"#,
+        )
+        .unwrap();
+        assert!(read_deleted(path, 404, &absent).is_ok());
+        let no_index: Value = serde_json::from_str(
+            r#"{"error":{"root_cause":[],"type":"index_not_found_exception","reason":"no such index [weim_groups]"},"status":404}"#,
+        )
+        .unwrap();
+        assert!(read_deleted(path, 404, &no_index).is_err());
+        assert!(read_deleted(path, 500, &Value::Null).is_err());
     }
 
     #[test]

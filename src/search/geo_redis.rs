@@ -100,8 +100,14 @@ impl RedisGeo {
 }
 
 impl Search for RedisGeo {
-    fn users(&self, word: &str, limit: u32, offset: u64) -> Result<Vec<u64>, SearchError> {
-        self.inner.users(word, limit, offset)
+    fn users(
+        &self,
+        word: &str,
+        except: u64,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<u64>, SearchError> {
+        self.inner.users(word, except, limit, offset)
     }
 
     fn groups(&self, word: &str, limit: u32, offset: u64) -> Result<Vec<u64>, SearchError> {
@@ -167,5 +173,9 @@ impl Search for RedisGeo {
 
     fn group_changed(&self, doc: &GroupDoc) -> Result<(), SearchError> {
         self.inner.group_changed(doc)
+    }
+
+    fn group_removed(&self, id: u64) -> Result<(), SearchError> {
+        self.inner.group_removed(id)
     }
 }

@@ -4,19 +4,19 @@
 //! list looks the same whichever engine ranked it.
 //!
 //! Engines:
-//! - [`SqlSearch`] (default): the store. Nearby people are a bounding-box
-//!   query ([`Profiles::located_in`]) refined by exact great-circle
-//!   distances here.
+//! - [`SqlSearch`] (default): the store. Users and groups by name are the
+//!   store's own searches ([`Social::search_users`],
+//!   [`Social::search_groups`]); nearby people are a bounding-box query
+//!   ([`Profiles::located_in`]) refined by exact great-circle distances
+//!   here.
 //! - [`Elasticsearch`] (`search.kind: elasticsearch`): every method, with
-//!   documents kept in step through [`Search::user_changed`] and
-//!   [`Search::group_changed`].
+//!   documents kept in step through [`Search::user_changed`],
+//!   [`Search::group_changed`] and [`Search::group_removed`].
 //! - [`RedisGeo`] (`geo.redis` set) wraps either of them and answers nearby
 //!   people with GEOADD/GEOSEARCH.
 //!
-//! Seam: user and group search by name are written in the store by the
-//! friends and groups work (`Social`); until those store methods exist,
-//! [`SqlSearch::users`] and [`SqlSearch::groups`] answer
-//! [`SearchError::Unsupported`], and they are to delegate to them.
+//! [`Social::search_users`]: crate::store::Social::search_users
+//! [`Social::search_groups`]: crate::store::Social::search_groups
 
 mod es;
 mod geo_redis;
@@ -28,7 +28,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::geo::{bounding_box, Point};
-use crate::store::{Area, Store, StoreError, User};
+use crate::store::{Area, Group, Store, StoreError, User};
 
 /// Most candidates the SQL engine ranks for one nearby search: the nearest
 /// this many (by a flat-earth approximation) are sorted exactly.
@@ -82,6 +82,17 @@ pub struct GroupDoc {
     pub created_at: i64,
 }
 
+impl From<&Group> for GroupDoc {
+    fn from(g: &Group) -> GroupDoc {
+        GroupDoc {
+            id: g.id,
+            owner_id: g.owner_id,
+            name: g.name.clone(),
+            created_at: g.created_at,
+        }
+    }
+}
+
 /// Why a search failed.
 #[derive(Debug)]
 pub enum SearchError {
@@ -89,8 +100,6 @@ pub enum SearchError {
     Store(StoreError),
     /// The search engine failed or answered something unexpected.
     Backend(String),
-    /// This engine does not offer the operation (see the module's seam).
-    Unsupported(&'static str),
 }
 
 impl fmt::Display for SearchError {
@@ -98,7 +107,6 @@ impl fmt::Display for SearchError {
         match self {
             SearchError::Store(e) => write!(f, "search: {e}"),
             SearchError::Backend(m) => write!(f, "search engine: {m}"),
-            SearchError::Unsupported(what) => write!(f, "search: {what} is not supported"),
         }
     }
 }
@@ -114,8 +122,14 @@ impl From<StoreError> for SearchError {
 /// A search engine. Calls block: workers only.
 pub trait Search: Send + Sync {
     /// Users whose username or nickname contains `word` (case-insensitive,
-    /// wildcards literal), ascending by id.
-    fn users(&self, word: &str, limit: u32, offset: u64) -> Result<Vec<u64>, SearchError>;
+    /// wildcards literal), `except` left out (the caller), ascending by id.
+    fn users(
+        &self,
+        word: &str,
+        except: u64,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<u64>, SearchError>;
 
     /// Groups whose name contains `word`, ascending by id.
     fn groups(&self, word: &str, limit: u32, offset: u64) -> Result<Vec<u64>, SearchError>;
@@ -129,6 +143,10 @@ pub trait Search: Send + Sync {
 
     /// A group was created or renamed (called after the store committed).
     fn group_changed(&self, doc: &GroupDoc) -> Result<(), SearchError>;
+
+    /// A group was deleted (called after the store committed); nothing to
+    /// do when the engine does not know it.
+    fn group_removed(&self, id: u64) -> Result<(), SearchError>;
 }
 
 /// Sorts hits nearest first (ties by id) and cuts one page.
@@ -153,16 +171,20 @@ impl SqlSearch {
 }
 
 impl Search for SqlSearch {
-    fn users(&self, _word: &str, _limit: u32, _offset: u64) -> Result<Vec<u64>, SearchError> {
-        Err(SearchError::Unsupported(
-            "user search in SQL (Social store seam)",
-        ))
+    fn users(
+        &self,
+        word: &str,
+        except: u64,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<u64>, SearchError> {
+        let found = self.store.search_users(word, except, limit, offset)?;
+        Ok(found.into_iter().map(|u| u.id).collect())
     }
 
-    fn groups(&self, _word: &str, _limit: u32, _offset: u64) -> Result<Vec<u64>, SearchError> {
-        Err(SearchError::Unsupported(
-            "group search in SQL (Social store seam)",
-        ))
+    fn groups(&self, word: &str, limit: u32, offset: u64) -> Result<Vec<u64>, SearchError> {
+        let found = self.store.search_groups(word, limit, offset)?;
+        Ok(found.into_iter().map(|f| f.group.id).collect())
     }
 
     fn nearby(&self, q: &NearbyQuery) -> Result<Vec<Hit>, SearchError> {
@@ -192,6 +214,10 @@ impl Search for SqlSearch {
     }
 
     fn group_changed(&self, _doc: &GroupDoc) -> Result<(), SearchError> {
+        Ok(())
+    }
+
+    fn group_removed(&self, _id: u64) -> Result<(), SearchError> {
         Ok(())
     }
 }
