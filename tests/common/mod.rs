@@ -522,11 +522,18 @@ pub fn mysql_url() -> String {
             !db.is_empty() && db.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
             "unexpected database name {db:?}"
         );
-        let server = mysql::OptsBuilder::from_opts(opts).db_name(None::<String>);
-        let mut conn = mysql::Conn::new(server)
-            .unwrap_or_else(|e| panic!("cannot reach MariaDB at {url}: {e}"));
+        let server = mysql::OptsBuilder::from_opts(opts)
+            .db_name(None::<String>)
+            .tcp_connect_timeout(Some(Duration::from_secs(5)));
+        let mut conn = mysql::Conn::new(server).unwrap_or_else(|e| {
+            panic!(
+                "cannot reach MariaDB at {url} ({e}); start it \
+                 (start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd) \
+                 or set TEST_MYSQL_URL"
+            )
+        });
         conn.query_drop(format!(
-            "CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4"
+            "CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
         ))
         .unwrap_or_else(|e| panic!("CREATE DATABASE {db}: {e}"));
         url

@@ -1,70 +1,19 @@
-//! Conformance suite of the weim store, friends and groups: every check is
-//! written once against `&dyn Store` and run on SQLite (a fresh file per
-//! test) and on MySQL/MariaDB (`TEST_MYSQL_URL`, default
-//! `mysql://root@127.0.0.1:3306/weim_test`, shared by parallel tests and
-//! runs: every check makes its own users and groups with unique names and
-//! never empties a table).
-//!
-//! Run: `cargo test --release --test store_social`.
+//! `Social`: user search, friends and friend requests, groups and join
+//! requests.
 
-mod common;
-
-use std::path::{Path, PathBuf};
-use std::sync::{Barrier, OnceLock};
+use std::sync::Barrier;
 use std::thread;
 
-use common::{mysql_url, now_secs, unique_name};
-use mysql::prelude::Queryable;
 use weim::store::{
-    open_mysql, open_sqlite, JoinHandled, Left, MysqlStore, Store, StoreError, ACCEPTED,
-    MAX_CHANNEL_CHARS, MAX_GROUP_NAME_CHARS, MAX_REASON_CHARS, PENDING, REJECTED,
+    JoinHandled, Left, Store, StoreError, ACCEPTED, MAX_CHANNEL_CHARS, MAX_GROUP_NAME_CHARS,
+    MAX_REASON_CHARS, PENDING, REJECTED,
 };
+
+use crate::common::{now_secs, unique_name};
+use crate::Raw;
 
 /// How many threads race in the concurrency checks.
 const RACERS: usize = 8;
-
-/// Direct access to the database under a store, for what the store API
-/// cannot do yet (setting a nickname).
-enum Raw {
-    Sqlite(PathBuf),
-    Mysql,
-}
-
-impl Raw {
-    fn set_nickname(&self, user: u64, nickname: &str) {
-        match self {
-            Raw::Sqlite(path) => {
-                let conn = rusqlite::Connection::open(path).expect("open raw connection");
-                conn.execute(
-                    "UPDATE users SET nickname = ?1 WHERE id = ?2",
-                    rusqlite::params![nickname, user as i64],
-                )
-                .expect("set nickname");
-            }
-            Raw::Mysql => {
-                let mut conn = mysql::Conn::new(mysql::Opts::from_url(&mysql_url()).unwrap())
-                    .expect("raw MySQL connection");
-                conn.exec_drop(
-                    "UPDATE users SET nickname = ? WHERE id = ?",
-                    (nickname, user),
-                )
-                .expect("set nickname");
-            }
-        }
-    }
-}
-
-fn sqlite_store(dir: &Path) -> (impl Store, Raw) {
-    let path = dir.join("weim.db");
-    let store = open_sqlite(&path, RACERS).expect("open SQLite store");
-    (store, Raw::Sqlite(path))
-}
-
-/// One store shared by all MySQL checks of this process, as in weim.
-fn mysql_store() -> &'static MysqlStore {
-    static STORE: OnceLock<MysqlStore> = OnceLock::new();
-    STORE.get_or_init(|| open_mysql(&mysql_url(), RACERS).expect("open MySQL store"))
-}
 
 /// A new user with a unique name starting with `prefix`.
 fn user(store: &dyn Store, prefix: &str) -> u64 {
@@ -84,7 +33,7 @@ fn ids<T>(items: &[T], id: impl Fn(&T) -> u64) -> Vec<u64> {
 
 // ------------------------------------------------------------------ users
 
-fn user_search_is_literal_and_paginated(store: &dyn Store, raw: &Raw) {
+pub fn user_search_is_literal_and_paginated(store: &dyn Store, raw: &Raw) {
     let base = unique_name("srch");
     let plain = user_named(store, &format!("{base}aXb"));
     let under = user_named(store, &format!("{base}a_b"));
@@ -145,7 +94,7 @@ fn user_search_is_literal_and_paginated(store: &dyn Store, raw: &Raw) {
 
 // ---------------------------------------------------------------- friends
 
-fn friend_request_accept_delete(store: &dyn Store, _: &Raw) {
+pub fn friend_request_accept_delete(store: &dyn Store) {
     let (a, b) = (user(store, "fa"), user(store, "fb"));
     let now = now_secs();
     assert!(!store.are_friends(a, b).unwrap());
@@ -188,7 +137,7 @@ fn friend_request_accept_delete(store: &dyn Store, _: &Raw) {
     assert!(!store.delete_friend(a, b).unwrap());
 }
 
-fn friend_request_reject_and_retry(store: &dyn Store, _: &Raw) {
+pub fn friend_request_reject_and_retry(store: &dyn Store) {
     let (a, b) = (user(store, "ra"), user(store, "rb"));
     let now = now_secs();
     let first = store.request_friend(a, b, "", "", now).expect("request");
@@ -212,7 +161,7 @@ fn friend_request_reject_and_retry(store: &dyn Store, _: &Raw) {
     assert!(store.friend_requests_to(b, 1, 2).unwrap().is_empty());
 }
 
-fn crossed_requests_are_settled_together(store: &dyn Store, _: &Raw) {
+pub fn crossed_requests_are_settled_together(store: &dyn Store) {
     let (a, b) = (user(store, "xa"), user(store, "xb"));
     let now = now_secs();
     store.request_friend(a, b, "", "", now).expect("a → b");
@@ -227,7 +176,7 @@ fn crossed_requests_are_settled_together(store: &dyn Store, _: &Raw) {
     assert!(!store.accept_friend_request(a, b, now).unwrap());
 }
 
-fn friend_request_lengths_are_checked(store: &dyn Store, _: &Raw) {
+pub fn friend_request_lengths_are_checked(store: &dyn Store) {
     let (a, b) = (user(store, "la"), user(store, "lb"));
     let channel = "渠".repeat(MAX_CHANNEL_CHARS);
     let reason = "因".repeat(MAX_REASON_CHARS);
@@ -245,7 +194,7 @@ fn friend_request_lengths_are_checked(store: &dyn Store, _: &Raw) {
     }
 }
 
-fn racing_requests_one_pending(store: &dyn Store, _: &Raw) {
+pub fn racing_requests_one_pending(store: &dyn Store) {
     let (a, b) = (user(store, "qa"), user(store, "qb"));
     let barrier = Barrier::new(RACERS);
     let results: Vec<_> = thread::scope(|s| {
@@ -268,7 +217,7 @@ fn racing_requests_one_pending(store: &dyn Store, _: &Raw) {
     assert_eq!(store.friend_requests_to(b, 20, 0).unwrap().len(), 1);
 }
 
-fn racing_accepts_one_wins(store: &dyn Store, _: &Raw) {
+pub fn racing_accepts_one_wins(store: &dyn Store) {
     let (a, b) = (user(store, "wa"), user(store, "wb"));
     store.request_friend(a, b, "", "", 0).expect("request");
     let barrier = Barrier::new(RACERS);
@@ -290,7 +239,7 @@ fn racing_accepts_one_wins(store: &dyn Store, _: &Raw) {
     assert_eq!(ids(&store.friends(b, 20, 0).unwrap(), |p| p.id), vec![a]);
 }
 
-fn racing_crossed_accepts_one_wins(store: &dyn Store, _: &Raw) {
+pub fn racing_crossed_accepts_one_wins(store: &dyn Store) {
     for _ in 0..5 {
         let (a, b) = (user(store, "ca"), user(store, "cb"));
         store.request_friend(a, b, "", "", 0).expect("a → b");
@@ -317,7 +266,7 @@ fn racing_crossed_accepts_one_wins(store: &dyn Store, _: &Raw) {
     }
 }
 
-fn friends_are_paginated_by_id(store: &dyn Store, _: &Raw) {
+pub fn friends_are_paginated_by_id(store: &dyn Store) {
     let me = user(store, "pm");
     let mut others: Vec<u64> = (0..5).map(|_| user(store, "po")).collect();
     others.reverse(); // befriended out of id order
@@ -335,7 +284,7 @@ fn friends_are_paginated_by_id(store: &dyn Store, _: &Raw) {
 
 // ----------------------------------------------------------------- groups
 
-fn groups_create_search_list(store: &dyn Store, _: &Raw) {
+pub fn groups_create_search_list(store: &dyn Store) {
     let (owner, other) = (user(store, "go"), user(store, "gm"));
     let base = unique_name("grp");
     let now = now_secs();
@@ -388,7 +337,7 @@ fn groups_create_search_list(store: &dyn Store, _: &Raw) {
     assert!(store.group_members(u64::MAX / 2, 10, 0).unwrap().is_empty());
 }
 
-fn groups_by_ids_as_search_finds_them(store: &dyn Store, _: &Raw) {
+pub fn groups_by_ids_as_search_finds_them(store: &dyn Store) {
     let (owner, other, joiner) = (user(store, "bo"), user(store, "bt"), user(store, "bj"));
     let base = unique_name("gbi");
     let g = store.create_group(owner, &format!("{base} a"), 3).unwrap();
@@ -419,7 +368,7 @@ fn groups_by_ids_as_search_finds_them(store: &dyn Store, _: &Raw) {
     assert_eq!(store.groups_by_ids(&[g.id, h.id]).unwrap(), searched[1..]);
 }
 
-fn join_requests_flow(store: &dyn Store, _: &Raw) {
+pub fn join_requests_flow(store: &dyn Store) {
     let (owner, a, b, stranger) = (
         user(store, "jo"),
         user(store, "ja"),
@@ -480,7 +429,7 @@ fn join_requests_flow(store: &dyn Store, _: &Raw) {
     store.request_join(g.id, b, now).expect("b asks again");
 }
 
-fn racing_join_accepts_one_wins(store: &dyn Store, _: &Raw) {
+pub fn racing_join_accepts_one_wins(store: &dyn Store) {
     let (owner, a) = (user(store, "ko"), user(store, "ka"));
     let g = store.create_group(owner, &unique_name("kg"), 0).unwrap();
     let r = store.request_join(g.id, a, 0).unwrap();
@@ -511,7 +460,7 @@ fn racing_join_accepts_one_wins(store: &dyn Store, _: &Raw) {
     );
 }
 
-fn leaving_and_kicking(store: &dyn Store, _: &Raw) {
+pub fn leaving_and_kicking(store: &dyn Store) {
     let (owner, a, b) = (user(store, "lo"), user(store, "la"), user(store, "lb"));
     let g = store.create_group(owner, &unique_name("lg"), 0).unwrap();
     for u in [a, b] {
@@ -553,45 +502,3 @@ fn leaving_and_kicking(store: &dyn Store, _: &Raw) {
     // The name is free again.
     store.create_group(a, &g.name, 0).expect("name reused");
 }
-
-// ---------------------------------------------------------------- runners
-
-macro_rules! conformance {
-    ($($check:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[test]
-                fn $check() {
-                    let dir = tempfile::tempdir().expect("temporary directory");
-                    let (store, raw) = super::sqlite_store(dir.path());
-                    super::$check(&store, &raw);
-                }
-            )*
-        }
-        mod mariadb {
-            $(
-                #[test]
-                fn $check() {
-                    super::$check(super::mysql_store(), &super::Raw::Mysql);
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
-    user_search_is_literal_and_paginated,
-    friend_request_accept_delete,
-    friend_request_reject_and_retry,
-    crossed_requests_are_settled_together,
-    friend_request_lengths_are_checked,
-    racing_requests_one_pending,
-    racing_accepts_one_wins,
-    racing_crossed_accepts_one_wins,
-    friends_are_paginated_by_id,
-    groups_create_search_list,
-    groups_by_ids_as_search_finds_them,
-    join_requests_flow,
-    racing_join_accepts_one_wins,
-    leaving_and_kicking,
-);

@@ -1,38 +1,12 @@
-//! Conformance of the store's `Profiles` (nickname, avatar, real name,
-//! locations, bounding boxes) on SQLite and MariaDB. MariaDB:
-//! `TEST_MYSQL_URL` (default `mysql://root@127.0.0.1:3306/weim_test`), a
-//! shared database: unique usernames and places far from other tests'
-//! (each check draws its own spot), nothing truncated.
-//!
-//! Run: `cargo test --release --test store_profile`.
+//! `Profiles`: nickname, avatar, real name, locations and bounding boxes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use weim::geo::{bounding_box, Point};
-use weim::store::{open_mysql, open_sqlite, Area, MysqlStore, RealName, Store, StoreError};
+use weim::store::{Area, RealName, Store, StoreError};
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{prefix}{:x}{:x}{}",
-        std::process::id(),
-        nanos & 0xffff_ffff,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
+use crate::common::{now_secs, unique_name};
 
 /// A spot of the earth no other check (of any run) uses: random latitude
 /// band and longitude, away from the poles and the antimeridian.
@@ -51,7 +25,10 @@ fn spot() -> Point {
 static N2: AtomicU64 = AtomicU64::new(0);
 
 fn new_user(store: &dyn Store) -> u64 {
-    store.create_user(&unique("p"), "hash", now()).unwrap().id
+    store
+        .create_user(&unique_name("p"), "hash", now_secs())
+        .unwrap()
+        .id
 }
 
 fn realname(hash: &str) -> RealName {
@@ -64,7 +41,7 @@ fn realname(hash: &str) -> RealName {
 
 // ------------------------------------------------------------------ checks
 
-fn nickname_and_avatar(store: &dyn Store) {
+pub fn nickname_and_avatar(store: &dyn Store) {
     let id = new_user(store);
     assert!(store.set_nickname(id, "小明同学").unwrap());
     assert!(
@@ -86,9 +63,9 @@ fn nickname_and_avatar(store: &dyn Store) {
     ));
 }
 
-fn realname_is_unique_per_number(store: &dyn Store) {
+pub fn realname_is_unique_per_number(store: &dyn Store) {
     let (a, b) = (new_user(store), new_user(store));
-    let hash = unique("h");
+    let hash = unique_name("h");
     assert_eq!(store.realname(a).unwrap(), None);
     assert!(store.set_realname(a, &realname(&hash)).unwrap());
     assert!(
@@ -104,12 +81,12 @@ fn realname_is_unique_per_number(store: &dyn Store) {
     assert!(!store.user_by_id(b).unwrap().unwrap().realname_verified);
     assert_eq!(store.realname(b).unwrap(), None);
     // A different number for b is fine.
-    assert!(store.set_realname(b, &realname(&unique("h"))).unwrap());
+    assert!(store.set_realname(b, &realname(&unique_name("h"))).unwrap());
 }
 
-fn racing_verifications_one_wins(store: &dyn Store) {
+pub fn racing_verifications_one_wins(store: &dyn Store) {
     let users: Vec<u64> = (0..6).map(|_| new_user(store)).collect();
-    let hash = unique("r");
+    let hash = unique_name("r");
     let wins = std::thread::scope(|s| {
         let handles: Vec<_> = users
             .iter()
@@ -127,9 +104,9 @@ fn racing_verifications_one_wins(store: &dyn Store) {
     assert_eq!(wins, 1);
 }
 
-fn locations_in_a_box(store: &dyn Store) {
+pub fn locations_in_a_box(store: &dyn Store) {
     let c = spot();
-    let t = now();
+    let t = now_secs();
     let near = new_user(store);
     let far = new_user(store);
     let stale = new_user(store);
@@ -178,9 +155,9 @@ fn locations_in_a_box(store: &dyn Store) {
     assert_eq!(ids, vec![stale, near]);
 }
 
-fn boxes_across_the_antimeridian(store: &dyn Store) {
-    let lat = -70.0 + (now() % 1000) as f64 / 1000.0 + (std::process::id() % 97) as f64 / 10.0;
-    let t = now();
+pub fn boxes_across_the_antimeridian(store: &dyn Store) {
+    let lat = -70.0 + (now_secs() % 1000) as f64 / 1000.0 + (std::process::id() % 97) as f64 / 10.0;
+    let t = now_secs();
     let (east, west) = (new_user(store), new_user(store));
     store
         .set_location(east, Point::new(179.99, lat).unwrap(), t)
@@ -208,7 +185,7 @@ fn boxes_across_the_antimeridian(store: &dyn Store) {
     assert_eq!(ids.iter().position(|&i| i == east), Some(0), "{ids:?}");
 }
 
-fn users_by_ids(store: &dyn Store) {
+pub fn users_by_ids(store: &dyn Store) {
     let (a, b) = (new_user(store), new_user(store));
     let got: Vec<u64> = store
         .users_by_ids(&[b, u64::MAX / 2, a])
@@ -219,56 +196,3 @@ fn users_by_ids(store: &dyn Store) {
     assert_eq!(got, vec![a, b]);
     assert!(store.users_by_ids(&[]).unwrap().is_empty());
 }
-
-// ----------------------------------------------------------- both backends
-
-fn mysql_store() -> &'static MysqlStore {
-    static STORE: OnceLock<MysqlStore> = OnceLock::new();
-    STORE.get_or_init(|| {
-        use mysql::prelude::Queryable;
-        let url = std::env::var("TEST_MYSQL_URL")
-            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/weim_test".into());
-        let opts = mysql::Opts::from_url(&url).unwrap();
-        let db = opts.get_db_name().unwrap().to_string();
-        let mut conn =
-            mysql::Conn::new(mysql::OptsBuilder::from_opts(opts).db_name(None::<String>))
-                .unwrap_or_else(|e| panic!("cannot reach MariaDB at {url}: {e}"));
-        conn.query_drop(format!(
-            "CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4"
-        ))
-        .unwrap();
-        open_mysql(&url, 8).unwrap()
-    })
-}
-
-macro_rules! conformance {
-    ($($check:ident),* $(,)?) => {
-        mod sqlite_suite {
-            $(
-                #[test]
-                fn $check() {
-                    let dir = tempfile::tempdir().unwrap();
-                    let store = super::open_sqlite(&dir.path().join("p.db"), 8).unwrap();
-                    super::$check(&store);
-                }
-            )*
-        }
-        mod mysql_suite {
-            $(
-                #[test]
-                fn $check() {
-                    super::$check(super::mysql_store());
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
-    nickname_and_avatar,
-    realname_is_unique_per_number,
-    racing_verifications_one_wins,
-    locations_in_a_box,
-    boxes_across_the_antimeridian,
-    users_by_ids,
-);
