@@ -26,16 +26,6 @@ const CMD_ACCEPTED: i64 = 9;
 const CMD_REJECTED: i64 = 15;
 const CMD_REMOVED: i64 = 16;
 
-/// A short wait for pushes that must not come.
-const QUIET: Duration = Duration::from_millis(200);
-
-fn ids(list: &Value) -> Vec<i64> {
-    match list.as_array() {
-        Some(items) => items.iter().map(|i| i["Id"].as_i64().unwrap()).collect(),
-        None => panic!("not a list: {list}"),
-    }
-}
-
 /// The caller's friends (`data.lists`).
 #[track_caller]
 fn friends(node: &Node, who: &Account) -> Value {
@@ -293,17 +283,6 @@ fn search_is_literal_and_paginated(store: Store) {
         search(&base, &[("size", "100"), ("page", "1000000")]),
         Vec::<i64>::new()
     );
-}
-
-macro_rules! on_both_stores {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[test] fn $test() { super::$test(super::Store::Sqlite) })*
-        }
-        mod mariadb {
-            $(#[test] fn $test() { super::$test(super::Store::Mysql) })*
-        }
-    };
 }
 
 on_both_stores!(

@@ -9,8 +9,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use serde_json::{json, Value};
 
@@ -29,16 +27,6 @@ const CMD_JOIN_REQUEST: i64 = 12;
 const CMD_JOIN_ACCEPTED: i64 = 13;
 const CMD_KICKED: i64 = 14;
 const CMD_JOIN_REJECTED: i64 = 17;
-
-/// A short wait for pushes that must not come.
-const QUIET: Duration = Duration::from_millis(200);
-
-fn ids(list: &Value, key: &str) -> Vec<i64> {
-    match list.as_array() {
-        Some(items) => items.iter().map(|i| i[key].as_i64().unwrap()).collect(),
-        None => panic!("not a list: {list}"),
-    }
-}
 
 /// Creates a group named `name` owned by `owner`; returns its id.
 #[track_caller]
@@ -176,7 +164,7 @@ fn create_join_members_kick_leave(store: Store) {
     // Members see the members; others do not.
     let reply = members(&node, &a, group, &[]);
     let list = expect_ok(&reply, "获取成功")["list"].clone();
-    assert_eq!(ids(&list, "Id"), sorted(vec![owner.id, a.id]));
+    assert_eq!(ids(&list), sorted(vec![owner.id, a.id]));
     let a_item = list
         .as_array()
         .unwrap()
@@ -234,7 +222,7 @@ fn create_join_members_kick_leave(store: Store) {
     let all = sorted(vec![owner.id, a.id, b.id]);
     let page = |n: &str| {
         let reply = members(&node, &b, group, &[("size", "2"), ("page", n)]);
-        ids(&expect_ok(&reply, "获取成功")["list"], "Id")
+        ids(&expect_ok(&reply, "获取成功")["list"])
     };
     assert_eq!(
         (page("1"), page("2"), page("3")),
@@ -315,7 +303,7 @@ fn search_and_my_groups_pages(store: Store) {
         let mut params = vec![("word", word)];
         params.extend_from_slice(extra);
         let reply = node.api_as(&other.token, SEARCH, &params);
-        ids(&expect_ok(&reply, "查询成功")["list"], "Id")
+        ids(&expect_ok(&reply, "查询成功")["list"])
     };
     assert_eq!(search(&base, &[]), groups);
     assert_eq!(search(&format!("{base}A_B"), &[]), vec![groups[0]]);
@@ -331,24 +319,13 @@ fn search_and_my_groups_pages(store: Store) {
 
     let my = |extra: &[(&str, &str)]| {
         let reply = node.api_as(&owner.token, MY, extra);
-        ids(&expect_ok(&reply, "获取成功")["list"], "Id")
+        ids(&expect_ok(&reply, "获取成功")["list"])
     };
     assert_eq!(my(&[]), groups);
     assert_eq!(my(&[("size", "1"), ("page", "3")]), vec![groups[2]]);
     assert_eq!(my(&[("size", "1"), ("page", "4")]), Vec::<i64>::new());
     let reply = node.api_as(&other.token, MY, &[]);
     assert_eq!(expect_ok(&reply, "获取成功")["list"], json!([]));
-}
-
-macro_rules! on_both_stores {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[test] fn $test() { super::$test(super::Store::Sqlite) })*
-        }
-        mod mariadb {
-            $(#[test] fn $test() { super::$test(super::Store::Mysql) })*
-        }
-    };
 }
 
 on_both_stores!(create_join_members_kick_leave, search_and_my_groups_pages);

@@ -131,17 +131,6 @@ fn websocket_sign_in_flow(store: Store) {
     assert_eq!(push["Body"], "hello");
 }
 
-macro_rules! on_both_stores {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[test] fn $test() { super::$test(super::Store::Sqlite) })*
-        }
-        mod mariadb {
-            $(#[test] fn $test() { super::$test(super::Store::Mysql) })*
-        }
-    };
-}
-
 on_both_stores!(
     register_then_login_return_the_same_user,
     taken_username_is_refused,

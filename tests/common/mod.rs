@@ -40,6 +40,8 @@ pub const JWT_SECRET: &str = "test-secret";
 pub const PASSWORD: &str = "Secret123";
 /// Default database of the MariaDB variant.
 pub const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/weim_test";
+/// A short wait for pushes that must not come.
+pub const QUIET: Duration = Duration::from_millis(200);
 
 // Texts of PROTOCOL.md, matched byte for byte.
 pub const MSG_LOGGED_IN: &str = "登录成功";
@@ -506,6 +508,20 @@ impl Account {
 // MariaDB
 // ---------------------------------------------------------------------------
 
+/// For each listed `fn(Store)`, one test on SQLite (module `sqlite`) and one
+/// on MariaDB (module `mariadb`).
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test] fn $test() { super::$test($crate::common::Store::Sqlite) })*
+        }
+        mod mariadb {
+            $(#[test] fn $test() { super::$test($crate::common::Store::Mysql) })*
+        }
+    };
+}
+
 /// `TEST_MYSQL_URL` or the default, after making sure its database exists.
 pub fn mysql_url() -> String {
     static URL: OnceLock<String> = OnceLock::new();
@@ -680,6 +696,15 @@ pub fn expect_ok(reply: &Value, msg: &str) -> Value {
     assert_eq!(reply["msg"], msg, "{reply}");
     assert!(reply["data"]["t"].is_string(), "no data.t: {reply}");
     reply["data"].clone()
+}
+
+/// The `Id` of every item of a JSON list.
+#[track_caller]
+pub fn ids(list: &Value) -> Vec<i64> {
+    match list.as_array() {
+        Some(items) => items.iter().map(|i| i["Id"].as_i64().unwrap()).collect(),
+        None => panic!("not a list: {list}"),
+    }
 }
 
 /// Checks a refused API answer: code 1000, this `msg`, `data` null.
