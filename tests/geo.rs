@@ -13,15 +13,7 @@ use serde_json::Value;
 /// A place no other test (of any run) uses: a latitude band and a
 /// longitude drawn from the clock and the process.
 fn spot() -> (f64, f64) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let r = (nanos / 1000)
-        ^ (u64::from(std::process::id()) << 13)
-        ^ (N.fetch_add(1, Ordering::Relaxed) << 33);
+    let r = fresh_u64();
     (
         -170.0 + (r % 34_000) as f64 / 100.0,
         -70.0 + ((r / 34_000) % 14_000) as f64 / 100.0,

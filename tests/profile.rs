@@ -21,15 +21,7 @@ fn id_card(first17: &str) -> String {
 /// A valid number unlikely to be used by any other test or run: birth date
 /// and sequence drawn from the clock, the process and a counter.
 fn fresh_id_card() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let r = (nanos / 1000)
-        ^ (u64::from(std::process::id()) << 17)
-        ^ (N.fetch_add(1, Ordering::Relaxed) << 40);
+    let r = fresh_u64();
     let (year, month, day, seq) = (
         1950 + r % 50,
         1 + (r / 50) % 12,

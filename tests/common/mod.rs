@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -594,6 +594,24 @@ fn base36(mut n: u64, width: usize) -> String {
     out.reverse();
     // Keep the lowest `width` digits: the name stays bounded.
     String::from_utf8(out[out.len() - width..].to_vec()).unwrap()
+}
+
+/// A number unlikely to come up again in this or any other test process, in
+/// this run or a later one: the clock, the process id and a counter, mixed
+/// (splitmix64's finaliser) so that every bit depends on all three and any
+/// `% n` of it is a fair draw.
+pub fn fresh_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut z =
+        nanos ^ (u64::from(std::process::id()) << 40) ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Polls `cond` every 50 ms for at most `within`.

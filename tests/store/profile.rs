@@ -1,28 +1,20 @@
 //! `Profiles`: nickname, avatar, real name, locations and bounding boxes.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use weim::geo::{bounding_box, Point};
 use weim::store::{Area, RealName, Store, StoreError};
 
-use crate::common::{now_secs, unique_name};
+use crate::common::{fresh_u64, now_secs, unique_name};
 
 /// A spot of the earth no other check (of any run) uses: random latitude
 /// band and longitude, away from the poles and the antimeridian.
 fn spot() -> Point {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let n = nanos ^ (u64::from(std::process::id()) << 20) ^ N2.fetch_add(7919, Ordering::Relaxed);
+    let n = fresh_u64();
     Point::new(
         -170.0 + (n % 34_000) as f64 / 100.0,
         -60.0 + ((n / 34_000) % 12_000) as f64 / 100.0,
     )
     .unwrap()
 }
-static N2: AtomicU64 = AtomicU64::new(0);
 
 fn new_user(store: &dyn Store) -> u64 {
     store
