@@ -1,7 +1,7 @@
 //! Persistence for weim.
 //!
 //! [`Store`] is everything weim keeps on disk. Two implementations pass the
-//! same conformance suite (`tests/store.rs`) and must behave identically:
+//! same conformance suite (`tests/store/`) and must behave identically:
 //! [`SqliteStore`] (embedded, zero set-up, the single-node default) and
 //! [`MysqlStore`] (MySQL 8 / MariaDB 10.11, schema in `database.sql`).
 //!
