@@ -210,6 +210,11 @@ struct Catchup {
     acks: bool,
     /// The newest live message id held back while syncing.
     held: u64,
+    /// Held ids up to this were stored before the running catch-up job was
+    /// queued, so its end accounts for them: pushed if they are pending for
+    /// this user, else (the user's own message from another device, a
+    /// withdrawn one) not to be waited for.
+    covered: u64,
     /// The newest message id written to this connection: an acknowledgement
     /// never moves the cursor past it.
     sent: u64,
@@ -841,12 +846,17 @@ impl Reactor {
             return;
         };
         match outcome {
-            SyncOutcome::Done if catchup.held <= upto => {
+            SyncOutcome::Done if catchup.held <= upto.max(catchup.covered) => {
                 catchup.syncing = false;
                 catchup.held = 0;
+                catchup.covered = 0;
                 self.conns[key].state = State::WsReady { uid, catchup };
             }
-            SyncOutcome::Done | SyncOutcome::More => self.catch_up(conn, uid, Some(upto)),
+            SyncOutcome::Done | SyncOutcome::More => {
+                catchup.covered = catchup.held;
+                self.conns[key].state = State::WsReady { uid, catchup };
+                self.catch_up(conn, uid, Some(upto));
+            }
             SyncOutcome::Failed => self.resync.push((conn, Some(upto))),
         }
     }
