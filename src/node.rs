@@ -1,6 +1,6 @@
 //! One weim node: the state every thread shares, start-up wiring (store,
-//! secret, listeners, reactors, workers, optional core pinning) and the
-//! drain on shutdown.
+//! secret, listeners, reactors, workers, optional core pinning, the cluster
+//! threads in cluster mode) and the drain on shutdown.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -12,6 +12,7 @@ use crossbeam_channel::Sender;
 use socket2::{Domain, Socket, Type};
 
 use crate::auth::{self, Throttle, Tokens};
+use crate::cluster::Cluster;
 use crate::config::{Config, StoreKind};
 use crate::delivery::{Delivery, Registry};
 use crate::metrics::Metrics;
@@ -145,13 +146,21 @@ impl Node {
             parts.push(p);
         }
         let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(config.node.job_queue);
+        let cluster = match config.cluster.enabled {
+            true => Some(Cluster::new(&config, addr, workers)?),
+            false => None,
+        };
+        let mut registry = Registry::new(config.limits.conns_per_user);
+        if let Some(c) = &cluster {
+            registry = registry.with_presence(c.notifier());
+        }
         let shared = Arc::new(Shared {
             throttle: Throttle::new(
                 config.auth.login_fail_limit_user,
                 config.auth.login_fail_limit_ip,
                 config.auth.login_fail_window,
             ),
-            delivery: Delivery::new(Registry::new(config.limits.conns_per_user), handles),
+            delivery: Delivery::new(registry, handles).with_cluster(cluster.clone()),
             metrics: Metrics::new(reactors),
             jobs: jobs_tx,
             draining: AtomicBool::new(false),
@@ -182,6 +191,9 @@ impl Node {
         let spare: Vec<usize> = cpus.iter().skip(reactors).copied().collect();
         let worker_cpus = (pin && !spare.is_empty()).then_some(spare);
         worker::spawn(workers, jobs_rx, shared.clone(), worker_cpus).map_err(|e| e.to_string())?;
+        if let Some(c) = &cluster {
+            c.start(&shared)?;
+        }
         log::info!(
             "weim node on {addr}: {reactors} reactors, {workers} workers, {:?} store",
             shared.config.store.kind
@@ -194,7 +206,8 @@ impl Node {
     }
 
     /// Stops accepting, closes WebSockets with 1001, finishes queued jobs
-    /// (waiting at most `limit`) and stops the reactors.
+    /// (waiting at most `limit`), leaves the cluster (lease revoked,
+    /// presence cleared, at most 2 s more) and stops the reactors.
     pub fn drain(self, limit: Duration) {
         let deadline = Instant::now() + limit;
         self.shared.draining.store(true, Relaxed);
@@ -207,6 +220,9 @@ impl Node {
             && (!self.shared.jobs.is_empty() || self.shared.active_jobs.load(Relaxed) > 0)
         {
             std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(c) = self.shared.delivery.cluster() {
+            c.leave(Duration::from_secs(2));
         }
         // Let the last answers be written.
         std::thread::sleep(Duration::from_millis(50));

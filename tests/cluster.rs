@@ -1,0 +1,745 @@
+//! Cluster tests: several weim nodes on loopback against real etcd, Redis
+//! and MariaDB (issue 5, point 7).
+//!
+//! They need `TEST_ETCD_ENDPOINTS`, `TEST_REDIS_URL` and `TEST_MYSQL_URL`
+//! (`scripts/test.sh` starts the services and exports them); a test whose
+//! variable is missing fails and says so. The fault tests start their own
+//! `redis-server` and `etcd` on free loopback ports, stop only the processes
+//! they started, and never touch the shared services.
+//!
+//! Friends and groups are made directly in the shared MariaDB (one
+//! `friends` row per direction, `chat_groups` + `group_members`), then
+//! messages go through the real send paths (Cmd 20 and the REST endpoints).
+//!
+//! Tests of this file run in parallel against the same etcd and Redis: node
+//! ids and users are unique per test, and frames of other tests (a
+//! broadcast reaches every node on the Redis) are skipped by [`expect`].
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use mysql::prelude::Queryable;
+use serde_json::{json, Value};
+
+/// `cluster.lease_ttl` of every test node.
+const LEASE_TTL: Duration = Duration::from_secs(3);
+/// How long a test waits for a frame it expects.
+const FRAME_WAIT: Duration = Duration::from_secs(5);
+
+const CMD_FRIEND: i64 = 6;
+const CMD_GROUP: i64 = 10;
+const CMD_BROADCAST: i64 = -1;
+const CMD_SEND_ACK: i64 = 21;
+
+// ---------------------------------------------------------------------------
+// Services
+// ---------------------------------------------------------------------------
+
+#[track_caller]
+fn required_env(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v.trim().to_string(),
+        _ => panic!(
+            "{name} is not set: the cluster tests need real etcd, Redis and MariaDB on \
+             loopback. Run scripts/test.sh (it starts them and exports TEST_ETCD_ENDPOINTS, \
+             TEST_REDIS_URL and TEST_MYSQL_URL), or export them yourself."
+        ),
+    }
+}
+
+/// The shared services of the suite.
+struct Services {
+    etcd: String,
+    redis: String,
+}
+
+#[track_caller]
+fn services() -> Services {
+    required_env("TEST_MYSQL_URL");
+    Services {
+        etcd: required_env("TEST_ETCD_ENDPOINTS"),
+        redis: required_env("TEST_REDIS_URL"),
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+#[track_caller]
+fn spawn_service(program: &str, args: &[String], log: Option<&Path>) -> Child {
+    let out = match log {
+        Some(p) => Stdio::from(std::fs::File::create(p).expect("service log file")),
+        None => Stdio::null(),
+    };
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {program} ({e}); scripts/test.sh installs redis-server and etcd-server"
+            )
+        })
+}
+
+/// A redis-server of this test on a free port; killed (by its PID) when
+/// stopped or dropped.
+struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let mut r = OwnRedis {
+            port: free_port(),
+            child: None,
+        };
+        r.restart();
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts the server (again) on the same port, empty, and waits for it.
+    fn restart(&mut self) {
+        let args: Vec<String> = [
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        self.child = Some(spawn_service("redis-server", &args, None));
+        let url = self.url();
+        let up = wait_until(Duration::from_secs(5), || redis_con(&url).is_some());
+        assert!(up, "own redis-server on port {} did not start", self.port);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An etcd of this test on free ports; killed (by its PID) when stopped or
+/// dropped.
+struct OwnEtcd {
+    client: u16,
+    peer: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl OwnEtcd {
+    fn start() -> OwnEtcd {
+        let mut e = OwnEtcd {
+            client: free_port(),
+            peer: free_port(),
+            dir: tempfile::tempdir().expect("etcd directory"),
+            child: None,
+        };
+        e.restart_empty();
+        e
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client)
+    }
+
+    /// Starts etcd on the same ports with an empty data directory (as after
+    /// losing its data) and waits until it is healthy.
+    fn restart_empty(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = std::fs::remove_dir_all(&data);
+        let client = format!("http://127.0.0.1:{}", self.client);
+        let peer = format!("http://127.0.0.1:{}", self.peer);
+        let args: Vec<String> = vec![
+            "--name".into(),
+            "weim-own".into(),
+            "--data-dir".into(),
+            data.to_string_lossy().into_owned(),
+            "--listen-client-urls".into(),
+            client.clone(),
+            "--advertise-client-urls".into(),
+            client,
+            "--listen-peer-urls".into(),
+            peer.clone(),
+            "--initial-advertise-peer-urls".into(),
+            peer.clone(),
+            "--initial-cluster".into(),
+            format!("weim-own={peer}"),
+        ];
+        let log = self.dir.path().join("etcd.log");
+        self.child = Some(spawn_service("etcd", &args, Some(&log)));
+        let addr = format!("127.0.0.1:{}", self.client).parse().unwrap();
+        let healthy = wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                && Http::connect(addr).request(&Request::get("/health")).status == 200
+        });
+        assert!(healthy, "own etcd did not become healthy");
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnEtcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn redis_con(url: &str) -> Option<redis::Connection> {
+    let client = redis::Client::open(url).ok()?;
+    let mut con = client
+        .get_connection_with_timeout(Duration::from_millis(300))
+        .ok()?;
+    con.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    redis::cmd("PING").query::<String>(&mut con).ok()?;
+    Some(con)
+}
+
+/// The nodes Redis records `uid` as signed in on.
+#[track_caller]
+fn presence(redis_url: &str, uid: i64) -> HashSet<String> {
+    let mut con = redis_con(redis_url).expect("Redis for a presence check");
+    redis::cmd("SMEMBERS")
+        .arg(format!("weim:presence:{uid}"))
+        .query(&mut con)
+        .expect("SMEMBERS")
+}
+
+fn mysql() -> mysql::Conn {
+    let url = mysql_url();
+    mysql::Conn::new(mysql::Opts::from_url(&url).expect("TEST_MYSQL_URL")).expect("MariaDB")
+}
+
+/// Makes `a` and `b` friends (one row per direction).
+fn make_friends(a: &Account, b: &Account) {
+    let mut db = mysql();
+    for (x, y) in [(a.id, b.id), (b.id, a.id)] {
+        db.exec_drop(
+            "INSERT IGNORE INTO friends (user_id, friend_id, created_at) VALUES (?, ?, ?)",
+            (x, y, now_secs()),
+        )
+        .expect("insert friends");
+    }
+}
+
+/// A group owned by `members[0]` with these members; returns its id.
+fn make_group(members: &[&Account]) -> u64 {
+    let mut db = mysql();
+    let name = unique_name("g");
+    db.exec_drop(
+        "INSERT INTO chat_groups (owner_id, name, name_key, created_at) VALUES (?, ?, ?, ?)",
+        (members[0].id, &name, name.to_lowercase(), now_secs()),
+    )
+    .expect("insert chat_groups");
+    let group = db.last_insert_id();
+    for m in members {
+        db.exec_drop(
+            "INSERT INTO group_members (group_id, user_id, joined_at) VALUES (?, ?, ?)",
+            (group, m.id, now_secs() - 60),
+        )
+        .expect("insert group_members");
+    }
+    group
+}
+
+// ---------------------------------------------------------------------------
+// Nodes
+// ---------------------------------------------------------------------------
+
+/// `n` node ids unique to this test.
+fn node_ids(n: usize) -> Vec<String> {
+    let base = unique_name("t");
+    (0..n).map(|i| format!("{base}-{i}")).collect()
+}
+
+fn cluster_node(id: Option<&str>, etcd: &str, redis: &str) -> NodeBuilder {
+    let b = Node::builder()
+        .store(Store::Mysql)
+        .env("WEIM_CLUSTER_ENABLED", "true")
+        .env("WEIM_CLUSTER_ETCD", etcd)
+        .env("WEIM_CLUSTER_REDIS", redis)
+        .env(
+            "WEIM_CLUSTER_LEASE_TTL",
+            &format!("{}s", LEASE_TTL.as_secs()),
+        );
+    match id {
+        Some(id) => b.env("WEIM_CLUSTER_NODE_ID", id),
+        None => b,
+    }
+}
+
+/// Starts nodes in parallel.
+fn start_all(builders: Vec<NodeBuilder>) -> Vec<Node> {
+    let handles: Vec<_> = builders
+        .into_iter()
+        .map(|b| thread::spawn(move || b.start()))
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("a node failed to start"))
+        .collect()
+}
+
+/// Starts one cluster node per id on these services and waits until every
+/// node sees all of them.
+fn start_cluster(ids: &[String], etcd: &str, redis: &str) -> Vec<Node> {
+    let nodes = start_all(
+        ids.iter()
+            .map(|id| cluster_node(Some(id), etcd, redis))
+            .collect(),
+    );
+    for n in &nodes {
+        wait_servers(
+            n,
+            |s| ids.iter().all(|id| s.contains(id)),
+            "every test node",
+        );
+    }
+    nodes
+}
+
+/// `GET /cluster` → the ids of its servers (checking the answer's shape).
+#[track_caller]
+fn servers(node: &Node) -> HashSet<String> {
+    let reply = node.admin(Request::get("/cluster")).api();
+    assert_eq!(reply["code"], CODE_OK, "/cluster: {reply}");
+    let list = reply["data"]["servers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("/cluster without data.servers: {reply}"));
+    list.iter()
+        .map(|s| {
+            assert!(s["addr"].as_str().is_some_and(|a| !a.is_empty()), "{s}");
+            assert!(s["started"].as_i64().is_some_and(|t| t > 0), "{s}");
+            s["id"].as_str().expect("server id").to_string()
+        })
+        .collect()
+}
+
+#[track_caller]
+fn wait_servers(node: &Node, cond: impl Fn(&HashSet<String>) -> bool, what: &str) {
+    let mut last = HashSet::new();
+    let ok = wait_until(Duration::from_secs(15), || {
+        last = servers(node);
+        cond(&last)
+    });
+    assert!(
+        ok,
+        "{}: /cluster never showed {what}; last {last:?}",
+        node.addr
+    );
+}
+
+#[track_caller]
+fn metric(node: &Node, series: &str) -> f64 {
+    node.metrics().value(series)
+}
+
+#[track_caller]
+fn wait_metric_eq(node: &Node, series: &str, want: f64, within: Duration) {
+    let mut last = None;
+    let ok = wait_until(within, || {
+        last = node.metrics().get(series);
+        last == Some(want)
+    });
+    assert!(
+        ok,
+        "{}: {series} stayed {last:?}, expected {want}",
+        node.addr
+    );
+}
+
+/// Sends a friend message over REST; returns its id.
+#[track_caller]
+fn send_friend(node: &Node, from: &Account, to: &Account, body: &str) -> i64 {
+    let to_uid = to.id.to_string();
+    let reply = node.api_as(
+        &from.token,
+        "/api/v1/im/chat/send/user",
+        &[("to_uid", &to_uid), ("type", "0"), ("body", body)],
+    );
+    assert_eq!(reply["code"], CODE_OK, "send/user: {reply}");
+    reply["data"]["id"].as_i64().expect("message id")
+}
+
+/// The next frame matching `pred` within [`FRAME_WAIT`]; other frames are
+/// skipped (and named if nothing matches).
+#[track_caller]
+fn expect(ws: &mut Ws, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + FRAME_WAIT;
+    let mut skipped = Vec::new();
+    while let Some(frame) = ws.recv_json_within(deadline.saturating_duration_since(Instant::now()))
+    {
+        if pred(&frame) {
+            return frame;
+        }
+        skipped.push(frame);
+    }
+    panic!("no {what} within {FRAME_WAIT:?}; skipped {skipped:?}");
+}
+
+/// Asserts that no frame matching `pred` arrives within `quiet`.
+#[track_caller]
+fn expect_none(ws: &mut Ws, quiet: Duration, what: &str, pred: impl Fn(&Value) -> bool) {
+    let deadline = Instant::now() + quiet;
+    while let Some(frame) = ws.recv_json_within(deadline.saturating_duration_since(Instant::now()))
+    {
+        assert!(!pred(&frame), "unexpected {what}: {frame}");
+    }
+}
+
+fn is_msg(cmd: i64, body: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |f: &Value| f["Cmd"] == cmd && f["Body"] == body
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[test]
+fn three_nodes_route_friend_group_and_broadcast_messages() {
+    let s = services();
+    let ids = node_ids(3);
+    let nodes = start_cluster(&ids, &s.etcd, &s.redis);
+    let a = nodes[0].new_account();
+    let b = nodes[1].new_account();
+    let c = nodes[2].new_account();
+    make_friends(&a, &b);
+    make_friends(&a, &c);
+    let group = make_group(&[&a, &b, &c]);
+    let mut wa = nodes[0].ws_signed_in(&a.token);
+    let mut wb = nodes[1].ws_signed_in(&b.token);
+    let mut wc = nodes[2].ws_signed_in(&c.token);
+    // A second device of `a`, on another node.
+    let mut wa2 = nodes[2].ws_signed_in(&a.token);
+    // A sender's own message reaches their other devices live only (it is
+    // not pending for them, and a device still catching up skips it): wait
+    // until both devices of `a` are past their catching up, i.e. receive a
+    // message live.
+    let recorded = wait_until(Duration::from_secs(5), || {
+        presence(&s.redis, a.id).is_superset(&HashSet::from([ids[0].clone(), ids[2].clone()]))
+    });
+    assert!(recorded, "presence of a on nodes 0 and 2 never recorded");
+    send_friend(&nodes[1], &b, &a, "warm-up");
+    for ws in [&mut wa, &mut wa2] {
+        expect(ws, "warm-up", is_msg(CMD_FRIEND, "warm-up"));
+    }
+
+    // Friend message over the socket: node 0 → node 1, and a's device on node 2.
+    let body = "hello from node 0";
+    wa.send_json(&json!({"Cmd": 20, "ToId": b.id, "Ope": 0, "Type": 0, "Body": body, "Cid": "c1"}));
+    let ack = expect(&mut wa, "Cmd 21", |f| f["Cmd"] == CMD_SEND_ACK);
+    let got = expect(
+        &mut wb,
+        "friend message on node 1",
+        is_msg(CMD_FRIEND, body),
+    );
+    assert_eq!(got["FromId"], a.id, "{got}");
+    assert_eq!(got["Id"], ack["Id"], "{got} vs {ack}");
+    expect(
+        &mut wa2,
+        "own message on a's other device",
+        is_msg(CMD_FRIEND, body),
+    );
+
+    // Friend reply over REST on node 1 → both devices of `a`.
+    let reply = "reply from node 1";
+    let id = send_friend(&nodes[1], &b, &a, reply);
+    for ws in [&mut wa, &mut wa2] {
+        let got = expect(ws, "reply", is_msg(CMD_FRIEND, reply));
+        assert_eq!(got["Id"], id, "{got}");
+    }
+
+    // Group message from node 2: members on nodes 0, 1 and 2; exactly one
+    // publish per other node (0 and 1), none for node 2's own users.
+    let before = metric(&nodes[2], "weim_cluster_publishes_total");
+    let text = "group hello from node 2";
+    let gid = group.to_string();
+    let r = nodes[2].api_as(
+        &c.token,
+        "/api/v1/im/chat/send/group",
+        &[("group_id", &gid), ("type", "0"), ("body", text)],
+    );
+    assert_eq!(r["code"], CODE_OK, "send/group: {r}");
+    for ws in [&mut wa, &mut wb, &mut wc, &mut wa2] {
+        let got = expect(ws, "group message", is_msg(CMD_GROUP, text));
+        assert_eq!(got["ToId"], group, "{got}");
+    }
+    let publishes = metric(&nodes[2], "weim_cluster_publishes_total") - before;
+    assert_eq!(
+        publishes, 2.0,
+        "publishes for one group message over 3 nodes"
+    );
+
+    // Broadcast from node 1: answered with node 1's count, reaches every
+    // node's clients once.
+    let note = format!("broadcast {}", unique_name("b"));
+    assert_eq!(nodes[1].send_to_all(Some(&note)), 1);
+    for ws in [&mut wa, &mut wb, &mut wc, &mut wa2] {
+        expect(ws, "broadcast", is_msg(CMD_BROADCAST, &note));
+    }
+    for ws in [&mut wa, &mut wb, &mut wc, &mut wa2] {
+        expect_none(
+            ws,
+            Duration::from_millis(300),
+            "second copy",
+            is_msg(CMD_BROADCAST, &note),
+        );
+    }
+
+    for n in &nodes {
+        let health = n.get("/healthz");
+        assert_eq!(health.status, 200);
+        let text = health.text();
+        assert!(text.starts_with("ok\ncluster: "), "{text}");
+        assert!(text.contains("etcd=up redis=up bus=up"), "{text}");
+        let m = n.metrics();
+        assert!(m.value("weim_cluster_peers") >= 3.0);
+        assert_eq!(m.value("weim_cluster_route_failures_total"), 0.0);
+        assert_eq!(m.value("weim_cluster_bus_malformed_total"), 0.0);
+    }
+}
+
+#[test]
+fn a_killed_node_leaves_the_peer_tables_and_its_users_messages_stay_pending() {
+    let s = services();
+    let ids = node_ids(3);
+    let mut nodes = start_cluster(&ids, &s.etcd, &s.redis);
+    let friend = nodes[0].new_account();
+    let user = nodes[0].new_account();
+    make_friends(&friend, &user);
+    let _on_victim = nodes[2].ws_signed_in(&user.token);
+    let recorded = wait_until(Duration::from_secs(5), || {
+        presence(&s.redis, user.id).contains(&ids[2])
+    });
+    assert!(recorded, "presence of the user on node 2 never recorded");
+
+    nodes[2].kill();
+    let killed = Instant::now();
+    let gone = wait_until(LEASE_TTL + Duration::from_secs(3), || {
+        nodes[..2].iter().all(|n| !servers(n).contains(&ids[2]))
+    });
+    let took = killed.elapsed();
+    assert!(gone, "node 2 still in a peer table {took:?} after SIGKILL");
+    assert!(
+        took <= LEASE_TTL + Duration::from_secs(1),
+        "node 2 left the peer tables after {took:?} (lease TTL {LEASE_TTL:?})"
+    );
+    for n in &nodes[..2] {
+        assert!(servers(n).contains(&ids[0]) && servers(n).contains(&ids[1]));
+    }
+    let cleared = wait_until(Duration::from_secs(3), || {
+        !presence(&s.redis, user.id).contains(&ids[2])
+    });
+    assert!(
+        cleared,
+        "the survivors did not clear node 2's presence records"
+    );
+
+    // A message for the user now: stored, published nowhere.
+    let before = metric(&nodes[0], "weim_cluster_publishes_total");
+    let body = "sent while your node was gone";
+    let id = send_friend(&nodes[0], &friend, &user, body);
+    assert_eq!(metric(&nodes[0], "weim_cluster_publishes_total"), before);
+
+    // The user reconnects elsewhere and gets it as pending.
+    let mut ws = nodes[1].ws_signed_in(&user.token);
+    let got = expect(&mut ws, "pending message", is_msg(CMD_FRIEND, body));
+    assert_eq!(got["Id"], id, "{got}");
+}
+
+#[test]
+fn a_restarted_node_keeps_its_generated_id_and_clears_its_stale_presence() {
+    let s = services();
+    let data = tempfile::tempdir().expect("data directory");
+    let mut node = cluster_node(None, &s.etcd, &s.redis)
+        .data_dir(data.path())
+        .start();
+    let id_file: PathBuf = data.path().join("node_id");
+    let id = std::fs::read_to_string(&id_file)
+        .expect("node_id written to the data directory")
+        .trim()
+        .to_string();
+    wait_servers(&node, |s| s.contains(&id), "the generated id");
+    let user = node.new_account();
+    let _ws = node.ws_signed_in(&user.token);
+    let recorded = wait_until(Duration::from_secs(5), || {
+        presence(&s.redis, user.id).contains(&id)
+    });
+    assert!(recorded, "presence never recorded");
+
+    // SIGKILL leaves the record behind; the same node, restarted at once
+    // (within its old lease), removes it.
+    node.kill();
+    assert!(presence(&s.redis, user.id).contains(&id));
+    let node = cluster_node(None, &s.etcd, &s.redis)
+        .data_dir(data.path())
+        .start();
+    let same = std::fs::read_to_string(&id_file).unwrap();
+    assert_eq!(same.trim(), id, "the generated node id changed");
+    wait_servers(&node, |s| s.contains(&id), "the same id after a restart");
+    let cleared = wait_until(Duration::from_secs(5), || {
+        !presence(&s.redis, user.id).contains(&id)
+    });
+    assert!(cleared, "stale presence of the previous life not cleared");
+}
+
+#[test]
+fn redis_restarted_mid_test_delivery_resumes_without_restarting_nodes() {
+    let s = services();
+    let mut redis = OwnRedis::start();
+    let ids = node_ids(3);
+    let nodes = start_cluster(&ids, &s.etcd, &redis.url());
+    for n in &nodes {
+        wait_metric_eq(n, "weim_bus_up", 1.0, Duration::from_secs(5));
+    }
+    let a = nodes[0].new_account();
+    let b = nodes[1].new_account();
+    let c = nodes[0].new_account();
+    make_friends(&a, &b);
+    make_friends(&a, &c);
+    let mut wb = nodes[1].ws_signed_in(&b.token);
+    let mut wc = nodes[0].ws_signed_in(&c.token);
+    send_friend(&nodes[0], &a, &b, "before");
+    expect(
+        &mut wb,
+        "message before the outage",
+        is_msg(CMD_FRIEND, "before"),
+    );
+
+    redis.stop();
+    for n in &nodes {
+        wait_metric_eq(n, "weim_redis_up", 0.0, Duration::from_secs(5));
+        wait_metric_eq(n, "weim_bus_up", 0.0, Duration::from_secs(5));
+        let health = n.get("/healthz");
+        assert_eq!(health.status, 200, "{}", health.text());
+        assert!(health.text().contains("redis=down"), "{}", health.text());
+    }
+    // Same node: still delivered. Other node: stored, left pending.
+    send_friend(&nodes[0], &a, &c, "local during the outage");
+    expect(
+        &mut wc,
+        "local message",
+        is_msg(CMD_FRIEND, "local during the outage"),
+    );
+    let id = send_friend(&nodes[0], &a, &b, "during");
+    expect_none(
+        &mut wb,
+        Duration::from_millis(500),
+        "message during the outage",
+        is_msg(CMD_FRIEND, "during"),
+    );
+    assert!(metric(&nodes[0], "weim_cluster_route_failures_total") >= 1.0);
+
+    redis.restart();
+    for n in &nodes {
+        wait_metric_eq(n, "weim_bus_up", 1.0, Duration::from_secs(10));
+        wait_metric_eq(n, "weim_redis_up", 1.0, Duration::from_secs(10));
+        assert!(metric(n, "weim_cluster_bus_subscriptions_total") >= 2.0);
+    }
+    // The refresh puts the signed-in users back into the empty Redis.
+    let back = wait_until(Duration::from_secs(8), || {
+        presence(&redis.url(), b.id).contains(&ids[1])
+    });
+    assert!(back, "presence not re-asserted after the Redis restart");
+
+    // The message of the outage is pending: it arrives on the next sign-in.
+    drop(wb);
+    let mut wb = nodes[1].ws_signed_in(&b.token);
+    let got = expect(
+        &mut wb,
+        "pending message of the outage",
+        is_msg(CMD_FRIEND, "during"),
+    );
+    assert_eq!(got["Id"], id, "{got}");
+    // And live cross-node delivery resumed.
+    send_friend(&nodes[0], &a, &b, "after");
+    expect(
+        &mut wb,
+        "message after the outage",
+        is_msg(CMD_FRIEND, "after"),
+    );
+}
+
+#[test]
+fn etcd_restarted_nodes_keep_serving_and_register_again() {
+    required_env("TEST_MYSQL_URL");
+    let mut etcd = OwnEtcd::start();
+    let redis = OwnRedis::start();
+    let ids = node_ids(3);
+    let nodes = start_cluster(&ids, &etcd.url(), &redis.url());
+    for n in &nodes {
+        assert_eq!(metric(n, "weim_cluster_registrations_total"), 1.0);
+    }
+
+    etcd.stop();
+    for n in &nodes {
+        wait_metric_eq(n, "weim_etcd_up", 0.0, Duration::from_secs(8));
+    }
+    // The last peer table is kept and delivery across nodes goes on.
+    for n in &nodes {
+        assert!(ids.iter().all(|id| servers(n).contains(id)));
+        let health = n.get("/healthz");
+        assert_eq!(health.status, 200);
+        assert!(health.text().contains("etcd=down"), "{}", health.text());
+    }
+    let a = nodes[0].new_account();
+    let b = nodes[2].new_account();
+    make_friends(&a, &b);
+    let mut wb = nodes[2].ws_signed_in(&b.token);
+    send_friend(&nodes[0], &a, &b, "while etcd is down");
+    expect(
+        &mut wb,
+        "message while etcd is down",
+        is_msg(CMD_FRIEND, "while etcd is down"),
+    );
+
+    // etcd comes back empty: every node registers again.
+    etcd.restart_empty();
+    for n in &nodes {
+        wait_servers(
+            n,
+            |s| ids.iter().all(|id| s.contains(id)),
+            "all nodes registered again",
+        );
+        wait_metric_eq(n, "weim_etcd_up", 1.0, Duration::from_secs(10));
+        assert!(metric(n, "weim_cluster_registrations_total") >= 2.0);
+    }
+}
