@@ -310,6 +310,26 @@ impl Delivery {
         }
     }
 
+    /// Whether reactors must not move delivery cursors now (cluster mode,
+    /// while deliveries from other nodes may be missed).
+    pub fn cursors_held(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| c.cursors_held())
+    }
+
+    /// Asks every reactor to catch its connections up again.
+    pub fn resync_all(&self) {
+        for handle in &self.reactors {
+            handle.send(Inbox::Resync);
+        }
+    }
+
+    /// A reactor has queued its catching up after [`Delivery::resync_all`].
+    pub fn resynced(&self) {
+        if let Some(c) = &self.cluster {
+            c.resynced();
+        }
+    }
+
     /// Asks a connection's reactor to close it with a WebSocket close code.
     pub fn close(&self, conn: ConnRef, code: u16) {
         self.send_to(conn, Inbox::Close { conn, code });

@@ -111,6 +111,10 @@ pub enum Inbox {
         /// WebSocket close code.
         code: u16,
     },
+    /// Push every signed-in connection's pending messages again, from its
+    /// stored cursor (cluster mode, after deliveries from other nodes may
+    /// have been missed).
+    Resync,
     /// Stop accepting and close WebSockets with 1001.
     Drain,
     /// Leave the loop.
@@ -1004,6 +1008,7 @@ impl Reactor {
                         }
                     }
                 }
+                Inbox::Resync => self.resync_all(),
                 Inbox::Drain => self.drain(),
                 Inbox::Stop => {
                     for (_, conn) in self.conns.iter_mut() {
@@ -1089,6 +1094,31 @@ impl Reactor {
         count
     }
 
+    /// Catches every signed-in connection up again: from its stored cursor
+    /// (not moved while cursors were held), or, for one already catching
+    /// up, once more after its current pass.
+    fn resync_all(&mut self) {
+        self.advances.clear();
+        let mut again = Vec::new();
+        for (key, conn) in self.conns.iter_mut() {
+            let me = conn.conn_ref(self.id, key);
+            if let State::WsReady { uid, catchup } = &mut conn.state {
+                if catchup.syncing {
+                    catchup.held = u64::MAX;
+                } else {
+                    catchup.syncing = true;
+                    catchup.held = 0;
+                    catchup.covered = 0;
+                    again.push((me, *uid));
+                }
+            }
+        }
+        for (conn, uid) in again {
+            self.catch_up(conn, uid, None);
+        }
+        self.shared.delivery.resynced();
+    }
+
     /// Stops accepting and closes WebSockets with 1001.
     fn drain(&mut self) {
         self.draining = true;
@@ -1113,6 +1143,11 @@ impl Reactor {
     /// Closes what is past its deadline, writes delivery cursors and retries
     /// catching up that could not be queued.
     fn sweep(&mut self) {
+        if self.shared.delivery.cursors_held() {
+            // Deliveries from other nodes may be missing: a cursor moved now
+            // could pass them (see `resync_all`).
+            self.advances.clear();
+        }
         if !self.advances.is_empty() {
             let updates: Vec<(u64, u64)> = self.advances.drain().collect();
             let me = ConnRef {

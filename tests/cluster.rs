@@ -629,14 +629,16 @@ fn redis_restarted_mid_test_delivery_resumes_without_restarting_nodes() {
     let nodes = start_cluster(&ids, &s.etcd, &redis.url());
     for n in &nodes {
         wait_metric_eq(n, "weim_bus_up", 1.0, Duration::from_secs(5));
+        wait_metric_eq(n, "weim_cluster_degraded", 0.0, Duration::from_secs(5));
     }
+    // a on node 0; b and c on node 1.
     let a = nodes[0].new_account();
     let b = nodes[1].new_account();
-    let c = nodes[0].new_account();
+    let c = nodes[1].new_account();
     make_friends(&a, &b);
-    make_friends(&a, &c);
+    make_friends(&c, &b);
+    let mut wa = nodes[0].ws_signed_in(&a.token);
     let mut wb = nodes[1].ws_signed_in(&b.token);
-    let mut wc = nodes[0].ws_signed_in(&c.token);
     send_friend(&nodes[0], &a, &b, "before");
     expect(
         &mut wb,
@@ -648,48 +650,56 @@ fn redis_restarted_mid_test_delivery_resumes_without_restarting_nodes() {
     for n in &nodes {
         wait_metric_eq(n, "weim_redis_up", 0.0, Duration::from_secs(5));
         wait_metric_eq(n, "weim_bus_up", 0.0, Duration::from_secs(5));
+        wait_metric_eq(n, "weim_cluster_degraded", 1.0, Duration::from_secs(5));
         let health = n.get("/healthz");
         assert_eq!(health.status, 200, "{}", health.text());
         assert!(health.text().contains("redis=down"), "{}", health.text());
     }
-    // Same node: still delivered. Other node: stored, left pending.
-    send_friend(&nodes[0], &a, &c, "local during the outage");
+    // Across nodes: stored, not delivered. On one node: delivered (and it
+    // must not move b's cursor past the missed message).
+    let during = send_friend(&nodes[0], &a, &b, "during");
+    send_friend(&nodes[1], &c, &b, "local during the outage");
     expect(
-        &mut wc,
+        &mut wb,
         "local message",
         is_msg(CMD_FRIEND, "local during the outage"),
     );
-    let id = send_friend(&nodes[0], &a, &b, "during");
+    send_friend(&nodes[1], &b, &a, "back to node 0");
     expect_none(
-        &mut wb,
-        Duration::from_millis(500),
-        "message during the outage",
-        is_msg(CMD_FRIEND, "during"),
+        &mut wa,
+        Duration::from_millis(300),
+        "cross-node message",
+        is_msg(CMD_FRIEND, "back to node 0"),
     );
     assert!(metric(&nodes[0], "weim_cluster_route_failures_total") >= 1.0);
+    thread::sleep(Duration::from_millis(300)); // past a cursor write sweep
 
     redis.restart();
     for n in &nodes {
         wait_metric_eq(n, "weim_bus_up", 1.0, Duration::from_secs(10));
         wait_metric_eq(n, "weim_redis_up", 1.0, Duration::from_secs(10));
+        wait_metric_eq(n, "weim_cluster_degraded", 0.0, Duration::from_secs(10));
         assert!(metric(n, "weim_cluster_bus_subscriptions_total") >= 2.0);
     }
-    // The refresh puts the signed-in users back into the empty Redis.
+    // The signed-in connections caught up: the missed messages arrive
+    // without reconnecting.
+    let got = expect(
+        &mut wb,
+        "message of the outage",
+        is_msg(CMD_FRIEND, "during"),
+    );
+    assert_eq!(got["Id"], during, "{got}");
+    expect(
+        &mut wa,
+        "message of the outage",
+        is_msg(CMD_FRIEND, "back to node 0"),
+    );
+    // The refresh put the signed-in users back into the empty Redis, and
+    // live delivery across nodes resumed.
     let back = wait_until(Duration::from_secs(8), || {
         presence(&redis.url(), b.id).contains(&ids[1])
     });
     assert!(back, "presence not re-asserted after the Redis restart");
-
-    // The message of the outage is pending: it arrives on the next sign-in.
-    drop(wb);
-    let mut wb = nodes[1].ws_signed_in(&b.token);
-    let got = expect(
-        &mut wb,
-        "pending message of the outage",
-        is_msg(CMD_FRIEND, "during"),
-    );
-    assert_eq!(got["Id"], id, "{got}");
-    // And live cross-node delivery resumed.
     send_friend(&nodes[0], &a, &b, "after");
     expect(
         &mut wb,

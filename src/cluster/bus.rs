@@ -12,7 +12,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use super::{node_channel, Cluster, RedisLink, BROADCAST_CHANNEL};
+use super::{node_channel, Cluster, Link, RedisLink, BROADCAST_CHANNEL};
 use crate::node::Shared;
 use crate::ws::SharedFrame;
 
@@ -132,6 +132,7 @@ pub fn run(cluster: &Cluster, shared: &Shared) {
         }
         stats.bus_up.store(1, Relaxed);
         stats.bus_subscriptions.fetch_add(1, Relaxed);
+        cluster.set_link(Link::Bus, true, &shared.delivery);
         log::info!("cluster: bus subscribed to {channel} and {BROADCAST_CHANNEL}");
         backoff = BACKOFF_MIN;
         logged_down = false;
@@ -159,6 +160,7 @@ pub fn run(cluster: &Cluster, shared: &Shared) {
             }
         }
         stats.bus_up.store(0, Relaxed);
+        cluster.set_link(Link::Bus, false, &shared.delivery);
     }
 }
 

@@ -14,6 +14,13 @@
 //! - `weim-bus` ([`bus`]): the subscription to this node's channel and the
 //!   broadcast channel; hands frames to local delivery.
 //!
+//! While this node's bus or presence has lost Redis, deliveries from other
+//! nodes may be missed, so reactors stop moving delivery cursors (a later
+//! local message would otherwise move a user's cursor past a missed one);
+//! once both are back every signed-in connection catches up again from
+//! its stored cursor (messages written meanwhile may arrive twice; each
+//! carries its `Id`).
+//!
 //! Workers route deliveries ([`Cluster::route`]): one pipelined presence
 //! lookup for all recipients, then one PUBLISH per target node that is in
 //! the live peer table, over a small pool of Redis connections. When Redis
@@ -39,7 +46,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -48,6 +55,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::delivery::Delivery;
 use crate::node::Shared;
 
 /// etcd prefix of node registrations.
@@ -160,6 +168,10 @@ pub struct Stats {
     pub redis_up: AtomicI64,
     /// 1 while the bus is subscribed.
     pub bus_up: AtomicI64,
+    /// 1 while deliveries from other nodes may be missed (cursors held).
+    pub degraded: AtomicI64,
+    /// Times every connection was caught up again after that.
+    pub resyncs: AtomicU64,
     /// Registrations in etcd (1 + re-registrations).
     pub registrations: AtomicU64,
     /// PUBLISHes on node channels.
@@ -194,7 +206,7 @@ impl Stats {
     pub fn render(&self, out: &mut String) {
         let g = |v: &AtomicI64| i128::from(v.load(Relaxed));
         let c = |v: &AtomicU64| i128::from(v.load(Relaxed));
-        let rows: [(&str, &str, &str, i128); 17] = [
+        let rows: [(&str, &str, &str, i128); 19] = [
             (
                 "weim_cluster_peers",
                 "gauge",
@@ -218,6 +230,18 @@ impl Stats {
                 "gauge",
                 "1 while the bus subscription is active.",
                 g(&self.bus_up),
+            ),
+            (
+                "weim_cluster_degraded",
+                "gauge",
+                "1 while deliveries from other nodes may be missed (delivery cursors held).",
+                g(&self.degraded),
+            ),
+            (
+                "weim_cluster_resyncs_total",
+                "counter",
+                "Times every signed-in connection caught up again after a Redis outage.",
+                c(&self.resyncs),
             ),
             (
                 "weim_cluster_registrations_total",
@@ -377,6 +401,22 @@ impl RedisLink {
     }
 }
 
+/// A link to Redis whose loss may make this node miss deliveries.
+#[derive(Debug, Clone, Copy)]
+pub enum Link {
+    /// The bus subscription.
+    Bus,
+    /// The presence thread's connection (and the online set re-asserted).
+    Presence,
+}
+
+/// Whether both links are up, and whether deliveries may have been missed.
+struct Health {
+    bus: bool,
+    presence: bool,
+    degraded: bool,
+}
+
 /// Channels into the cluster threads, taken by [`Cluster::start`].
 struct Parts {
     events: crossbeam_channel::Receiver<presence::Event>,
@@ -403,6 +443,11 @@ pub struct Cluster {
     redis: RedisLink,
     /// Set on drain: the bus leaves its loop.
     stopping: AtomicBool,
+    health: Mutex<Health>,
+    /// Reactors must not move delivery cursors.
+    held: AtomicBool,
+    /// Reactors that have not yet queued their catching up.
+    resyncing: AtomicUsize,
     parts: Mutex<Option<Parts>>,
     control: Mutex<Option<Control>>,
     notifier: presence::Notifier,
@@ -478,6 +523,13 @@ impl Cluster {
                 paused_until: Mutex::new(None),
             },
             stopping: AtomicBool::new(false),
+            health: Mutex::new(Health {
+                bus: false,
+                presence: false,
+                degraded: true,
+            }),
+            held: AtomicBool::new(true),
+            resyncing: AtomicUsize::new(0),
             parts: Mutex::new(Some(Parts { events })),
             control: Mutex::new(None),
         }))
@@ -569,6 +621,51 @@ impl Cluster {
 
     fn stopping(&self) -> bool {
         self.stopping.load(Relaxed)
+    }
+
+    /// Records the state of a Redis link. Losing one holds delivery
+    /// cursors; getting both back catches every connection up again.
+    pub fn set_link(&self, link: Link, up: bool, delivery: &Delivery) {
+        let mut h = self.health.lock();
+        match link {
+            Link::Bus => h.bus = up,
+            Link::Presence => h.presence = up,
+        }
+        let healthy = h.bus && h.presence;
+        if !healthy && !h.degraded {
+            h.degraded = true;
+            self.held.store(true, Relaxed);
+            self.stats.degraded.store(1, Relaxed);
+            log::warn!(
+                "cluster: {link:?} lost Redis; deliveries from other nodes may be missed, \
+                 delivery cursors held until it is back"
+            );
+        } else if healthy && h.degraded {
+            h.degraded = false;
+            self.stats.degraded.store(0, Relaxed);
+            self.stats.resyncs.fetch_add(1, Relaxed);
+            self.resyncing.fetch_add(delivery.reactors().len(), Relaxed);
+            log::info!("cluster: bus and presence up; catching signed-in connections up");
+            delivery.resync_all();
+        }
+    }
+
+    /// Whether reactors must not move delivery cursors now.
+    pub fn cursors_held(&self) -> bool {
+        self.held.load(Relaxed)
+    }
+
+    /// A reactor queued its catching up; the last one releases the cursors
+    /// (unless a link was lost again meanwhile).
+    pub fn resynced(&self) {
+        let h = self.health.lock();
+        let left = self
+            .resyncing
+            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)))
+            .unwrap_or(0);
+        if left <= 1 {
+            self.held.store(h.degraded, Relaxed);
+        }
     }
 
     /// Pushes a stored message (`id`, 0 for a notice) to the recipients'

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, Sender};
 
 use super::{
-    node_users_key, parse_uids, presence_key, Cluster, RedisLink, Stats, NODES_KEY, PRESENCE_PREFIX,
+    node_users_key, parse_uids, presence_key, Cluster, Link, RedisLink, Stats, NODES_KEY,
+    PRESENCE_PREFIX,
 };
 use crate::node::Shared;
 
@@ -189,6 +190,8 @@ impl Presence<'_> {
                     log::warn!("cluster: presence lost Redis; retrying every {TICK:?}");
                 }
                 stats.redis_up.store(0, Relaxed);
+                self.cluster
+                    .set_link(Link::Presence, false, &self.shared.delivery);
                 return;
             }
             self.dirty = true;
@@ -218,6 +221,8 @@ impl Presence<'_> {
                 self.con = None;
                 self.dirty = true;
                 self.cluster.stats.redis_up.store(0, Relaxed);
+                self.cluster
+                    .set_link(Link::Presence, false, &self.shared.delivery);
                 None
             }
         }
@@ -297,6 +302,8 @@ impl Presence<'_> {
             .fetch_add(repaired, Relaxed);
         self.dirty = false;
         self.last_refresh = Instant::now();
+        self.cluster
+            .set_link(Link::Presence, true, &self.shared.delivery);
     }
 
     /// Clears the records of nodes in `weim:nodes` that were absent from
