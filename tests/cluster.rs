@@ -18,9 +18,12 @@
 mod common;
 
 use std::collections::HashSet;
-use std::net::TcpListener;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -203,7 +206,7 @@ impl OwnEtcd {
         self.child = Some(spawn_service("etcd", &args, Some(&log)));
         let addr = format!("127.0.0.1:{}", self.client).parse().unwrap();
         let healthy = wait_until(Duration::from_secs(10), || {
-            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
                 && Http::connect(addr).request(&Request::get("/health")).status == 200
         });
         assert!(healthy, "own etcd did not become healthy");
@@ -278,6 +281,73 @@ fn make_group(members: &[&Account]) -> u64 {
         .expect("insert group_members");
     }
     group
+}
+
+/// A TCP forwarder to MariaDB that can be cut (every connection closed
+/// within [`CutProxy::CUT_WITHIN`], new ones refused) and restored: MySQL
+/// down for the nodes behind it, without touching the shared server.
+struct CutProxy {
+    addr: std::net::SocketAddr,
+    up: Arc<AtomicBool>,
+}
+
+impl CutProxy {
+    const CUT_WITHIN: Duration = Duration::from_millis(200);
+
+    fn start(upstream: String) -> CutProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy listener");
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let flag = up.clone();
+        // Accepts until the test process ends.
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !flag.load(Ordering::SeqCst) {
+                    continue; // dropped: refused
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                for (from, to) in [(&client, &server), (&server, &client)] {
+                    if let (Ok(from), Ok(to)) = (from.try_clone(), to.try_clone()) {
+                        let flag = flag.clone();
+                        thread::spawn(move || Self::pump(from, to, &flag));
+                    }
+                }
+            }
+        });
+        CutProxy { addr, up }
+    }
+
+    /// Copies bytes one way until either side ends or the proxy is cut.
+    fn pump(mut from: TcpStream, mut to: TcpStream, up: &AtomicBool) {
+        let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
+        let mut buf = [0u8; 16 * 1024];
+        while up.load(Ordering::SeqCst) {
+            match from.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+        }
+        let _ = from.shutdown(Shutdown::Both);
+        let _ = to.shutdown(Shutdown::Both);
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        thread::sleep(Self::CUT_WITHIN);
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -751,5 +821,70 @@ fn etcd_restarted_nodes_keep_serving_and_register_again() {
         );
         wait_metric_eq(n, "weim_etcd_up", 1.0, Duration::from_secs(10));
         assert!(metric(n, "weim_cluster_registrations_total") >= 2.0);
+    }
+}
+
+#[test]
+fn mysql_down_api_answers_503_and_sockets_stay_open() {
+    let s = services();
+    let url = mysql_url();
+    let opts = mysql::Opts::from_url(&url).expect("TEST_MYSQL_URL");
+    let upstream = format!("{}:{}", opts.get_ip_or_hostname(), opts.get_tcp_port());
+    let proxy = CutProxy::start(upstream.clone());
+    let mut via_proxy = url.replacen(&upstream, &proxy.addr.to_string(), 1);
+    assert_ne!(
+        via_proxy, url,
+        "TEST_MYSQL_URL must name host:port explicitly"
+    );
+    // Else the driver moves to the server's Unix socket, around the proxy.
+    via_proxy.push(if via_proxy.contains('?') { '&' } else { '?' });
+    via_proxy.push_str("prefer_socket=false");
+    let ids = node_ids(2);
+    let nodes = start_all(
+        ids.iter()
+            .map(|id| {
+                cluster_node(Some(id), &s.etcd, &s.redis).env("WEIM_STORE_MYSQL_URL", &via_proxy)
+            })
+            .collect(),
+    );
+    for n in &nodes {
+        wait_servers(
+            n,
+            |s| ids.iter().all(|id| s.contains(id)),
+            "both test nodes",
+        );
+    }
+    let a = nodes[0].new_account();
+    let b = nodes[1].new_account();
+    let mut wa = nodes[0].ws_signed_in(&a.token);
+    let mut wb = nodes[1].ws_signed_in(&b.token);
+
+    proxy.cut();
+    for (n, acc) in nodes.iter().zip([&a, &b]) {
+        let resp = n.request(&Request::post("/api/v1/user/me").login_token(&acc.token));
+        assert_eq!(resp.status, 503, "{}", resp.text());
+        assert_eq!(resp.envelope()["code"], CODE_FAIL, "{}", resp.text());
+        assert_eq!(n.get("/healthz").status, 503);
+    }
+    // The sockets stay open and the cluster still carries what needs no store.
+    for ws in [&mut wa, &mut wb] {
+        ws.send_json(&json!({"Cmd": 30}));
+        expect(ws, "Cmd 31", |f| f["Cmd"] == 31);
+    }
+    let note = format!("no database {}", unique_name("b"));
+    assert_eq!(nodes[0].send_to_all(Some(&note)), 1);
+    for ws in [&mut wa, &mut wb] {
+        expect(ws, "broadcast", is_msg(CMD_BROADCAST, &note));
+    }
+
+    proxy.restore();
+    for (n, acc) in nodes.iter().zip([&a, &b]) {
+        let ok = wait_until(Duration::from_secs(10), || {
+            n.request(&Request::post("/api/v1/user/me").login_token(&acc.token))
+                .status
+                == 200
+        });
+        assert!(ok, "{}: the API did not recover with MySQL", n.addr);
+        assert_eq!(n.get("/healthz").status, 200);
     }
 }
