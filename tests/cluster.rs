@@ -888,3 +888,220 @@ fn mysql_down_api_answers_503_and_sockets_stay_open() {
         assert_eq!(n.get("/healthz").status, 200);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Measurement (not part of the suite)
+// ---------------------------------------------------------------------------
+
+fn env_num(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// Percentile `p` (0..=100) of sorted microseconds.
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+/// Friend-message latency (sender's send → recipient's receive) to a user
+/// on the sender's node and on another node, at a fixed rate, and the
+/// Redis PUBLISHes per group message for a group spread over three nodes.
+///
+/// `cargo test --release --test cluster -- --ignored --nocapture measure`
+/// with the usual TEST_* variables; `MEASURE_RATE` (messages per second,
+/// all senders together, default 200), `MEASURE_SECS` (10),
+/// `MEASURE_PAIRS` (40 sender → recipient pairs, half of the recipients on
+/// the sender's node), `MEASURE_GROUP_MESSAGES` (200). Redis is a
+/// redis-server of its own, so its PUBLISH count is this run's alone.
+#[test]
+#[ignore = "measurement; run with --ignored --nocapture measure"]
+fn measure_cross_node_latency_and_publishes() {
+    let s = services();
+    let rate = env_num("MEASURE_RATE", 200.0);
+    let secs = env_num("MEASURE_SECS", 10.0);
+    let pairs = (env_num("MEASURE_PAIRS", 40.0) as usize).max(2);
+    let group_messages = env_num("MEASURE_GROUP_MESSAGES", 200.0) as usize;
+    let redis = OwnRedis::start();
+    let ids = node_ids(3);
+    let nodes = start_cluster(&ids, &s.etcd, &redis.url());
+    for n in &nodes {
+        wait_metric_eq(n, "weim_cluster_degraded", 0.0, Duration::from_secs(5));
+    }
+
+    // Users need no account: tokens are minted with the test secret and
+    // friendships written to the store.
+    let base = (now_secs() as u64 % 1_000_000) * 10_000 + 5_000_000_000;
+    let token = |uid: u64| {
+        sign_jwt(
+            &json!({"id": uid, "at": now_secs(), "exp": now_secs() + 3600}),
+            JWT_SECRET,
+        )
+    };
+    let mut db = mysql();
+    let senders: Vec<u64> = (0..pairs as u64).map(|i| base + i).collect();
+    let recipients: Vec<u64> = (0..pairs as u64).map(|i| base + 1000 + i).collect();
+    for (&a, &b) in senders.iter().zip(&recipients) {
+        db.exec_batch(
+            "INSERT IGNORE INTO friends (user_id, friend_id, created_at) VALUES (?, ?, ?)",
+            [(a, b, now_secs()), (b, a, now_secs())],
+        )
+        .unwrap();
+    }
+    // Recipient i is on node 0 (same node as every sender) when i is even,
+    // else on node 1 or 2.
+    let samples: Arc<std::sync::Mutex<Vec<(bool, u64)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for (i, &uid) in recipients.iter().enumerate() {
+        let node = if i % 2 == 0 { 0 } else { 1 + (i / 2) % 2 };
+        let mut ws = nodes[node].ws_signed_in(&token(uid));
+        let (samples, stop) = (samples.clone(), stop.clone());
+        readers.push(thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let Some(f) = ws.recv_json_within(Duration::from_millis(200)) else {
+                    continue;
+                };
+                let body = f["Body"].as_str().unwrap_or("");
+                if let Some((kind, sent)) = body.split_once(':') {
+                    if let Ok(sent) = sent.parse::<u128>() {
+                        let us = ((now_ns().saturating_sub(sent)) / 1000) as u64;
+                        samples.lock().unwrap().push((kind == "cross", us));
+                    }
+                }
+            }
+        }));
+    }
+    thread::sleep(Duration::from_millis(500));
+
+    let interval = Duration::from_secs_f64(pairs as f64 / rate);
+    let per_sender = (secs * rate / pairs as f64).ceil() as usize;
+    let start = Instant::now() + Duration::from_millis(200);
+    let mut writers = Vec::new();
+    for (i, (&from, &to)) in senders.iter().zip(&recipients).enumerate() {
+        let mut ws = nodes[0].ws_signed_in(&token(from));
+        let kind = if i % 2 == 0 { "same" } else { "cross" };
+        // Senders start spread over one interval.
+        let first = start + interval.mul_f64(i as f64 / pairs as f64);
+        writers.push(thread::spawn(move || {
+            for k in 0..per_sender {
+                let at = first + interval * k as u32;
+                thread::sleep(at.saturating_duration_since(Instant::now()));
+                let body = format!("{kind}:{}", now_ns());
+                ws.send_json(&json!({"Cmd": 20, "ToId": to, "Ope": 0, "Type": 0, "Body": body}));
+                while ws
+                    .recv_json_within(Duration::from_secs(5))
+                    .is_some_and(|f| f["Cmd"] != CMD_SEND_ACK)
+                {}
+            }
+        }));
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::SeqCst);
+    for r in readers {
+        r.join().unwrap();
+    }
+    let samples = samples.lock().unwrap().clone();
+    let sent = per_sender * pairs;
+    println!(
+        "friend messages: {sent} sent at {rate} msg/s over {pairs} senders on node 0 \
+         ({secs} s), {} received",
+        samples.len()
+    );
+    for cross in [false, true] {
+        let mut us: Vec<u64> = samples
+            .iter()
+            .filter(|(c, _)| *c == cross)
+            .map(|(_, us)| *us)
+            .collect();
+        us.sort_unstable();
+        println!(
+            "  {:<10} n={:<6} p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            if cross { "cross-node" } else { "same-node" },
+            us.len(),
+            pct(&us, 50.0),
+            pct(&us, 90.0),
+            pct(&us, 99.0),
+            pct(&us, 100.0)
+        );
+    }
+
+    // A group of three members on each node; the sender on node 0.
+    let members: Vec<u64> = (0..9).map(|i| base + 2000 + i).collect();
+    db.exec_drop(
+        "INSERT INTO chat_groups (owner_id, name, name_key, created_at) VALUES (?, ?, ?, ?)",
+        (
+            members[0],
+            format!("m{base}"),
+            format!("m{base}"),
+            now_secs(),
+        ),
+    )
+    .unwrap();
+    let group = db.last_insert_id();
+    for &m in &members {
+        db.exec_drop(
+            "INSERT INTO group_members (group_id, user_id, joined_at) VALUES (?, ?, ?)",
+            (group, m, now_secs() - 60),
+        )
+        .unwrap();
+    }
+    let mut sockets: Vec<Ws> = members
+        .iter()
+        .enumerate()
+        .map(|(i, &m)| nodes[i % 3].ws_signed_in(&token(m)))
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    let publishes = |redis: &OwnRedis| -> u64 {
+        let mut con = redis_con(&redis.url()).unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut con)
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_publish:calls="))
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = publishes(&redis);
+    let metric_before = metric(&nodes[0], "weim_cluster_publishes_total");
+    let sender = &mut sockets[0];
+    for k in 0..group_messages {
+        sender.send_json(
+            &json!({"Cmd": 20, "ToId": group, "Ope": 1, "Type": 0, "Body": format!("g{k}")}),
+        );
+        expect(sender, "Cmd 21", |f| f["Cmd"] == CMD_SEND_ACK);
+    }
+    // Every member elsewhere got every message.
+    for ws in sockets.iter_mut().skip(1) {
+        expect(
+            ws,
+            "last group message",
+            is_msg(CMD_GROUP, &format!("g{}", group_messages - 1)),
+        );
+    }
+    let redis_publishes = publishes(&redis) - before;
+    let metric_publishes = metric(&nodes[0], "weim_cluster_publishes_total") - metric_before;
+    println!(
+        "group of 9 (3 per node), sender on node 0: {group_messages} messages, \
+         {redis_publishes} PUBLISH at Redis ({:.2} per message), \
+         weim_cluster_publishes_total +{metric_publishes}",
+        redis_publishes as f64 / group_messages as f64
+    );
+}
