@@ -160,7 +160,9 @@ pub fn run(cluster: &Cluster, shared: &Shared) {
             }
         }
         stats.bus_up.store(0, Relaxed);
-        cluster.set_link(Link::Bus, false, &shared.delivery);
+        if !cluster.stopping() {
+            cluster.set_link(Link::Bus, false, &shared.delivery);
+        }
     }
 }
 
