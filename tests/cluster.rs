@@ -656,6 +656,36 @@ fn a_killed_node_leaves_the_peer_tables_and_its_users_messages_stay_pending() {
 }
 
 #[test]
+fn a_drained_node_leaves_at_once() {
+    let s = services();
+    let ids = node_ids(2);
+    let mut nodes = start_cluster(&ids, &s.etcd, &s.redis);
+    let user = nodes[1].new_account();
+    let mut ws = nodes[1].ws_signed_in(&user.token);
+    let recorded = wait_until(Duration::from_secs(5), || {
+        presence(&s.redis, user.id).contains(&ids[1])
+    });
+    assert!(recorded, "presence never recorded");
+
+    nodes[1].sigterm();
+    let drained = Instant::now();
+    assert_eq!(ws.expect_close(Duration::from_secs(5)), CLOSE_GOING_AWAY);
+    let status = nodes[1].wait_exit(Duration::from_secs(12));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "drain ended with {status:?}"
+    );
+    // Its lease was revoked (not left to expire) and its presence cleared.
+    wait_servers(&nodes[0], |s| !s.contains(&ids[1]), "the drained node gone");
+    assert!(
+        drained.elapsed() < LEASE_TTL,
+        "left after {:?}, as if the lease had expired",
+        drained.elapsed()
+    );
+    assert!(!presence(&s.redis, user.id).contains(&ids[1]));
+}
+
+#[test]
 fn a_restarted_node_keeps_its_generated_id_and_clears_its_stale_presence() {
     let s = services();
     let data = tempfile::tempdir().expect("data directory");

@@ -48,7 +48,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
@@ -426,7 +425,6 @@ struct Parts {
 struct Control {
     presence: crossbeam_channel::Sender<presence::Command>,
     membership: tokio::sync::mpsc::Sender<membership::Command>,
-    threads: Vec<JoinHandle<()>>,
 }
 
 /// This node's part of the cluster: identity, peer table, counters, the
@@ -547,29 +545,29 @@ impl Cluster {
         };
         let (presence_tx, presence_rx) = crossbeam_channel::bounded(presence::COMMANDS);
         let (membership_tx, membership_rx) = tokio::sync::mpsc::channel(4);
+        // The threads end on drain; the process exits without joining them.
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name.to_string())
                 .spawn(f)
+                .map(drop)
                 .map_err(|e| format!("{name}: {e}"))
         };
-        let mut threads = Vec::new();
         let (c, s) = (self.clone(), shared.clone());
-        threads.push(spawn(
+        spawn(
             "weim-presence",
             Box::new(move || presence::run(&c, &s, &parts.events, &presence_rx)),
-        )?);
+        )?;
         let (c, gone) = (self.clone(), presence_tx.clone());
-        threads.push(spawn(
+        spawn(
             "weim-membership",
             Box::new(move || membership::run(c, membership_rx, gone)),
-        )?);
+        )?;
         let (c, s) = (self.clone(), shared.clone());
-        threads.push(spawn("weim-bus", Box::new(move || bus::run(&c, &s)))?);
+        spawn("weim-bus", Box::new(move || bus::run(&c, &s)))?;
         *self.control.lock() = Some(Control {
             presence: presence_tx,
             membership: membership_tx,
-            threads,
         });
         log::info!(
             "cluster: node {} ({}), etcd {:?}, lease {:?}",
@@ -581,8 +579,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// Leaves the cluster on drain: revokes the lease, clears this node's
-    /// presence and stops the threads, waiting at most `limit`.
+    /// Leaves the cluster on drain: clears this node's presence, revokes the
+    /// lease and stops the threads, waiting at most `limit` for the first two.
     pub fn leave(&self, limit: Duration) {
         let Some(control) = self.control.lock().take() else {
             return;
@@ -592,7 +590,7 @@ impl Cluster {
         let mut waiting = 0;
         if control
             .presence
-            .send_timeout(presence::Command::Leave(ack_tx.clone()), limit)
+            .send_deadline(presence::Command::Leave(ack_tx.clone()), deadline)
             .is_ok()
         {
             waiting += 1;
@@ -611,12 +609,6 @@ impl Cluster {
             }
         }
         self.stopping.store(true, Relaxed);
-        for t in control.threads {
-            if t.is_finished() || Instant::now() < deadline {
-                // The bus checks `stopping` at least every read timeout.
-                let _ = t.join();
-            }
-        }
     }
 
     fn stopping(&self) -> bool {

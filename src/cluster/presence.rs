@@ -261,13 +261,6 @@ impl Presence<'_> {
     fn refresh(&mut self) {
         let me = self.me().to_string();
         let users_key = node_users_key(&me);
-        let local: HashSet<u64> = self
-            .shared
-            .delivery
-            .registry
-            .user_ids()
-            .into_iter()
-            .collect();
         let Some(recorded) = self.redis(|con| {
             redis::cmd("SMEMBERS")
                 .arg(&users_key)
@@ -276,6 +269,16 @@ impl Presence<'_> {
             return;
         };
         let recorded = parse_uids(recorded);
+        // Read after the records: a user recorded but not here has left (or
+        // their close event follows); one who signs in from now on is not
+        // in `recorded`, so nothing here removes them.
+        let local: HashSet<u64> = self
+            .shared
+            .delivery
+            .registry
+            .user_ids()
+            .into_iter()
+            .collect();
         let repaired = (recorded.symmetric_difference(&local).count()) as u64;
         let ops: Vec<(&str, u64)> = recorded
             .difference(&local)
