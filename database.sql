@@ -1,6 +1,6 @@
 -- weim schema for MySQL 8 and MariaDB 10.11 (InnoDB, utf8mb4).
 --
--- weim applies this file itself each time it connects (src/store/mysql.rs),
+-- weim applies this file itself each time it connects (src/store/mysql/),
 -- so every statement must be idempotent (CREATE TABLE IF NOT EXISTS,
 -- INSERT IGNORE). It can also be applied by hand:
 --     mysql --default-character-set=utf8mb4 weim < database.sql
@@ -8,7 +8,7 @@
 -- ";" per statement, at a line end, and no ";" ending a comment line.
 -- Stay within the syntax both servers accept: utf8mb4_unicode_ci (not
 -- utf8mb4_0900_*), no SRID columns, no JSON "->>", no "INSERT ... AS new".
--- The SQLite schema in src/store/sqlite.rs mirrors this file.
+-- The SQLite schemas in src/store/sqlite/ mirror this file.
 -- A change to an existing table needs a migration and a new schema_version.
 
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -27,6 +27,10 @@ INSERT IGNORE INTO schema_version (id, version) VALUES (1, 1);
 -- characters of 4 bytes each.
 -- realname holds a masked real name; the ID card number itself is never
 -- stored, only a masked form and a hash.
+-- weim adds two indexes to this table when they are missing (MySQL 8 has no
+-- CREATE INDEX IF NOT EXISTS; see src/store/mysql/profile.rs):
+-- idx_users_location (latitude, longitude) and the unique
+-- uk_users_id_card_hash (id_card_hash).
 CREATE TABLE IF NOT EXISTS users (
     id                BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
     username          VARCHAR(64)  NOT NULL,
@@ -87,6 +91,40 @@ CREATE TABLE IF NOT EXISTS group_members (
     joined_at BIGINT NOT NULL,
     PRIMARY KEY (group_id, user_id),
     KEY idx_group_members_user (user_id, group_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+-- Friend and join requests: status 0 pending, 1 accepted, -1 rejected.
+-- pending is generated: 1 while status is 0, NULL once handled, so the
+-- unique key allows one pending request per pair and keeps every handled
+-- one (NULLs never collide in a unique key).
+CREATE TABLE IF NOT EXISTS friend_requests (
+    id         BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+    from_id    BIGINT UNSIGNED NOT NULL,
+    to_id      BIGINT UNSIGNED NOT NULL,
+    channel    VARCHAR(32)  NOT NULL DEFAULT '',
+    reason     VARCHAR(255) NOT NULL DEFAULT '',
+    status     TINYINT NOT NULL DEFAULT 0,
+    pending    TINYINT GENERATED ALWAYS AS (CASE WHEN status = 0 THEN 1 END) STORED,
+    created_at BIGINT NOT NULL,
+    handled_at BIGINT NULL,
+    PRIMARY KEY (id),
+    UNIQUE KEY uk_friend_requests_pending (from_id, to_id, pending),
+    KEY idx_friend_requests_to (to_id, id),
+    CONSTRAINT ck_friend_requests_status CHECK (status IN (-1, 0, 1))
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE IF NOT EXISTS group_join_requests (
+    id         BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+    group_id   BIGINT UNSIGNED NOT NULL,
+    user_id    BIGINT UNSIGNED NOT NULL,
+    status     TINYINT NOT NULL DEFAULT 0,
+    pending    TINYINT GENERATED ALWAYS AS (CASE WHEN status = 0 THEN 1 END) STORED,
+    created_at BIGINT NOT NULL,
+    handled_at BIGINT NULL,
+    PRIMARY KEY (id),
+    UNIQUE KEY uk_group_join_requests_pending (group_id, user_id, pending),
+    KEY idx_group_join_requests_user (user_id),
+    CONSTRAINT ck_group_join_requests_status CHECK (status IN (-1, 0, 1))
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
 -- ---------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole weim test suite on a Debian machine: installs what is missing,
-# starts the services the tests talk to (MariaDB, Redis, etcd, all on
-# loopback), checks formatting and lints, then runs every test.
+# starts the services the tests talk to (MariaDB, Redis, etcd and an
+# S3-compatible server, moto, all on loopback), checks formatting and lints,
+# then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,10 +21,21 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # --- services -------------------------------------------------------------
+# moto (PyPI) in its own virtualenv: an S3-compatible server that checks
+# AWS Signature V4 once authentication is on.
+moto_venv=${WEIM_TEST_MOTO_VENV:-$HOME/.cache/weim-test/moto-venv}
+if [ ! -x "$moto_venv/bin/moto_server" ]; then
+  log "installing moto[server] into $moto_venv"
+  python3 -m venv "$moto_venv"
+  "$moto_venv/bin/pip" install -q 'moto[server]'
+fi
+
 workdir=$(mktemp -d /tmp/weim-test.XXXXXX)
 etcd_pid=""
+moto_pid=""
 cleanup() {
   if [ -n "$etcd_pid" ]; then kill "$etcd_pid" 2>/dev/null || true; fi
+  if [ -n "$moto_pid" ]; then kill "$moto_pid" 2>/dev/null || true; fi
   rm -rf "$workdir"
 }
 trap cleanup EXIT
@@ -60,6 +72,36 @@ for _ in $(seq 1 60); do
   curl -fs "http://127.0.0.1:$etcd_port/health" >/dev/null 2>&1 && break
   sleep 0.25
 done
+
+# S3: moto with authentication on. The first four requests may be unsigned
+# (INITIAL_NO_AUTH_ACTION_COUNT): they create an IAM user with an access key
+# and an allow-all policy, and the bucket; every later request must carry a
+# valid SigV4 signature of that key.
+s3_port=${TEST_S3_PORT:-23800}
+s3_url="http://127.0.0.1:$s3_port"
+log "starting moto (S3) on 127.0.0.1:$s3_port"
+INITIAL_NO_AUTH_ACTION_COUNT=4 "$moto_venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port" \
+  >"$workdir/moto.log" 2>&1 &
+moto_pid=$!
+for _ in $(seq 1 80); do
+  curl -fs -o /dev/null "$s3_url/moto-api/" && break
+  sleep 0.25
+done
+unsigned() {
+  echo "Authorization: AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20240101/us-east-1/$1/aws4_request, SignedHeaders=host, Signature=0"
+}
+iam_form='Version=2010-05-08&UserName=weim'
+curl -fsS -XPOST "$s3_url/" -H "$(unsigned iam)" -d "Action=CreateUser&$iam_form" >/dev/null
+s3_keys=$(curl -fsS -XPOST "$s3_url/" -H "$(unsigned iam)" -d "Action=CreateAccessKey&$iam_form")
+curl -fsS -XPOST "$s3_url/" -H "$(unsigned iam)" -d "Action=PutUserPolicy&$iam_form" \
+  --data-urlencode 'PolicyName=all' \
+  --data-urlencode 'PolicyDocument={"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}' >/dev/null
+curl -fsS -XPUT "$s3_url/weim-test" -H "$(unsigned s3)" >/dev/null
+
+export TEST_S3_ENDPOINT=${TEST_S3_ENDPOINT:-$s3_url}
+export TEST_S3_BUCKET=${TEST_S3_BUCKET:-weim-test}
+export TEST_S3_ACCESS_KEY=${TEST_S3_ACCESS_KEY:-$(printf '%s' "$s3_keys" | sed -n 's|.*<AccessKeyId>\([^<]*\)</AccessKeyId>.*|\1|p')}
+export TEST_S3_SECRET_KEY=${TEST_S3_SECRET_KEY:-$(printf '%s' "$s3_keys" | sed -n 's|.*<SecretAccessKey>\([^<]*\)</SecretAccessKey>.*|\1|p')}
 
 export TEST_MYSQL_URL=${TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306/weim_test}
 export TEST_REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379/}

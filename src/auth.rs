@@ -58,6 +58,24 @@ pub fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
+/// The UTC calendar date and time of a unix time: `(year, month, day,
+/// hour, minute, second)` (proleptic Gregorian, H. Hinnant's
+/// `civil_from_days`).
+pub fn utc_datetime(unix_secs: i64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = unix_secs.div_euclid(86_400);
+    let secs = unix_secs.rem_euclid(86_400) as u32;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day, secs / 3600, secs / 60 % 60, secs % 60)
+}
+
 impl Tokens {
     /// Keys from the secret; tokens live `ttl`.
     pub fn new(secret: &[u8], ttl: Duration) -> Tokens {
@@ -247,6 +265,14 @@ pub fn load_or_create_secret(configured: Option<&str>, data_dir: &Path) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calendar_dates() {
+        assert_eq!(utc_datetime(0), (1970, 1, 1, 0, 0, 0));
+        assert_eq!(utc_datetime(951_782_400), (2000, 2, 29, 0, 0, 0));
+        assert_eq!(utc_datetime(1_369_353_600 + 3_723), (2013, 5, 24, 1, 2, 3));
+        assert_eq!(utc_datetime(-1), (1969, 12, 31, 23, 59, 59));
+    }
 
     #[test]
     fn tokens_round_trip_and_are_revocable() {

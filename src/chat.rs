@@ -3,11 +3,14 @@
 //! pending ones when a user signs in. A message is committed to the store
 //! before anyone is answered or pushed.
 
-use crate::message::{cmd, now_millis, ope, Push};
+use std::time::Duration;
+
+use crate::commit::{Answer, Submission};
+use crate::message::{cmd, now_millis, ope, ClientMsg, Push};
 use crate::node::Shared;
 use crate::reactor::{ConnRef, SyncOutcome};
-use crate::store::messages::{OPE_FRIEND, OPE_GROUP};
-use crate::store::{Feed, Message, NewMessage, StoreError};
+use crate::store::messages::{MAX_CID_LEN, OPE_FRIEND, OPE_GROUP};
+use crate::store::{Feed, Message, StoreError};
 use crate::ws::SharedFrame;
 
 /// Message types a client may send: text, picture, voice, video, geo, file.
@@ -16,6 +19,8 @@ const CLIENT_TYPES: &[i64] = &[0, 1, 2, 3, 4, 6];
 const SYNC_BATCH: u32 = 100;
 /// Batches one sync job pushes before it yields the worker.
 const SYNC_BATCHES_PER_JOB: usize = 10;
+/// How long a REST send waits for its batch to be stored.
+const STORE_WAIT: Duration = Duration::from_secs(10);
 
 /// Why a send or withdraw was refused; `text` is the client-facing reason.
 #[derive(Debug)]
@@ -78,29 +83,24 @@ pub fn message_push(m: &Message) -> Push {
     }
 }
 
-/// Checks, stores and pushes a message. `origin` is the sending connection
-/// (it gets the Cmd 21 answer instead of the push). A retry with a known
-/// `cid` returns the stored message without pushing it again.
-pub fn send(
-    node: &Shared,
-    out: &Outgoing<'_>,
-    origin: Option<ConnRef>,
-) -> Result<Message, ChatError> {
+/// Checks a message against the rules and the sender's relation to the
+/// recipient; returns who receives it.
+fn check(node: &Shared, out: &Outgoing<'_>) -> Result<Vec<u64>, ChatError> {
     if out.body.is_empty() {
         return Err(ChatError::Rule("请输入内容"));
     }
     if out.body.chars().count() > node.config.chat.max_body_chars {
         return Err(ChatError::Rule("内容过长"));
     }
-    if !CLIENT_TYPES.contains(&out.kind) || out.cid.is_some_and(|c| c.len() > 64) {
+    if !CLIENT_TYPES.contains(&out.kind) || out.cid.is_some_and(|c| c.len() > MAX_CID_LEN) {
         return Err(ChatError::Rule("非法参数"));
     }
-    let recipients = match out.ope {
+    match out.ope {
         OPE_FRIEND => {
             if out.to == out.from || !node.store.are_friends(out.from, out.to)? {
                 return Err(ChatError::Rule("对方不是你的好友"));
             }
-            vec![out.to, out.from]
+            Ok(vec![out.to, out.from])
         }
         OPE_GROUP => {
             let members = node.store.group_member_ids(out.to)?;
@@ -110,24 +110,67 @@ pub fn send(
             if !members.contains(&out.from) {
                 return Err(ChatError::Rule("您不是群成员"));
             }
-            members
+            Ok(members)
         }
-        _ => return Err(ChatError::Rule("非法参数")),
-    };
-    let (msg, new) = node.store.insert_message(&NewMessage {
+        _ => Err(ChatError::Rule("非法参数")),
+    }
+}
+
+/// Checks a message and hands it to the committer, which stores it, pushes
+/// it and answers `answer`. A retry with a known `cid` is answered with the
+/// stored message and not pushed again.
+fn submit(
+    node: &Shared,
+    out: &Outgoing<'_>,
+    origin: Option<ConnRef>,
+    answer: Answer,
+) -> Result<(), ChatError> {
+    let recipients = check(node, out)?;
+    let queued = node.committer.submit(Submission {
         from_id: out.from,
         to_id: out.to,
         ope: out.ope,
         kind: out.kind,
-        body: out.body,
-        cid: out.cid.filter(|c| !c.is_empty()),
-        now_ms: now_millis(),
-    })?;
-    if new {
-        node.delivery
-            .deliver_message(&recipients, message_push(&msg).frame(), msg.id, origin);
+        body: out.body.to_string(),
+        cid: out.cid.filter(|c| !c.is_empty()).map(str::to_string),
+        recipients,
+        origin,
+        answer,
+    });
+    if queued {
+        Ok(())
+    } else {
+        Err(ChatError::Rule("服务繁忙，请稍后重试"))
     }
-    Ok(msg)
+}
+
+/// Sends a message for a REST caller: waits until it is stored (and pushed).
+pub fn send(node: &Shared, out: &Outgoing<'_>) -> Result<Message, ChatError> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    submit(node, out, None, Answer::Caller(tx))?;
+    match rx.recv_timeout(STORE_WAIT) {
+        Ok(stored) => stored.map_err(ChatError::Store),
+        Err(_) => Err(ChatError::Store(StoreError::Unavailable(
+            "message store did not answer in time".into(),
+        ))),
+    }
+}
+
+/// Sends a message that arrived over the socket (Cmd 20): the committer
+/// answers with Cmd 21 once stored; a refusal is answered with Cmd 2 now.
+pub fn send_from_socket(node: &Shared, conn: ConnRef, uid: u64, msg: &ClientMsg) {
+    let out = Outgoing {
+        from: uid,
+        ope: msg.ope,
+        to: msg.to_id,
+        kind: msg.kind,
+        body: &msg.body,
+        cid: Some(msg.cid.as_str()),
+    };
+    if let Err(e) = submit(node, &out, Some(conn), Answer::Socket(conn)) {
+        node.delivery
+            .reply(conn, Push::system(cmd::FAIL, e.text()).frame());
+    }
 }
 
 /// Withdraws the caller's own message of kind `ope` within the window and

@@ -28,6 +28,12 @@ pub struct Config {
     pub limits: Limits,
     /// Multi-node operation (etcd membership, Redis routing).
     pub cluster: Cluster,
+    /// Where uploaded files are kept.
+    pub attach: Attach,
+    /// Nearby people.
+    pub geo: Geo,
+    /// User, group and nearby search.
+    pub search: Search,
     /// Chat message rules.
     pub chat: Chat,
 }
@@ -91,6 +97,9 @@ pub struct Auth {
     pub login_fail_limit_ip: u32,
     /// Window over which failed logins are counted; default 15 minutes.
     pub login_fail_window: Duration,
+    /// Key of the HMAC that detects a national ID used by two accounts;
+    /// `None` derives one from the JWT secret.
+    pub id_hash_key: Option<String>,
 }
 
 /// Which database backend stores users, messages and sessions.
@@ -122,6 +131,8 @@ pub struct Store {
 pub struct Limits {
     /// Maximum HTTP request body in bytes; default 1 MiB, at least 1024.
     pub max_body: usize,
+    /// Maximum body of the upload routes (chat files, avatars); default 20 MiB.
+    pub max_upload: usize,
     /// Maximum WebSocket message in bytes; default 64 KiB, at least 126.
     pub max_message: usize,
     /// Maximum bytes queued for sending per connection; default 256 KiB.
@@ -151,6 +162,112 @@ pub struct Cluster {
     pub redis: String,
     /// Lease lifetime of this node's registration in etcd; default 10 s.
     pub lease_ttl: Duration,
+}
+
+/// Where attachments are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttachKind {
+    /// A local directory served back by the gateway.
+    #[default]
+    Local,
+    /// An S3-compatible object store (AWS S3, MinIO, Qiniu Kodo...).
+    S3,
+}
+
+/// Section `attach`: uploaded files.
+#[derive(Debug, Clone)]
+pub struct Attach {
+    /// Backend; default local.
+    pub kind: AttachKind,
+    /// Directory of the local backend. Empty means `<data_dir>/files`;
+    /// [`Config::load`] resolves it.
+    pub dir: PathBuf,
+    /// URL path under which the gateway serves local files; default
+    /// `/files/` (always starts and ends with `/` after loading).
+    pub url_prefix: String,
+    /// S3 endpoint (`http://` only), e.g. `http://127.0.0.1:9000`.
+    pub s3_endpoint: String,
+    /// S3 bucket (path-style addressing).
+    pub s3_bucket: String,
+    /// S3 region used in signatures; default `us-east-1`.
+    pub s3_region: String,
+    /// S3 access key id.
+    pub s3_access_key: String,
+    /// S3 secret key.
+    pub s3_secret_key: String,
+    /// Public URL base of stored objects; empty = `<endpoint>/<bucket>/`.
+    pub s3_public_url: String,
+}
+
+/// Section `geo`: nearby people.
+#[derive(Debug, Clone)]
+pub struct Geo {
+    /// Locations older than this are not shown; default 24 h.
+    pub ttl: Duration,
+    /// Redis URL for GEOADD/GEOSEARCH; empty = the search backend answers.
+    pub redis: String,
+    /// Prefix of the Redis keys; default `weim:geo`.
+    pub redis_prefix: String,
+}
+
+/// Which engine answers searches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SearchKind {
+    /// The store's SQL.
+    #[default]
+    Sql,
+    /// An Elasticsearch cluster.
+    Elasticsearch,
+}
+
+/// Section `search`: user, group and nearby search.
+#[derive(Debug, Clone)]
+pub struct Search {
+    /// Backend; default sql.
+    pub kind: SearchKind,
+    /// Elasticsearch base URL; required when `kind` is elasticsearch.
+    pub url: String,
+    /// Index of user documents; default `weim_users`.
+    pub users_index: String,
+    /// Index of group documents; default `weim_groups`.
+    pub groups_index: String,
+}
+
+impl Default for Attach {
+    fn default() -> Self {
+        Attach {
+            kind: AttachKind::Local,
+            dir: PathBuf::new(),
+            url_prefix: "/files/".to_string(),
+            s3_endpoint: String::new(),
+            s3_bucket: String::new(),
+            s3_region: "us-east-1".to_string(),
+            s3_access_key: String::new(),
+            s3_secret_key: String::new(),
+            s3_public_url: String::new(),
+        }
+    }
+}
+
+impl Default for Geo {
+    fn default() -> Self {
+        Geo {
+            ttl: Duration::from_secs(86_400),
+            redis: String::new(),
+            redis_prefix: "weim:geo".to_string(),
+        }
+    }
+}
+
+impl Default for Search {
+    fn default() -> Self {
+        Search {
+            kind: SearchKind::Sql,
+            url: String::new(),
+            users_index: "weim_users".to_string(),
+            groups_index: "weim_groups".to_string(),
+        }
+    }
 }
 
 impl Default for Http {
@@ -184,6 +301,7 @@ impl Default for Auth {
             login_fail_limit_user: 5,
             login_fail_limit_ip: 20,
             login_fail_window: Duration::from_secs(15 * 60),
+            id_hash_key: None,
         }
     }
 }
@@ -203,6 +321,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body: 1 << 20,
+            max_upload: 20 << 20,
             max_message: 64 << 10,
             max_pending_bytes: 256 << 10,
             conns_per_user: 8,
@@ -243,6 +362,8 @@ enum Slot<'a> {
     /// Parsed by [`parse_duration`]; must be non-zero.
     Dur(&'a mut Duration),
     Kind(&'a mut StoreKind),
+    AttachKind(&'a mut AttachKind),
+    SearchKind(&'a mut SearchKind),
 }
 
 /// One configuration key: where it lives, how it parses, its lower bound.
@@ -301,11 +422,13 @@ const KEYS: &[Key] = keys![
     auth.login_fail_limit_user: U32,
     auth.login_fail_limit_ip: U32,
     auth.login_fail_window: Dur,
+    auth.id_hash_key: OptStr,
     store.kind: Kind,
     store.sqlite_path: Path,
     store.mysql_url: Str,
     store.pool_size: Usize,
     limits.max_body: Size >= 1024,
+    limits.max_upload: Size >= 1024,
     limits.max_message: Size >= 126,
     limits.max_pending_bytes: Size >= 1,
     limits.conns_per_user: Usize >= 1,
@@ -318,11 +441,29 @@ const KEYS: &[Key] = keys![
     cluster.etcd: List,
     cluster.redis: Str,
     cluster.lease_ttl: Dur,
+    attach.kind: AttachKind,
+    attach.dir: Path,
+    attach.url_prefix: Str,
+    attach.s3_endpoint: Str,
+    attach.s3_bucket: Str,
+    attach.s3_region: Str,
+    attach.s3_access_key: Str,
+    attach.s3_secret_key: Str,
+    attach.s3_public_url: Str,
+    geo.ttl: Dur,
+    geo.redis: Str,
+    geo.redis_prefix: Str,
+    search.kind: SearchKind,
+    search.url: Str,
+    search.users_index: Str,
+    search.groups_index: Str,
     chat.max_body_chars: Usize >= 1,
     chat.withdraw_window: Dur,
 ];
 
-const SECTIONS: &[&str] = &["http", "node", "auth", "store", "limits", "cluster", "chat"];
+const SECTIONS: &[&str] = &[
+    "http", "node", "auth", "store", "limits", "cluster", "attach", "geo", "search", "chat",
+];
 
 /// A raw value from either source: text (env, YAML scalar) or a YAML sequence.
 enum Input {
@@ -362,6 +503,20 @@ fn assign(slot: Slot<'_>, input: Input) -> Result<(), String> {
                 "sqlite" => StoreKind::Sqlite,
                 "mysql" => StoreKind::Mysql,
                 _ => return Err(format!("expected sqlite or mysql, got {t:?}")),
+            }
+        }
+        Slot::AttachKind(v) => {
+            *v = match t.trim().to_ascii_lowercase().as_str() {
+                "local" => AttachKind::Local,
+                "s3" => AttachKind::S3,
+                _ => return Err(format!("expected local or s3, got {t:?}")),
+            }
+        }
+        Slot::SearchKind(v) => {
+            *v = match t.trim().to_ascii_lowercase().as_str() {
+                "sql" => SearchKind::Sql,
+                "elasticsearch" => SearchKind::Elasticsearch,
+                _ => return Err(format!("expected sql or elasticsearch, got {t:?}")),
             }
         }
     }
@@ -622,6 +777,56 @@ fn validate(cfg: &mut Config) -> Result<(), String> {
     if cfg.store.sqlite_path.as_os_str().is_empty() {
         cfg.store.sqlite_path = cfg.node.data_dir.join("weim.db");
     }
+    validate_attach(&mut cfg.attach, &cfg.node.data_dir)?;
+    if cfg.search.kind == SearchKind::Elasticsearch && cfg.search.url.is_empty() {
+        return Err("search.url: required when search.kind is elasticsearch".to_string());
+    }
+    Ok(())
+}
+
+/// Checks section `attach` and resolves its derived defaults.
+fn validate_attach(a: &mut Attach, data_dir: &Path) -> Result<(), String> {
+    let prefix = a.url_prefix.trim_end_matches('/');
+    let segment_ok = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    };
+    let reserved = ["api", "ws", "healthz", "metrics"];
+    if !prefix.starts_with('/')
+        || !prefix[1..].split('/').all(segment_ok)
+        || prefix[1..]
+            .split('/')
+            .next()
+            .is_some_and(|s| reserved.contains(&s))
+    {
+        return Err(format!(
+            "attach.url_prefix: expected a URL path like /files/ (letters, digits, - . _ ~), got {:?}",
+            a.url_prefix
+        ));
+    }
+    a.url_prefix = format!("{prefix}/");
+    if a.kind == AttachKind::S3 {
+        let missing: Vec<&str> = [
+            ("attach.s3_endpoint", &a.s3_endpoint),
+            ("attach.s3_bucket", &a.s3_bucket),
+            ("attach.s3_region", &a.s3_region),
+            ("attach.s3_access_key", &a.s3_access_key),
+            ("attach.s3_secret_key", &a.s3_secret_key),
+        ]
+        .into_iter()
+        .filter(|(_, v)| v.is_empty())
+        .map(|(k, _)| k)
+        .collect();
+        if !missing.is_empty() {
+            return Err(format!("attach.kind: s3 requires {}", missing.join(", ")));
+        }
+    }
+    if a.dir.as_os_str().is_empty() {
+        a.dir = data_dir.join("files");
+    }
     Ok(())
 }
 
@@ -738,12 +943,24 @@ mod tests {
         assert!(c.cluster.etcd.is_empty());
         assert_eq!(c.cluster.redis, "");
         assert_eq!(c.cluster.lease_ttl, Duration::from_secs(10));
+        assert_eq!(c.auth.id_hash_key, None);
+        assert_eq!(c.limits.max_upload, 20 << 20);
+        assert_eq!(c.attach.kind, AttachKind::Local);
+        assert_eq!(c.attach.url_prefix, "/files/");
+        assert_eq!(c.attach.s3_region, "us-east-1");
+        assert_eq!(c.geo.ttl, Duration::from_secs(86_400));
+        assert_eq!(c.geo.redis, "");
+        assert_eq!(c.geo.redis_prefix, "weim:geo");
+        assert_eq!(c.search.kind, SearchKind::Sql);
+        assert_eq!(c.search.users_index, "weim_users");
 
         // Loading nothing gives the defaults with sqlite_path resolved.
         let loaded = load_env(&[]).unwrap();
         assert_eq!(loaded.store.sqlite_path, PathBuf::from("./data/weim.db"));
+        assert_eq!(loaded.attach.dir, PathBuf::from("./data/files"));
         let mut expected = Config::default();
         expected.store.sqlite_path = PathBuf::from("./data/weim.db");
+        expected.attach.dir = PathBuf::from("./data/files");
         assert!(same(&loaded, &expected));
     }
 
@@ -758,7 +975,7 @@ mod tests {
         vars.dedup();
         assert_eq!(vars.len(), KEYS.len(), "ambiguous environment name");
         assert!(KEYS.iter().all(|k| SECTIONS.contains(&k.section)));
-        assert_eq!(KEYS.len(), 3 + 5 + 6 + 4 + 7 + 6 + 2);
+        assert_eq!(KEYS.len(), 3 + 5 + 7 + 4 + 8 + 6 + 9 + 3 + 4 + 2);
     }
 
     #[test]
@@ -926,6 +1143,8 @@ cluster:
                 Slot::Size(_) => "3MiB",
                 Slot::Dur(_) => "3d",
                 Slot::Kind(_) => "mysql",
+                Slot::AttachKind(_) => "s3",
+                Slot::SearchKind(_) => "elasticsearch",
             };
             // A node id becomes part of keys: no '/'.
             let value = match key.env_name().as_str() {
@@ -939,6 +1158,11 @@ cluster:
                 ("WEIM_CLUSTER_ETCD", "http://e:2379"),
                 ("WEIM_CLUSTER_REDIS", "redis://r"),
                 ("WEIM_AUTH_JWT_SECRET", "s"),
+                ("WEIM_ATTACH_S3_ENDPOINT", "http://s3"),
+                ("WEIM_ATTACH_S3_BUCKET", "b"),
+                ("WEIM_ATTACH_S3_ACCESS_KEY", "a"),
+                ("WEIM_ATTACH_S3_SECRET_KEY", "s"),
+                ("WEIM_SEARCH_URL", "http://es:9200"),
             ] {
                 if k != key.env_name() {
                     vars.push((k.to_string(), v.to_string()));
@@ -1174,6 +1398,45 @@ cluster:
             ("WEIM_STORE_POOL_SIZE", "0")
         ])
         .is_ok());
+    }
+
+    #[test]
+    fn attach_and_search_validation() {
+        let c = load_env(&[("WEIM_ATTACH_URL_PREFIX", "/static/up")]).unwrap();
+        assert_eq!(c.attach.url_prefix, "/static/up/");
+        for bad in ["files/", "/", "/a//b/", "/../x/", "/api/", "/ws/", "/a b/"] {
+            assert_err(
+                load_env(&[("WEIM_ATTACH_URL_PREFIX", bad)]),
+                "attach.url_prefix:",
+                "URL path",
+            );
+        }
+        assert_err(
+            load_env(&[("WEIM_ATTACH_KIND", "s3"), ("WEIM_ATTACH_S3_BUCKET", "b")]),
+            "attach.kind:",
+            "attach.s3_endpoint, attach.s3_access_key, attach.s3_secret_key",
+        );
+        assert_err(
+            load_env(&[("WEIM_ATTACH_KIND", "ftp")]),
+            "attach.kind:",
+            "local or s3",
+        );
+        assert_err(
+            load_env(&[("WEIM_SEARCH_KIND", "elasticsearch")]),
+            "search.url:",
+            "required",
+        );
+        assert_err(
+            load_env(&[("WEIM_SEARCH_KIND", "solr")]),
+            "search.kind:",
+            "sql or elasticsearch",
+        );
+        assert_err(load_env(&[("WEIM_GEO_TTL", "0")]), "geo.ttl:", "zero");
+        assert_err(
+            load_env(&[("WEIM_LIMITS_MAX_UPLOAD", "10")]),
+            "limits.max_upload:",
+            "1024",
+        );
     }
 
     #[test]

@@ -4,7 +4,12 @@
 //! encoding with the `{code,msg,data}` envelope.
 //!
 //! Request bodies must carry `Content-Length`; a request with
-//! `Transfer-Encoding` is refused with 411 Length Required.
+//! `Transfer-Encoding` is refused with 411 Length Required. The largest body
+//! accepted depends on the path (the caller says which), and an oversized
+//! body is refused from its `Content-Length`, before any of it is buffered.
+//!
+//! `multipart/form-data` bodies (RFC 7578) are read in place: text fields
+//! join the other parameters, files are borrowed slices of the body.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -45,8 +50,9 @@ pub enum Parsed {
     Reject(u16),
 }
 
-/// Parses one request from the start of `buf`.
-pub fn parse(buf: &[u8], max_body: usize, peer: IpAddr) -> Parsed {
+/// Parses one request from the start of `buf`. `body_limit` gives the
+/// largest body accepted for a path (without its query string).
+pub fn parse(buf: &[u8], body_limit: impl Fn(&str) -> usize, peer: IpAddr) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
@@ -60,6 +66,13 @@ pub fn parse(buf: &[u8], max_body: usize, peer: IpAddr) -> Parsed {
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Parsed::Reject(400);
     };
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, q),
+        None => (target, ""),
+    };
+    if !path.starts_with('/') {
+        return Parsed::Reject(400);
+    }
     let mut keep_alive = version == 1;
     let mut content_length: Option<usize> = None;
     let mut owned = Vec::with_capacity(req.headers.len());
@@ -93,18 +106,11 @@ pub fn parse(buf: &[u8], max_body: usize, peer: IpAddr) -> Parsed {
         owned.push((name, value.to_string()));
     }
     let body_len = content_length.unwrap_or(0);
-    if body_len > max_body {
+    if body_len > body_limit(path) {
         return Parsed::Reject(413);
     }
     if buf.len() - head_len < body_len {
         return Parsed::Partial;
-    }
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p, q),
-        None => (target, ""),
-    };
-    if !path.starts_with('/') {
-        return Parsed::Reject(400);
     }
     Parsed::Complete(
         Request {
@@ -152,7 +158,14 @@ impl Request {
             .header("content-type")
             .unwrap_or("")
             .to_ascii_lowercase();
-        if ctype.starts_with("application/json") {
+        if ctype.starts_with("multipart/form-data") {
+            for part in multipart(self)? {
+                if part.filename.is_none() {
+                    let text = std::str::from_utf8(part.data).ok()?;
+                    map.insert(part.name, text.to_string());
+                }
+            }
+        } else if ctype.starts_with("application/json") {
             let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(&self.body) else {
                 return None;
             };
@@ -170,6 +183,208 @@ impl Request {
             map.extend(form_urlencoded::parse(&self.body).into_owned());
         }
         Some(Params(map))
+    }
+
+    /// The file sent as form field `name` in a `multipart/form-data` body;
+    /// `None` when there is none (or the body is not a valid multipart body,
+    /// which [`Request::params`] reports).
+    pub fn file(&self, name: &str) -> Option<Upload<'_>> {
+        multipart(self)?
+            .into_iter()
+            .find(|p| p.name == name && p.filename.is_some())
+            .map(|p| Upload {
+                filename: p.filename.unwrap_or_default(),
+                content_type: p.content_type,
+                data: p.data,
+            })
+    }
+}
+
+/// A file of a `multipart/form-data` body.
+#[derive(Debug, Clone)]
+pub struct Upload<'a> {
+    /// The file name the client gave (possibly empty; never used as a path).
+    pub filename: String,
+    /// The declared content type, empty when none was given.
+    pub content_type: String,
+    /// The file's bytes.
+    pub data: &'a [u8],
+}
+
+/// Most parts read from one multipart body.
+const MAX_PARTS: usize = 64;
+/// Largest header block of one part.
+const MAX_PART_HEAD: usize = 4096;
+
+/// One part of a multipart body.
+struct Part<'a> {
+    name: String,
+    filename: Option<String>,
+    content_type: String,
+    data: &'a [u8],
+}
+
+/// `name=value` parameters of a header value such as
+/// `form-data; name="a"; filename="b.png"` (names lower-cased, quotes and
+/// backslash escapes removed), after its first item.
+fn header_params(value: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut chars = value.chars().peekable();
+    // Skip the first item (`form-data`, `multipart/form-data`).
+    for c in chars.by_ref() {
+        if c == ';' {
+            break;
+        }
+    }
+    loop {
+        let mut name = String::new();
+        for c in chars.by_ref() {
+            if c == '=' || c == ';' {
+                break;
+            }
+            name.push(c);
+        }
+        while chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
+            chars.next();
+        }
+        let mut val = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' => break,
+                    '\\' => val.extend(chars.next()),
+                    c => val.push(c),
+                }
+            }
+            for c in chars.by_ref() {
+                if c == ';' {
+                    break;
+                }
+            }
+        } else {
+            for c in chars.by_ref() {
+                if c == ';' {
+                    break;
+                }
+                val.push(c);
+            }
+        }
+        let name = name.trim().to_ascii_lowercase();
+        if name.is_empty() && chars.peek().is_none() {
+            return out;
+        }
+        out.push((name, val.trim_end().to_string()));
+    }
+}
+
+/// Whether `b` may appear in a multipart boundary (RFC 2046 `bchars`).
+fn is_bchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"'()+_,-./:=? ".contains(&b)
+}
+
+/// The first position of `needle` in `hay` at or after `from`. Linear for
+/// the needles used here (`\r\n--boundary`: a boundary holds no CR).
+fn find_from(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    let first = *needle.first()?;
+    let mut i = from;
+    while i + needle.len() <= hay.len() {
+        let at = i + hay[i..].iter().position(|&b| b == first)?;
+        if hay.get(at..at + needle.len())? == needle {
+            return Some(at);
+        }
+        i = at + 1;
+    }
+    None
+}
+
+/// The parts of a `multipart/form-data` request; `None` when it is not one
+/// or is malformed.
+fn multipart(req: &Request) -> Option<Vec<Part<'_>>> {
+    let ctype = req.header("content-type")?;
+    if !ctype
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        return None;
+    }
+    let boundary = header_params(ctype)
+        .into_iter()
+        .find(|(k, _)| k == "boundary")
+        .map(|(_, v)| v)?;
+    if boundary.is_empty()
+        || boundary.len() > 70
+        || !boundary.bytes().all(is_bchar)
+        || boundary.ends_with(' ')
+    {
+        return None;
+    }
+    let body = req.body.as_slice();
+    let delim = format!("\r\n--{boundary}").into_bytes();
+    // The first delimiter may open the body (no preamble).
+    let mut pos = if body.starts_with(&delim[2..]) {
+        delim.len() - 2
+    } else {
+        find_from(body, &delim, 0)? + delim.len()
+    };
+    let mut parts = Vec::new();
+    loop {
+        let rest = body.get(pos..)?;
+        if rest.starts_with(b"--") {
+            return Some(parts);
+        }
+        let pad = rest
+            .iter()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+        if !rest[pad..].starts_with(b"\r\n") || parts.len() == MAX_PARTS {
+            return None;
+        }
+        let head_start = pos + pad + 2;
+        let (head, data_start) = if body[head_start..].starts_with(b"\r\n") {
+            ("", head_start + 2)
+        } else {
+            let limit = body.len().min(head_start + MAX_PART_HEAD);
+            let end = find_from(&body[..limit], b"\r\n\r\n", head_start)?;
+            (std::str::from_utf8(&body[head_start..end]).ok()?, end + 4)
+        };
+        let data_end = find_from(body, &delim, data_start)?;
+        let mut part = Part {
+            name: String::new(),
+            filename: None,
+            content_type: String::new(),
+            data: &body[data_start..data_end],
+        };
+        let mut disposition = false;
+        for line in head.split("\r\n") {
+            let (name, value) = line.split_once(':')?;
+            let name = name.trim();
+            if name.eq_ignore_ascii_case("content-disposition") {
+                if !value
+                    .trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("form-data")
+                {
+                    return None;
+                }
+                disposition = true;
+                for (k, v) in header_params(value) {
+                    match k.as_str() {
+                        "name" => part.name = v,
+                        "filename" => part.filename = Some(v),
+                        _ => {}
+                    }
+                }
+            } else if name.eq_ignore_ascii_case("content-type") {
+                part.content_type = value.trim().to_string();
+            }
+        }
+        if !disposition {
+            return None;
+        }
+        parts.push(part);
+        pos = data_end + delim.len();
     }
 }
 
@@ -282,14 +497,14 @@ mod tests {
     const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     fn complete(buf: &[u8]) -> (Request, usize) {
-        match parse(buf, 1024, PEER) {
+        match parse(buf, |_| 1024, PEER) {
             Parsed::Complete(r, n) => (r, n),
             other => panic!("expected a request, got {other:?}"),
         }
     }
 
     fn status(buf: &[u8]) -> u16 {
-        match parse(buf, 1024, PEER) {
+        match parse(buf, |_| 1024, PEER) {
             Parsed::Reject(s) => s,
             other => panic!("expected a rejection, got {other:?}"),
         }
@@ -310,8 +525,11 @@ mod tests {
     #[test]
     fn partial_until_body_arrives() {
         let req = b"POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nab";
-        assert!(matches!(parse(req, 1024, PEER), Parsed::Partial));
-        assert!(matches!(parse(b"GET / HT", 1024, PEER), Parsed::Partial));
+        assert!(matches!(parse(req, |_| 1024, PEER), Parsed::Partial));
+        assert!(matches!(
+            parse(b"GET / HT", |_| 1024, PEER),
+            Parsed::Partial
+        ));
     }
 
     #[test]
@@ -361,6 +579,69 @@ mod tests {
         assert!(complete(bad).0.params().is_none());
         let form = b"POST / HTTP/1.1\r\nContent-Length: 17\r\n\r\nusername=a%20b+c&";
         assert_eq!(complete(form).0.params().unwrap().str("username"), "a b c");
+    }
+
+    fn multipart_request(ctype: &str, body: &[u8]) -> Request {
+        let mut raw = format!(
+            "POST /u HTTP/1.1\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(body);
+        complete(&raw).0
+    }
+
+    #[test]
+    fn multipart_fields_and_files() {
+        let body = b"preamble\r\n--XyZ\r\nContent-Disposition: form-data; name=\"type\"\r\n\r\n1\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a \\\"b\\\".png\"\r\nContent-Type: image/png\r\n\r\n\x89PNG\r\n--Xy\r\n--XyZ--\r\nepilogue";
+        let req = multipart_request("multipart/form-data; boundary=\"XyZ\"", body);
+        let params = req.params().unwrap();
+        assert_eq!(params.str("type"), "1");
+        assert_eq!(params.get("file"), None);
+        let file = req.file("file").unwrap();
+        assert_eq!(file.filename, "a \"b\".png");
+        assert_eq!(file.content_type, "image/png");
+        assert_eq!(file.data, b"\x89PNG\r\n--Xy");
+        assert!(req.file("type").is_none());
+        assert!(req.file("other").is_none());
+    }
+
+    #[test]
+    fn malformed_multipart_is_refused() {
+        let ctype = "multipart/form-data; boundary=b";
+        for body in [
+            &b"--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx"[..],
+            b"--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n--b",
+            b"--b\r\nX-Other: 1\r\n\r\nx\r\n--b--",
+            b"--b\r\nContent-Disposition: attachment; name=\"a\"\r\n\r\nx\r\n--b--",
+            b"--b\r\nno colon\r\n\r\nx\r\n--b--",
+            b"--bx\r\n",
+        ] {
+            let req = multipart_request(ctype, body);
+            assert!(
+                req.params().is_none(),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let ok = b"--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n--b--";
+        assert_eq!(multipart_request(ctype, ok).params().unwrap().str("a"), "x");
+        for bad in [
+            "multipart/form-data",
+            "multipart/form-data; boundary=",
+            "multipart/form-data; boundary=a@b",
+        ] {
+            assert!(multipart_request(bad, ok).params().is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn body_limit_depends_on_the_path() {
+        let limit = |path: &str| if path == "/big" { 10_000 } else { 10 };
+        let big = b"POST /big?x=1 HTTP/1.1\r\nContent-Length: 5000\r\n\r\n";
+        assert!(matches!(parse(big, limit, PEER), Parsed::Partial));
+        let small = b"POST /small?/big HTTP/1.1\r\nContent-Length: 11\r\n\r\n";
+        assert!(matches!(parse(small, limit, PEER), Parsed::Reject(413)));
     }
 
     #[test]

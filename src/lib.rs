@@ -6,16 +6,21 @@
 //! everything persistent is in [`store`].
 
 pub mod api;
+pub mod attach;
 pub mod auth;
 pub mod chat;
 pub mod cluster;
+pub mod commit;
 pub mod config;
 pub mod delivery;
+pub mod geo;
 pub mod http;
+pub mod idcard;
 pub mod message;
 pub mod metrics;
 pub mod node;
 pub mod reactor;
+pub mod search;
 pub mod store;
 pub mod worker;
 pub mod ws;

@@ -11,21 +11,33 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use socket2::{Domain, Socket, Type};
 
+use crate::attach::{Attachments, Local, S3Config, S3};
 use crate::auth::{self, Throttle, Tokens};
 use crate::cluster::Cluster;
-use crate::config::{Config, StoreKind};
+use crate::commit::{self, Committer};
+use crate::config::{AttachKind, Config, SearchKind, StoreKind};
 use crate::delivery::{Delivery, Registry};
 use crate::metrics::Metrics;
 use crate::reactor::{self, Inbox, Reactor};
+use crate::search::{Elasticsearch, RedisGeo, Search, SqlSearch};
 use crate::store::{self, Store};
 use crate::worker::{self, Job};
+
+/// Chat messages that may wait for the committer.
+const COMMIT_QUEUE: usize = 16 * 1024;
 
 /// What reactors and workers share.
 pub struct Shared {
     /// The node's configuration.
     pub config: Config,
     /// Persistent state.
-    pub store: Box<dyn Store>,
+    pub store: Arc<dyn Store>,
+    /// Where uploaded files go.
+    pub attach: Box<dyn Attachments>,
+    /// User, group and nearby search.
+    pub search: Box<dyn Search>,
+    /// Key of the national ID numbers' keyed hash (see `idcard::hash_key`).
+    pub id_hash_key: Vec<u8>,
     /// Token issue and checks.
     pub tokens: Tokens,
     /// Failed-login throttle.
@@ -36,6 +48,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The bounded job queue into the workers.
     pub jobs: Sender<Job>,
+    /// Group commit of chat messages.
+    pub committer: Committer,
     /// Set when the node starts draining.
     pub draining: AtomicBool,
     /// Jobs being handled right now.
@@ -94,18 +108,61 @@ fn listener(addr: SocketAddr) -> std::io::Result<mio::net::TcpListener> {
     Ok(mio::net::TcpListener::from_std(socket.into()))
 }
 
-fn open_store(config: &Config) -> Result<Box<dyn Store>, String> {
+fn open_store(config: &Config) -> Result<Arc<dyn Store>, String> {
     let s = &config.store;
     Ok(match s.kind {
-        StoreKind::Sqlite => Box::new(
+        StoreKind::Sqlite => Arc::new(
             store::open_sqlite(&s.sqlite_path, s.pool_size)
                 .map_err(|e| format!("store {}: {e}", s.sqlite_path.display()))?,
         ),
-        StoreKind::Mysql => Box::new(
+        StoreKind::Mysql => Arc::new(
             store::open_mysql(&s.mysql_url, s.pool_size)
                 .map_err(|e| format!("store mysql: {e}"))?,
         ),
     })
+}
+
+fn open_attach(config: &Config) -> Result<Box<dyn Attachments>, String> {
+    let a = &config.attach;
+    Ok(match a.kind {
+        AttachKind::Local => {
+            Box::new(Local::open(a.dir.clone(), &a.url_prefix).map_err(|e| e.to_string())?)
+        }
+        AttachKind::S3 => Box::new(
+            S3::new(S3Config {
+                endpoint: a.s3_endpoint.clone(),
+                bucket: a.s3_bucket.clone(),
+                region: a.s3_region.clone(),
+                access_key: a.s3_access_key.clone(),
+                secret_key: a.s3_secret_key.clone(),
+                public_url: a.s3_public_url.clone(),
+            })
+            .map_err(|e| e.to_string())?,
+        ),
+    })
+}
+
+fn open_search(config: &Config, store: Arc<dyn Store>) -> Result<Box<dyn Search>, String> {
+    let s = &config.search;
+    let engine: Box<dyn Search> = match s.kind {
+        SearchKind::Sql => Box::new(SqlSearch::new(store)),
+        SearchKind::Elasticsearch => {
+            let es = Elasticsearch::new(&s.url, &s.users_index, &s.groups_index)
+                .map_err(|e| e.to_string())?;
+            // Not fatal: the indexes are created as soon as the engine answers
+            // on a later start; searches fail (503) meanwhile.
+            if let Err(e) = es.ensure_indexes() {
+                log::warn!("{e}");
+            }
+            Box::new(es)
+        }
+    };
+    if config.geo.redis.is_empty() {
+        return Ok(engine);
+    }
+    let geo = RedisGeo::new(engine, &config.geo.redis, &config.geo.redis_prefix)
+        .map_err(|e| format!("geo.redis: {e}"))?;
+    Ok(Box::new(geo))
 }
 
 impl Node {
@@ -122,6 +179,9 @@ impl Node {
         let secret =
             auth::load_or_create_secret(config.auth.jwt_secret.as_deref(), &config.node.data_dir)?;
         let store = open_store(&config)?;
+        let attach = open_attach(&config)?;
+        let search = open_search(&config, Arc::clone(&store))?;
+        let id_hash_key = crate::idcard::hash_key(config.auth.id_hash_key.as_deref(), &secret);
         let tokens = Tokens::new(secret.as_bytes(), config.auth.token_ttl);
         let revoked = store
             .revoked_tokens(auth::now_secs())
@@ -154,6 +214,7 @@ impl Node {
         if let Some(c) = &cluster {
             registry = registry.with_presence(c.notifier());
         }
+        let (committer, submissions) = Committer::new(COMMIT_QUEUE);
         let shared = Arc::new(Shared {
             throttle: Throttle::new(
                 config.auth.login_fail_limit_user,
@@ -163,10 +224,14 @@ impl Node {
             delivery: Delivery::new(registry, handles).with_cluster(cluster.clone()),
             metrics: Metrics::new(reactors),
             jobs: jobs_tx,
+            committer,
             draining: AtomicBool::new(false),
             active_jobs: AtomicUsize::new(0),
             tokens,
             store,
+            attach,
+            search,
+            id_hash_key,
             config,
         });
 
@@ -191,6 +256,7 @@ impl Node {
         let spare: Vec<usize> = cpus.iter().skip(reactors).copied().collect();
         let worker_cpus = (pin && !spare.is_empty()).then_some(spare);
         worker::spawn(workers, jobs_rx, shared.clone(), worker_cpus).map_err(|e| e.to_string())?;
+        commit::spawn(submissions, shared.clone()).map_err(|e| e.to_string())?;
         if let Some(c) = &cluster {
             c.start(&shared)?;
         }
@@ -217,7 +283,9 @@ impl Node {
         // Give close frames a moment to leave, then wait for the jobs.
         std::thread::sleep(Duration::from_millis(100));
         while Instant::now() < deadline
-            && (!self.shared.jobs.is_empty() || self.shared.active_jobs.load(Relaxed) > 0)
+            && (!self.shared.jobs.is_empty()
+                || self.shared.active_jobs.load(Relaxed) > 0
+                || !self.shared.committer.is_idle())
         {
             std::thread::sleep(Duration::from_millis(20));
         }

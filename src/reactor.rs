@@ -23,7 +23,7 @@
 //!   `limits.max_pending_bytes` queued the connection is dropped.
 //! - Nothing here blocks and nothing here panics on network input.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, Shutdown};
 use std::sync::atomic::{AtomicBool, Ordering::AcqRel, Ordering::Relaxed, Ordering::Release};
@@ -35,6 +35,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::api;
 use crate::http::{self, Parsed, Request, Response};
 use crate::message::{cmd, parse_client, ClientMsg, Push};
 use crate::metrics::{CloseReason, ReactorStats};
@@ -206,20 +207,15 @@ enum State {
 /// Delivery bookkeeping of a signed-in connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Catchup {
-    /// Pending messages are being pushed: live messages are held back
-    /// (they are stored, so the catching up finds them) to keep order.
+    /// Pending messages are being pushed: live messages wait in `held`
+    /// until the catching up is done, so ids reach the client in order.
     syncing: bool,
     /// The client acknowledges with Cmd 22; writes alone do not count as
     /// delivered.
     acks: bool,
-    /// The newest live message id held back while syncing.
-    held: u64,
-    /// Held ids up to this were stored before the running catch-up job was
-    /// queued, so its end accounts for them: pushed if they are pending for
-    /// this user, else (the user's own message from another device, a
-    /// withdrawn one) not to be waited for.
-    covered: u64,
-    /// The newest message id written to this connection: an acknowledgement
+    /// The newest message id written to this connection. Message ids reach
+    /// a connection in increasing order: a live push at or below it was
+    /// already written by the catching up and is skipped; an acknowledgement
     /// never moves the cursor past it.
     sent: u64,
 }
@@ -240,6 +236,9 @@ struct Conn {
     out: VecDeque<(Chunk, usize)>,
     pending: usize,
     frag: Option<Box<Fragment>>,
+    /// Live message frames (and their ids) waiting for the catching up;
+    /// counted in `pending`.
+    held: Vec<(SharedFrame, u64)>,
 }
 
 /// How a write went.
@@ -354,6 +353,33 @@ impl Conn {
     }
 }
 
+/// Writes a frame to a signed-in connection and keeps its delivery
+/// bookkeeping: the newest id written, and (for a client that does not
+/// acknowledge) the user's delivery cursor once the frame is fully out.
+fn write_message(
+    conn: &mut Conn,
+    frame: &SharedFrame,
+    id: u64,
+    max_pending: usize,
+    advances: &mut HashMap<u64, u64>,
+) -> Sent {
+    let State::WsReady {
+        uid,
+        ref mut catchup,
+    } = conn.state
+    else {
+        return Sent::Ok(0);
+    };
+    let acks = catchup.acks;
+    catchup.sent = catchup.sent.max(id);
+    let sent = conn.send_frame(frame, max_pending);
+    if matches!(sent, Sent::Ok(_)) && id > 0 && !acks && conn.out.is_empty() {
+        let upto = advances.entry(uid).or_insert(0);
+        *upto = (*upto).max(id);
+    }
+    sent
+}
+
 /// The `Sec-WebSocket-Key` of a valid upgrade request.
 fn upgrade_key(req: &Request) -> Option<&str> {
     let ok = req.header_has_token("upgrade", "websocket")
@@ -389,6 +415,9 @@ pub struct Reactor {
     advances: HashMap<u64, u64>,
     /// Catching up to start again at the next sweep.
     resync: Vec<(ConnRef, Option<u64>)>,
+    /// Connections to catch up once more, from their stored cursor, when
+    /// their current catching up ends (see `resync_all`).
+    rescan: HashSet<ConnRef>,
 }
 
 impl Reactor {
@@ -418,6 +447,7 @@ impl Reactor {
             doomed: Vec::new(),
             advances: HashMap::new(),
             resync: Vec::new(),
+            rescan: HashSet::new(),
         })
     }
 
@@ -507,6 +537,7 @@ impl Reactor {
                 out: VecDeque::new(),
                 pending: 0,
                 frag: None,
+                held: Vec::new(),
             });
             self.stats().open.fetch_add(1, Relaxed);
         }
@@ -568,8 +599,8 @@ impl Reactor {
     /// Handles as many complete requests or frames as `data` holds; returns
     /// the bytes used.
     fn on_input(&mut self, key: usize, data: &mut [u8]) -> usize {
-        let limits = &self.shared.config.limits;
-        let (max_body, max_message) = (limits.max_body, limits.max_message);
+        let shared = Arc::clone(&self.shared);
+        let limits = &shared.config.limits;
         let mut off = 0;
         loop {
             let Some(conn) = self.conns.get_mut(key) else {
@@ -582,7 +613,11 @@ impl Reactor {
                 State::Closing => return data.len(),
                 State::Http { inflight: true } => return off,
                 State::Http { inflight: false } => {
-                    match http::parse(&data[off..], max_body, conn.peer) {
+                    match http::parse(
+                        &data[off..],
+                        |path| api::body_limit(limits, path),
+                        conn.peer,
+                    ) {
                         Parsed::Partial => return off,
                         Parsed::Reject(status) => {
                             self.http_reject(key, status);
@@ -595,7 +630,7 @@ impl Reactor {
                     }
                 }
                 State::WsPending | State::WsReady { .. } => {
-                    match ws::check_frame(&data[off..], max_message) {
+                    match ws::check_frame(&data[off..], limits.max_message) {
                         Ok(None) => return off,
                         Err(code) => {
                             self.close_ws(key, code, reason_for(code));
@@ -819,11 +854,15 @@ impl Reactor {
         conn.since = self.now;
         let me = conn.conn_ref(id, key);
         self.stats().authenticated.fetch_add(1, Relaxed);
-        self.reply(key, &Push::system(cmd::SIGNED_IN, "认证成功"));
+        // Registered before the client hears Cmd 4, so a failed write
+        // (which drops the connection) also unregisters it.
         if let Some(old) = self.shared.delivery.registry.add(claims.id, me) {
             self.shared.delivery.close(old, close::REPLACED);
         }
-        self.catch_up(me, claims.id, None);
+        self.reply(key, &Push::system(cmd::SIGNED_IN, "认证成功"));
+        if self.live(me).is_some() {
+            self.catch_up(me, claims.id, None);
+        }
     }
 
     /// Starts (or continues) pushing a connection's pending messages; when
@@ -850,17 +889,34 @@ impl Reactor {
             return;
         };
         match outcome {
-            SyncOutcome::Done if catchup.held <= upto.max(catchup.covered) => {
+            SyncOutcome::Done => {
+                let max_pending = self.shared.config.limits.max_pending_bytes;
+                let c = &mut self.conns[key];
                 catchup.syncing = false;
-                catchup.held = 0;
-                catchup.covered = 0;
-                self.conns[key].state = State::WsReady { uid, catchup };
+                c.state = State::WsReady { uid, catchup };
+                let held = std::mem::take(&mut c.held);
+                c.pending -= held.iter().map(|(f, _)| f.len()).sum::<usize>();
+                let mut bytes = 0;
+                // What the catching up already wrote is not written again.
+                for (frame, id) in held.iter().filter(|(_, id)| *id > catchup.sent) {
+                    match write_message(c, frame, *id, max_pending, &mut self.advances) {
+                        Sent::Ok(n) => bytes += n,
+                        Sent::Slow => {
+                            self.drop_conn(key, Some(CloseReason::SlowConsumer));
+                            return;
+                        }
+                        Sent::Failed => {
+                            self.drop_conn(key, Some(CloseReason::Client));
+                            return;
+                        }
+                    }
+                }
+                self.stats().bytes_out.fetch_add(bytes as u64, Relaxed);
+                if self.rescan.remove(&conn) {
+                    self.restart_catch_up(key);
+                }
             }
-            SyncOutcome::Done | SyncOutcome::More => {
-                catchup.covered = catchup.held;
-                self.conns[key].state = State::WsReady { uid, catchup };
-                self.catch_up(conn, uid, Some(upto));
-            }
+            SyncOutcome::More => self.catch_up(conn, uid, Some(upto)),
             SyncOutcome::Failed => self.resync.push((conn, Some(upto))),
         }
     }
@@ -943,6 +999,7 @@ impl Reactor {
         conn.since = self.now;
         conn.inbuf = Vec::new();
         conn.frag = None;
+        conn.held = Vec::new();
         if conn.out.is_empty() {
             let _ = conn.stream.shutdown(Shutdown::Write);
         }
@@ -1041,27 +1098,26 @@ impl Reactor {
         let mut doomed = std::mem::take(&mut self.doomed);
         let advances = &mut self.advances;
         let mut one = |key: usize, conn: &mut Conn| {
-            let State::WsReady {
-                uid,
-                ref mut catchup,
-            } = conn.state
-            else {
+            let State::WsReady { catchup, .. } = conn.state else {
                 return;
             };
-            if id > 0 && catchup.syncing && !sync {
-                catchup.held = catchup.held.max(id);
-                return;
+            if id > 0 && !sync {
+                if catchup.syncing {
+                    conn.held.push((frame.clone(), id));
+                    conn.pending += frame.len();
+                    if conn.pending > max_pending {
+                        doomed.push((key, CloseReason::SlowConsumer));
+                    }
+                    return;
+                }
+                if id <= catchup.sent {
+                    return;
+                }
             }
-            let acks = catchup.acks;
-            catchup.sent = catchup.sent.max(id);
-            match conn.send_frame(frame, max_pending) {
+            match write_message(conn, frame, id, max_pending, advances) {
                 Sent::Ok(n) => {
                     count += 1;
                     bytes += n;
-                    if id > 0 && !acks && conn.out.is_empty() {
-                        let upto = advances.entry(uid).or_insert(0);
-                        *upto = (*upto).max(id);
-                    }
                 }
                 Sent::Slow => doomed.push((key, CloseReason::SlowConsumer)),
                 Sent::Failed => doomed.push((key, CloseReason::Client)),
@@ -1099,24 +1155,37 @@ impl Reactor {
     /// up, once more after its current pass.
     fn resync_all(&mut self) {
         self.advances.clear();
-        let mut again = Vec::new();
-        for (key, conn) in self.conns.iter_mut() {
-            let me = conn.conn_ref(self.id, key);
-            if let State::WsReady { uid, catchup } = &mut conn.state {
+        let mut rescan = std::mem::take(&mut self.rescan);
+        rescan.retain(|c| self.live(*c).is_some());
+        let mut now = Vec::new();
+        for (key, conn) in self.conns.iter() {
+            if let State::WsReady { catchup, .. } = conn.state {
                 if catchup.syncing {
-                    catchup.held = u64::MAX;
+                    rescan.insert(conn.conn_ref(self.id, key));
                 } else {
-                    catchup.syncing = true;
-                    catchup.held = 0;
-                    catchup.covered = 0;
-                    again.push((me, *uid));
+                    now.push(key);
                 }
             }
         }
-        for (conn, uid) in again {
-            self.catch_up(conn, uid, None);
+        self.rescan = rescan;
+        for key in now {
+            self.restart_catch_up(key);
         }
         self.shared.delivery.resynced();
+    }
+
+    /// Starts catching a signed-in connection up from its stored cursor.
+    fn restart_catch_up(&mut self, key: usize) {
+        let id = self.id;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let State::WsReady { uid, mut catchup } = conn.state {
+            catchup.syncing = true;
+            conn.state = State::WsReady { uid, catchup };
+            let me = conn.conn_ref(id, key);
+            self.catch_up(me, uid, None);
+        }
     }
 
     /// Stops accepting and closes WebSockets with 1001.

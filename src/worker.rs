@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 
-use crate::chat::{self, Outgoing};
+use crate::chat;
 use crate::http::{Request, Response};
-use crate::message::{cmd, ClientMsg, Push};
+use crate::message::ClientMsg;
 use crate::node::Shared;
 use crate::reactor::{ConnRef, Inbox};
 
@@ -119,24 +119,7 @@ fn work(shared: &Shared, conn: ConnRef, task: Task) {
 fn socket_task(shared: &Shared, conn: ConnRef, task: Task) {
     match task {
         Task::Http { .. } => {}
-        Task::Send { uid, msg } => {
-            let out = Outgoing {
-                from: uid,
-                ope: msg.ope,
-                to: msg.to_id,
-                kind: msg.kind,
-                body: &msg.body,
-                cid: Some(msg.cid.as_str()),
-            };
-            let answer = match chat::send(shared, &out, Some(conn)) {
-                Ok(m) => Push {
-                    id: m.id,
-                    ..Push::system(cmd::SEND_ACK, &msg.cid)
-                },
-                Err(e) => Push::system(cmd::FAIL, e.text()),
-            };
-            shared.delivery.reply(conn, answer.frame());
-        }
+        Task::Send { uid, msg } => chat::send_from_socket(shared, conn, uid, &msg),
         Task::Pending { uid, after } => {
             if after.is_none() {
                 // First catch-up of this connection: presence before the read.

@@ -44,7 +44,7 @@ proptest! {
 
     #[test]
     fn http_parser_never_panics(buf in http_like(), max_body in 0usize..64) {
-        match http::parse(&buf, max_body, PEER) {
+        match http::parse(&buf, |_| max_body, PEER) {
             Parsed::Complete(req, used) => {
                 prop_assert!(used <= buf.len());
                 prop_assert!(req.body.len() <= max_body);
@@ -92,5 +92,56 @@ proptest! {
         "\\{(\"[A-Za-z]{1,5}\":(\"[0-9a-z]{0,6}\"|-?[0-9]{1,20}|null|true|\\[\\]|\\{\\}),?){0,5}\\}".prop_map(String::into_bytes),
     ]) {
         let _ = parse_client(&text);
+    }
+}
+
+/// Bodies that look like `multipart/form-data` more often than noise.
+fn multipart_like() -> impl Strategy<Value = Vec<u8>> {
+    let pieces = prop::sample::select(vec![
+        &b"--XB"[..],
+        b"--XB--",
+        b"\r\n",
+        b"\r\n\r\n",
+        b"Content-Disposition: form-data; name=\"file\"; filename=\"a.png\"",
+        b"Content-Disposition: form-data; name=\"type\"",
+        b"Content-Disposition: form-data; name=\"a\\\"; filename=",
+        b"Content-Type: image/png",
+        b"\x89PNG\r\n\x1a\n",
+        b"1",
+        b"\xff\xfe",
+        b" \t",
+        b";;==\"",
+    ]);
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..300),
+        prop::collection::vec(pieces, 0..30).prop_map(|p| p.concat()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn multipart_reader_never_panics(body in multipart_like(), quoted in any::<bool>()) {
+        let ctype = if quoted {
+            "multipart/form-data; boundary=\"XB\""
+        } else {
+            "multipart/form-data; charset=utf-8; boundary=XB"
+        };
+        let mut raw = format!(
+            "POST /api/v1/im/chat/upload HTTP/1.1\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(&body);
+        let Parsed::Complete(req, _) = http::parse(&raw, |_| 1 << 20, PEER) else {
+            panic!("a complete request was expected");
+        };
+        let params = req.params();
+        if let Some(file) = req.file("file") {
+            prop_assert!(params.is_some());
+            let start = file.data.as_ptr() as usize - req.body.as_ptr() as usize;
+            prop_assert!(start + file.data.len() <= req.body.len());
+        }
     }
 }

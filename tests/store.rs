@@ -14,9 +14,10 @@ use std::sync::{Barrier, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mysql::prelude::Queryable;
+use weim::store::messages::{OPE_FRIEND, STATUS_WITHDRAWN};
 use weim::store::{
-    open_mysql, open_sqlite, Accounts, MysqlStore, SqliteStore, Store, StoreError,
-    MAX_USERNAME_CHARS,
+    open_mysql, open_sqlite, Accounts, Feed, MysqlStore, NewMessage, SqliteStore, Store,
+    StoreError, MAX_USERNAME_CHARS,
 };
 
 const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/weim_test";
@@ -419,6 +420,164 @@ fn reopen_keeps_data(open: &dyn Fn() -> Box<dyn Store>) {
     assert!(matches!(again, Err(StoreError::Conflict)), "{again:?}");
 }
 
+// ------------------------------------------------------------- messages
+
+fn two_users(store: &dyn Store) -> (u64, u64) {
+    let mut ids = [0; 2].map(|_| {
+        store
+            .create_user(&unique("mu_"), "hash", unix_now())
+            .expect("create user")
+            .id
+    });
+    ids.sort();
+    (ids[0], ids[1])
+}
+
+fn friend_message<'a>(from: u64, to: u64, body: &'a str, cid: Option<&'a str>) -> NewMessage<'a> {
+    NewMessage {
+        from_id: from,
+        to_id: to,
+        ope: OPE_FRIEND,
+        kind: 0,
+        body,
+        cid,
+        now_ms: unix_now() * 1000,
+    }
+}
+
+fn messages_are_stored_in_order_and_once_per_cid(store: &dyn Store) {
+    let (a, b) = two_users(store);
+    let stored = store
+        .insert_messages(&[
+            friend_message(a, b, "one", Some("c1")),
+            friend_message(a, b, "two", None),
+            friend_message(a, b, "one again", Some("c1")),
+        ])
+        .expect("insert batch");
+    assert_eq!(stored.len(), 3);
+    let (one, two, again) = (&stored[0], &stored[1], &stored[2]);
+    assert!(one.1 && two.1, "first two are new");
+    assert!(one.0.id < two.0.id, "ids follow the batch order");
+    assert_eq!(
+        (again.0.id, again.1),
+        (one.0.id, false),
+        "same cid: the earlier message"
+    );
+    assert_eq!(again.0.body, "one");
+    let retry = store
+        .insert_messages(&[friend_message(a, b, "retry", Some("c1"))])
+        .expect("retry");
+    assert_eq!((retry[0].0.id, retry[0].1), (one.0.id, false));
+    // Another sender may use the same client id.
+    let other = store
+        .insert_messages(&[friend_message(b, a, "theirs", Some("c1"))])
+        .expect("other sender");
+    assert!(other[0].1);
+    assert_eq!(
+        store.message_by_id(two.0.id).expect("by id"),
+        Some(two.0.clone())
+    );
+}
+
+fn friend_history_pages_newest_first(store: &dyn Store) {
+    let (a, b) = two_users(store);
+    let (_, c) = two_users(store);
+    let batch: Vec<NewMessage<'_>> = (0..5)
+        .map(|i| {
+            if i % 2 == 0 {
+                friend_message(a, b, "ab", None)
+            } else {
+                friend_message(b, a, "ba", None)
+            }
+        })
+        .collect();
+    let ids: Vec<u64> = store
+        .insert_messages(&batch)
+        .expect("insert")
+        .into_iter()
+        .map(|(m, _)| m.id)
+        .collect();
+    store
+        .insert_messages(&[friend_message(a, c, "elsewhere", None)])
+        .expect("insert");
+    let page = store.friend_history(b, a, None, 3).expect("history");
+    let got: Vec<u64> = page.iter().map(|m| m.id).collect();
+    assert_eq!(got, vec![ids[4], ids[3], ids[2]]);
+    let rest = store
+        .friend_history(a, b, Some(ids[2]), 10)
+        .expect("history");
+    let got: Vec<u64> = rest.iter().map(|m| m.id).collect();
+    assert_eq!(got, vec![ids[1], ids[0]]);
+}
+
+fn withdrawn_messages_lose_their_body(store: &dyn Store) {
+    let (a, b) = two_users(store);
+    let m = store
+        .insert_messages(&[friend_message(a, b, "oops", None)])
+        .expect("insert")[0]
+        .0
+        .clone();
+    assert!(store.withdraw_message(m.id).expect("withdraw"));
+    assert!(!store.withdraw_message(m.id).expect("withdraw twice"));
+    let after = store
+        .message_by_id(m.id)
+        .expect("by id")
+        .expect("still there");
+    assert_eq!((after.status, after.body.as_str()), (STATUS_WITHDRAWN, ""));
+    assert!(!store.withdraw_message(u64::MAX / 2).expect("missing"));
+}
+
+fn pending_feed_follows_the_cursor(store: &dyn Store) {
+    let (a, b) = two_users(store);
+    let ids: Vec<u64> = store
+        .insert_messages(&[
+            friend_message(a, b, "1", None),
+            friend_message(b, a, "mine", None),
+            friend_message(a, b, "2", None),
+            friend_message(a, b, "3", None),
+        ])
+        .expect("insert")
+        .into_iter()
+        .map(|(m, _)| m.id)
+        .collect();
+    let pending = |after| -> Vec<u64> {
+        store
+            .feed(b, after, 10, Feed::Pending)
+            .expect("feed")
+            .iter()
+            .map(|m| m.id)
+            .collect()
+    };
+    assert_eq!(
+        pending(0),
+        vec![ids[0], ids[2], ids[3]],
+        "to b, oldest first"
+    );
+    store.withdraw_message(ids[2]).expect("withdraw");
+    assert_eq!(pending(0), vec![ids[0], ids[3]], "withdrawn is not pending");
+    let sync: Vec<u64> = store
+        .feed(b, 0, 10, Feed::Sync)
+        .expect("sync")
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(sync, ids, "sync: to and from b, withdrawn included");
+    assert_eq!(
+        store.feed(b, 0, 2, Feed::Sync).expect("sync").len(),
+        2,
+        "limit"
+    );
+
+    assert_eq!(store.delivered_upto(b).expect("cursor"), 0);
+    store.advance_delivered(&[(b, ids[2])]).expect("advance");
+    store
+        .advance_delivered(&[(b, ids[0]), (a, ids[1])])
+        .expect("never back");
+    assert_eq!(store.delivered_upto(b).expect("cursor"), ids[2]);
+    assert_eq!(store.delivered_upto(a).expect("cursor"), ids[1]);
+    assert_eq!(pending(ids[2]), vec![ids[3]]);
+}
+
 // ------------------------------------------------------- both backends
 
 macro_rules! conformance {
@@ -457,6 +616,10 @@ conformance!(
     revoke_and_expire,
     double_revoke_keeps_later_expiry,
     ping_answers,
+    messages_are_stored_in_order_and_once_per_cid,
+    friend_history_pages_newest_first,
+    withdrawn_messages_lose_their_body,
+    pending_feed_follows_the_cursor,
 );
 
 // ---------------------------------------------- backend-specific checks

@@ -6,6 +6,7 @@ use super::{fail, fail_with, ok, store_error, Caller, Route, Routes, AUTH_FAIL};
 use crate::auth;
 use crate::http::{Params, Request, Response};
 use crate::node::Shared;
+use crate::search::UserDoc;
 use crate::store::{StoreError, User};
 
 /// Account routes.
@@ -76,7 +77,16 @@ fn register(node: &Shared, _: &Request, params: &Params) -> Response {
         }
     };
     match node.store.create_user(username, &hash, auth::now_secs()) {
-        Ok(user) => signed_in(node, &user),
+        Ok(user) => {
+            let doc = UserDoc {
+                user: &user,
+                location: None,
+            };
+            if let Err(e) = node.search.user_changed(&doc) {
+                log::warn!("new user {} not indexed: {e}", user.id);
+            }
+            signed_in(node, &user)
+        }
         Err(StoreError::Conflict) => fail("用户已存在，请更换用户名后重试"),
         Err(e) => store_error(e),
     }

@@ -70,9 +70,7 @@ fn send(
         body: params.str("body"),
         cid: params.get("cid"),
     };
-    chat::send(node, &out, None)
-        .map(|m| m.id)
-        .map_err(chat_error)
+    chat::send(node, &out).map(|m| m.id).map_err(chat_error)
 }
 
 fn send_user(node: &Shared, caller: &Caller, params: &Params) -> Response {

@@ -3,15 +3,35 @@
 //! `{code,msg,data}` answers of PROTOCOL §1. Each concern's handlers live in
 //! a submodule that exports its route table.
 
+/// The value of a parameter check, or an early return of its error answer.
+macro_rules! try_param {
+    ($check:expr) => {
+        match $check {
+            Ok(value) => value,
+            Err(resp) => return resp,
+        }
+    };
+}
+
 mod account;
 mod chat;
+mod friends;
+mod geo;
+mod groups;
 mod ops;
+mod profile;
+mod upload;
+
+pub use self::upload::body_limit;
+
+use std::collections::HashMap;
 
 use serde_json::Value;
 
 use crate::auth::TokenError;
 use crate::http::{Params, Request, Response};
 use crate::node::Shared;
+use crate::search::SearchError;
 use crate::store::StoreError;
 
 /// Success.
@@ -20,6 +40,8 @@ pub(crate) const OK: i32 = 0;
 pub(crate) const FAIL: i32 = 1000;
 /// Authentication failure.
 pub(crate) const AUTH_FAIL: i32 = 1001;
+/// Not found.
+pub(crate) const NOT_FOUND: i32 = 1002;
 
 /// The signed-in caller of an authenticated endpoint.
 pub(crate) struct Caller {
@@ -33,19 +55,30 @@ pub(crate) struct Caller {
 
 type Public = fn(&Shared, &Request, &Params) -> Response;
 type Authed = fn(&Shared, &Caller, &Params) -> Response;
+type Upload = fn(&Shared, &Caller, &Request, &Params) -> Response;
 
 /// How a `/api/v1/*` path is served.
 pub(crate) enum Route {
     Public(Public),
     /// An authenticated handler; `true` adds a refreshed token as `data.t`.
     Authed(Authed, bool),
+    /// An authenticated handler that reads files of the request.
+    Upload(Upload, bool),
 }
 
 /// A route table: `/api/v1/<path>` → handler; every route is `POST`.
 pub(crate) type Routes = &'static [(&'static str, Route)];
 
 /// Every module's routes.
-const TABLES: &[Routes] = &[account::ROUTES, chat::ROUTES];
+const TABLES: &[Routes] = &[
+    account::ROUTES,
+    friends::ROUTES,
+    groups::ROUTES,
+    chat::ROUTES,
+    profile::ROUTES,
+    geo::ROUTES,
+    upload::ROUTES,
+];
 
 fn find(path: &str) -> Option<&'static Route> {
     TABLES
@@ -96,6 +129,9 @@ fn route(node: &Shared, req: &Request) -> Response {
         "/healthz" | "/metrics" | "/ws/status" | "/ws/sendToAll" | "/cluster" | "/ws" => {
             Response::error(405)
         }
+        path if get && path.starts_with(node.config.attach.url_prefix.as_str()) => {
+            upload::serve(node, &path[node.config.attach.url_prefix.len()..])
+        }
         path => match path.strip_prefix("/api/v1/").and_then(find) {
             None => Response::error(404),
             Some(_) if req.method != "POST" => Response::error(405),
@@ -108,30 +144,43 @@ fn api(node: &Shared, req: &Request, handler: &Route) -> Response {
     let Some(params) = req.params() else {
         return Response::envelope(400, FAIL, "非法参数", Value::Null);
     };
-    match handler {
-        Route::Public(f) => f(node, req, &params),
-        Route::Authed(f, refresh) => {
-            let token = req.header("login-token").unwrap_or("").trim();
-            let claims = match node.tokens.verify(token) {
-                Ok(c) => c,
-                Err(TokenError::Expired) => {
-                    return fail_with(AUTH_FAIL, "登录状态已过期，请重新登录")
-                }
-                Err(TokenError::Invalid) => return fail_with(AUTH_FAIL, "鉴权失败"),
-            };
-            let caller = Caller {
-                uid: claims.id,
-                token: token.to_string(),
-                exp: claims.exp,
-            };
-            let resp = f(node, &caller, &params);
-            if *refresh {
-                with_token(resp, &node.tokens.issue(caller.uid))
-            } else {
-                resp
+    let (caller, resp, refresh) = match handler {
+        Route::Public(f) => return f(node, req, &params),
+        Route::Authed(f, refresh) => match caller(node, req) {
+            Ok(c) => {
+                let resp = f(node, &c, &params);
+                (c, resp, *refresh)
             }
-        }
+            Err(resp) => return resp,
+        },
+        Route::Upload(f, refresh) => match caller(node, req) {
+            Ok(c) => {
+                let resp = f(node, &c, req, &params);
+                (c, resp, *refresh)
+            }
+            Err(resp) => return resp,
+        },
+    };
+    if refresh {
+        with_token(resp, &node.tokens.issue(caller.uid))
+    } else {
+        resp
     }
+}
+
+/// The caller of an authenticated route, from `Login-Token`.
+fn caller(node: &Shared, req: &Request) -> Result<Caller, Response> {
+    let token = req.header("login-token").unwrap_or("").trim();
+    let claims = match node.tokens.verify(token) {
+        Ok(c) => c,
+        Err(TokenError::Expired) => return Err(fail_with(AUTH_FAIL, "登录状态已过期，请重新登录")),
+        Err(TokenError::Invalid) => return Err(fail_with(AUTH_FAIL, "鉴权失败")),
+    };
+    Ok(Caller {
+        uid: claims.id,
+        token: token.to_string(),
+        exp: claims.exp,
+    })
 }
 
 /// Adds `data.t` to a successful answer.
@@ -173,6 +222,21 @@ pub(crate) fn store_error(e: StoreError) -> Response {
     }
 }
 
+/// A search failure: the store's as [`store_error`], the engine's 503.
+pub(crate) fn search_error(e: SearchError) -> Response {
+    match e {
+        SearchError::Store(e) => store_error(e),
+        other => upload::unavailable(other),
+    }
+}
+
+/// `items` in the order of `ids` (the rank a search engine gave), ids
+/// without an item left out.
+pub(crate) fn in_order<T>(ids: &[u64], items: Vec<T>, id: impl Fn(&T) -> u64) -> Vec<T> {
+    let mut by_id: HashMap<u64, T> = items.into_iter().map(|t| (id(&t), t)).collect();
+    ids.iter().filter_map(|i| by_id.remove(i)).collect()
+}
+
 /// A required id parameter (a positive integer); `err` is the answer when it
 /// is missing, not a number or out of range.
 pub(crate) fn id_param(params: &Params, name: &str, err: &str) -> Result<u64, Response> {
@@ -180,6 +244,24 @@ pub(crate) fn id_param(params: &Params, name: &str, err: &str) -> Result<u64, Re
         Ok(v) if v > 0 && v <= i64::MAX as u64 => Ok(v),
         _ => Err(fail(err)),
     }
+}
+
+/// A required text parameter, trimmed: `empty` is the answer when it is
+/// missing or blank, `非法参数` when it is longer than `max_chars`.
+pub(crate) fn text_param<'a>(
+    params: &'a Params,
+    name: &str,
+    max_chars: usize,
+    empty: &str,
+) -> Result<&'a str, Response> {
+    let text = params.str(name).trim();
+    if text.is_empty() {
+        return Err(fail(empty));
+    }
+    if text.chars().count() > max_chars {
+        return Err(fail("非法参数"));
+    }
+    Ok(text)
 }
 
 /// Pagination: `page` from 1 (default 1), `size` 1..=100 (default 20).

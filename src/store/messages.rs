@@ -72,9 +72,12 @@ pub enum Feed {
 
 /// Chat messages and delivery cursors.
 pub trait Messages {
-    /// Stores a message. With a `cid` this sender already used, stores
-    /// nothing and returns the earlier message with `false`.
-    fn insert_message(&self, m: &NewMessage<'_>) -> Result<(Message, bool), StoreError>;
+    /// Stores messages in one transaction (one disk sync for the batch),
+    /// in order; ids increase in batch order. A message whose `cid` this
+    /// sender already used (earlier, or earlier in the batch) stores nothing
+    /// and comes back as the earlier message with `false`.
+    fn insert_messages(&self, batch: &[NewMessage<'_>])
+        -> Result<Vec<(Message, bool)>, StoreError>;
 
     /// The message with this id.
     fn message_by_id(&self, id: u64) -> Result<Option<Message>, StoreError>;
@@ -116,6 +119,20 @@ pub trait Messages {
     /// Moves delivery cursors forward: `(user, id)` pairs; a cursor never
     /// moves back.
     fn advance_delivered(&self, updates: &[(u64, u64)]) -> Result<(), StoreError>;
+}
+
+/// The message a successful insert stored.
+pub(crate) fn stored(m: &NewMessage<'_>, id: u64) -> Message {
+    Message {
+        id,
+        from_id: m.from_id,
+        to_id: m.to_id,
+        ope: m.ope,
+        kind: m.kind,
+        body: m.body.to_string(),
+        status: 0,
+        created_at: m.now_ms,
+    }
 }
 
 /// Checks a new message's arguments (same errors on both backends).

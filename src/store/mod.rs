@@ -22,18 +22,24 @@
 //! - Times are unix seconds (`i64`); no database time functions are used.
 //!
 //! Adding to the schema: new tables go into both schemas (`database.sql` and
-//! the SQLite schema in `sqlite.rs`) as `CREATE TABLE IF NOT EXISTS`; a change
+//! the SQLite schemas in `sqlite/`) as `CREATE TABLE IF NOT EXISTS`; a change
 //! to an existing table needs a migration step in both backends and a bump of
 //! [`SCHEMA_VERSION`].
 
 pub mod messages;
 mod mysql;
+mod profile;
 mod social;
 mod sqlite;
 
 pub use self::messages::{Feed, Message, Messages, NewMessage};
 pub use self::mysql::{open_mysql, MysqlStore};
-pub use self::social::Social;
+pub use self::profile::{Area, Located, Profiles, RealName, MAX_AVATAR_CHARS, MAX_NICKNAME_CHARS};
+pub use self::social::{
+    group_name_key, FoundGroup, FriendRequest, Group, JoinHandled, JoinRequest, Left, Member,
+    Membership, Profile, Social, ACCEPTED, MAX_CHANNEL_CHARS, MAX_GROUP_NAME_CHARS,
+    MAX_REASON_CHARS, PENDING, REJECTED,
+};
 pub use self::sqlite::{open_sqlite, SqliteStore};
 
 use std::fmt;
@@ -62,7 +68,7 @@ pub struct User {
 }
 
 /// Why a store call failed.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum StoreError {
     /// A unique key is already taken (e.g. the username exists).
     Conflict,
@@ -87,9 +93,9 @@ impl std::error::Error for StoreError {}
 
 /// Everything weim persists, one trait per concern. Implementations are
 /// `Send + Sync` and internally pooled: many worker threads call them at once.
-pub trait Store: Accounts + Social + Messages + Send + Sync {}
+pub trait Store: Accounts + Social + Messages + Profiles + Send + Sync {}
 
-impl<T: Accounts + Social + Messages + Send + Sync> Store for T {}
+impl<T: Accounts + Social + Messages + Profiles + Send + Sync> Store for T {}
 
 /// Accounts and revoked tokens.
 pub trait Accounts {

@@ -669,6 +669,39 @@ pub fn assert_server_frame(frame: &Value, cmd: i64) -> &Value {
     frame
 }
 
+/// Checks a notice push (PROTOCOL §2.2: Type 10, no stored message) with
+/// these Cmd, FromId, ToId, Ope and Body.
+#[track_caller]
+pub fn assert_notice(frame: &Value, cmd: i64, from: i64, to: i64, ope: i64, body: &str) {
+    assert_server_frame(frame, cmd);
+    assert_eq!(
+        (&frame["FromId"], &frame["ToId"], &frame["Ope"]),
+        (&json!(from), &json!(to), &json!(ope)),
+        "FromId, ToId, Ope of {frame}"
+    );
+    assert_eq!(frame["Type"], 10, "{frame}");
+    assert_eq!(frame["Id"], 0, "{frame}");
+    assert_eq!(frame["Body"], body, "{frame}");
+}
+
+/// Checks a successful API answer (code 0, this `msg`, a refreshed token in
+/// `data.t`) and returns its `data`.
+#[track_caller]
+pub fn expect_ok(reply: &Value, msg: &str) -> Value {
+    assert_eq!(reply["code"], CODE_OK, "{reply}");
+    assert_eq!(reply["msg"], msg, "{reply}");
+    assert!(reply["data"]["t"].is_string(), "no data.t: {reply}");
+    reply["data"].clone()
+}
+
+/// Checks a refused API answer: code 1000, this `msg`, `data` null.
+#[track_caller]
+pub fn expect_fail(reply: &Value, msg: &str) {
+    assert_eq!(reply["code"], CODE_FAIL, "{reply}");
+    assert_eq!(reply["msg"], msg, "{reply}");
+    assert!(reply["data"].is_null(), "{reply}");
+}
+
 /// Checks a system frame (Cmd 2, 4, 31: FromId 0, ToId 0, Ope 2, Type 10).
 #[track_caller]
 pub fn assert_system_frame(frame: &Value, cmd: i64) {
@@ -775,6 +808,23 @@ impl Request {
             .extend_pairs(params)
             .finish();
         self.body("application/x-www-form-urlencoded", body.into_bytes())
+    }
+
+    /// A `multipart/form-data` body: text `fields`, then `files` as
+    /// `(field, file name, bytes)`.
+    pub fn multipart(self, fields: &[(&str, &str)], files: &[(&str, &str, &[u8])]) -> Request {
+        const BOUNDARY: &str = "weimTestBoundary7MA4YWxkTrZu0gW";
+        let mut body = Vec::new();
+        for (name, value) in fields {
+            body.extend(format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").bytes());
+        }
+        for (name, filename, data) in files {
+            body.extend(format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n").bytes());
+            body.extend_from_slice(data);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend(format!("--{BOUNDARY}--\r\n").bytes());
+        self.body(&format!("multipart/form-data; boundary={BOUNDARY}"), body)
     }
 
     /// An `application/json` body.

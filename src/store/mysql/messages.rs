@@ -7,7 +7,7 @@ use ::mysql::prelude::Queryable;
 use ::mysql::{Row, TxOpts};
 
 use super::MysqlStore;
-use crate::store::messages::check_new_message;
+use crate::store::messages::{check_new_message, stored};
 use crate::store::{Feed, Message, Messages, NewMessage, StoreError};
 
 const COLUMNS: &str = "id, from_id, to_id, ope, kind, body, status, created_at";
@@ -36,44 +36,42 @@ fn messages(rows: Vec<Row>) -> Result<Vec<Message>, StoreError> {
 }
 
 impl Messages for MysqlStore {
-    fn insert_message(&self, m: &NewMessage<'_>) -> Result<(Message, bool), StoreError> {
-        check_new_message(m)?;
+    fn insert_messages(
+        &self,
+        batch: &[NewMessage<'_>],
+    ) -> Result<Vec<(Message, bool)>, StoreError> {
+        batch.iter().try_for_each(check_new_message)?;
         let select_cid = format!("SELECT {COLUMNS} FROM messages WHERE from_id = ? AND cid = ?");
-        let (row, new_id): (Option<Row>, u64) = self.run(|c| {
+        // Per message: the earlier row for a known cid, or the new id.
+        let results: Vec<Result<Row, u64>> = self.run(|c| {
             let mut tx = c.start_transaction(TxOpts::default())?;
             tx.query_drop("SELECT n FROM message_seq WHERE id = 1 FOR UPDATE")?;
-            if let Some(cid) = m.cid {
-                let earlier: Option<Row> = tx.exec_first(&select_cid, (m.from_id, cid))?;
-                if earlier.is_some() {
-                    tx.rollback()?;
-                    return Ok((earlier, 0));
+            let mut out = Vec::with_capacity(batch.len());
+            for m in batch {
+                if let Some(cid) = m.cid {
+                    if let Some(row) = tx.exec_first::<Row, _, _>(&select_cid, (m.from_id, cid))? {
+                        out.push(Ok(row));
+                        continue;
+                    }
                 }
+                tx.exec_drop(
+                    "INSERT INTO messages (from_id, to_id, ope, kind, body, cid, created_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (m.from_id, m.to_id, m.ope, m.kind, m.body, m.cid, m.now_ms),
+                )?;
+                out.push(Err(tx.last_insert_id().unwrap_or(0)));
             }
-            tx.exec_drop(
-                "INSERT INTO messages (from_id, to_id, ope, kind, body, cid, created_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (m.from_id, m.to_id, m.ope, m.kind, m.body, m.cid, m.now_ms),
-            )?;
-            let id = tx.last_insert_id().unwrap_or(0);
             tx.commit()?;
-            Ok((None, id))
+            Ok(out)
         })?;
-        if let Some(row) = row {
-            return Ok((message_from_row(row)?, false));
-        }
-        Ok((
-            Message {
-                id: new_id,
-                from_id: m.from_id,
-                to_id: m.to_id,
-                ope: m.ope,
-                kind: m.kind,
-                body: m.body.to_string(),
-                status: 0,
-                created_at: m.now_ms,
-            },
-            true,
-        ))
+        batch
+            .iter()
+            .zip(results)
+            .map(|(m, r)| match r {
+                Ok(row) => Ok((message_from_row(row)?, false)),
+                Err(id) => Ok((stored(m, id), true)),
+            })
+            .collect()
     }
 
     fn message_by_id(&self, id: u64) -> Result<Option<Message>, StoreError> {

@@ -10,6 +10,7 @@
 //! [`CONNECT_TIMEOUT`] and [`IO_TIMEOUT`] unless the URL sets them.
 
 mod messages;
+mod profile;
 mod social;
 
 use std::time::Duration;
@@ -173,6 +174,7 @@ impl MysqlStore {
                 other => other,
             })?;
         }
+        profile::apply_schema(&mut conn).map_err(map_err)?;
         let version: Option<i64> = conn
             .exec_first("SELECT version FROM schema_version WHERE id = ?", (1,))
             .map_err(map_err)?;
@@ -183,10 +185,11 @@ impl MysqlStore {
     }
 
     /// Runs `op` on a pooled connection. When InnoDB picks the statement as
-    /// a deadlock victim it has rolled it back entirely, so `op` (one
-    /// autocommitted statement, or several that are each safe to repeat) is
-    /// run again, up to [`DEADLOCK_RETRIES`] times; concurrent purges and
-    /// inserts of revoked tokens from several nodes do meet that way.
+    /// a deadlock victim it has rolled back its whole transaction, so `op`
+    /// (one autocommitted statement, several that are each safe to repeat,
+    /// or one transaction) is run again, up to [`DEADLOCK_RETRIES`] times;
+    /// concurrent purges and inserts of revoked tokens from several nodes,
+    /// and crossed friend-request accepts, do meet that way.
     pub(super) fn run<T>(
         &self,
         mut op: impl FnMut(&mut PooledConn) -> ::mysql::Result<T>,

@@ -4,7 +4,7 @@
 use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 
 use super::SqliteStore;
-use crate::store::messages::check_new_message;
+use crate::store::messages::{check_new_message, stored};
 use crate::store::{Feed, Message, Messages, NewMessage, StoreError};
 
 /// Messages and delivery cursors; mirrors the messages section of
@@ -61,49 +61,46 @@ fn collect(
 }
 
 impl Messages for SqliteStore {
-    fn insert_message(&self, m: &NewMessage<'_>) -> Result<(Message, bool), StoreError> {
-        check_new_message(m)?;
+    fn insert_messages(
+        &self,
+        batch: &[NewMessage<'_>],
+    ) -> Result<Vec<(Message, bool)>, StoreError> {
+        batch.iter().try_for_each(check_new_message)?;
         self.with_conn(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if let Some(cid) = m.cid {
-                let earlier = tx
-                    .prepare_cached(&format!(
-                        "SELECT {COLUMNS} FROM messages WHERE from_id = ?1 AND cid = ?2"
-                    ))?
-                    .query_row(params![id(m.from_id), cid], message_from_row)
-                    .optional()?;
-                if let Some(earlier) = earlier {
-                    return Ok((earlier, false));
+            let mut out = Vec::with_capacity(batch.len());
+            {
+                let mut earlier = tx.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM messages WHERE from_id = ?1 AND cid = ?2"
+                ))?;
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO messages (from_id, to_id, ope, kind, body, cid, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for m in batch {
+                    if let Some(cid) = m.cid {
+                        let found = earlier
+                            .query_row(params![id(m.from_id), cid], message_from_row)
+                            .optional()?;
+                        if let Some(found) = found {
+                            out.push((found, false));
+                            continue;
+                        }
+                    }
+                    insert.execute(params![
+                        id(m.from_id),
+                        id(m.to_id),
+                        m.ope,
+                        m.kind,
+                        m.body,
+                        m.cid,
+                        m.now_ms
+                    ])?;
+                    out.push((stored(m, tx.last_insert_rowid() as u64), true));
                 }
             }
-            tx.prepare_cached(
-                "INSERT INTO messages (from_id, to_id, ope, kind, body, cid, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                id(m.from_id),
-                id(m.to_id),
-                m.ope,
-                m.kind,
-                m.body,
-                m.cid,
-                m.now_ms
-            ])?;
-            let new_id = tx.last_insert_rowid() as u64;
             tx.commit()?;
-            Ok((
-                Message {
-                    id: new_id,
-                    from_id: m.from_id,
-                    to_id: m.to_id,
-                    ope: m.ope,
-                    kind: m.kind,
-                    body: m.body.to_string(),
-                    status: 0,
-                    created_at: m.now_ms,
-                },
-                true,
-            ))
+            Ok(out)
         })
     }
 

@@ -13,6 +13,7 @@
 //! instead of failing when a read lock cannot be upgraded.
 
 mod messages;
+mod profile;
 mod social;
 
 use std::fmt;
@@ -129,6 +130,7 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     }
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
         .map_err(map_err)?;
+    social::register_functions(&conn).map_err(map_err)?;
     Ok(conn)
 }
 
@@ -138,7 +140,7 @@ fn apply_schema(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(map_err)?;
-    for schema in [SCHEMA, social::SCHEMA, messages::SCHEMA] {
+    for schema in [SCHEMA, social::SCHEMA, messages::SCHEMA, profile::SCHEMA] {
         tx.execute_batch(schema).map_err(map_err)?;
     }
     let version: i64 = tx
