@@ -213,11 +213,15 @@ struct Catchup {
     /// The client acknowledges with Cmd 22; writes alone do not count as
     /// delivered.
     acks: bool,
-    /// The newest message id written to this connection. Message ids reach
-    /// a connection in increasing order: a live push at or below it was
-    /// already written by the catching up and is skipped; an acknowledgement
-    /// never moves the cursor past it.
+    /// The newest message id written to this connection: an
+    /// acknowledgement never moves the cursor past it.
     sent: u64,
+    /// The newest message id written by the catching up. It read every
+    /// message stored up to there, so a live push at or below it was
+    /// already written and is skipped. (Live pushes above it may arrive out
+    /// of id order: in a cluster, a message from another node comes a hop
+    /// later than a newer local one.)
+    synced: u64,
 }
 
 /// A fragmented message being reassembled.
@@ -898,7 +902,7 @@ impl Reactor {
                 c.pending -= held.iter().map(|(f, _)| f.len()).sum::<usize>();
                 let mut bytes = 0;
                 // What the catching up already wrote is not written again.
-                for (frame, id) in held.iter().filter(|(_, id)| *id > catchup.sent) {
+                for (frame, id) in held.iter().filter(|(_, id)| *id > catchup.synced) {
                     match write_message(c, frame, *id, max_pending, &mut self.advances) {
                         Sent::Ok(n) => bytes += n,
                         Sent::Slow => {
@@ -1110,7 +1114,7 @@ impl Reactor {
                     }
                     return;
                 }
-                if id <= catchup.sent {
+                if id <= catchup.synced {
                     return;
                 }
             }
@@ -1118,6 +1122,14 @@ impl Reactor {
                 Sent::Ok(n) => {
                     count += 1;
                     bytes += n;
+                    if let State::WsReady {
+                        ref mut catchup, ..
+                    } = conn.state
+                    {
+                        if sync {
+                            catchup.synced = catchup.synced.max(id);
+                        }
+                    }
                 }
                 Sent::Slow => doomed.push((key, CloseReason::SlowConsumer)),
                 Sent::Failed => doomed.push((key, CloseReason::Client)),

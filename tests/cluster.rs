@@ -608,6 +608,60 @@ fn three_nodes_route_friend_group_and_broadcast_messages() {
 }
 
 #[test]
+fn messages_from_two_nodes_at_once_all_arrive() {
+    // A message from another node comes a hop later than a newer local
+    // one: ids reach the recipient out of order, and none may be dropped.
+    const EACH: usize = 60;
+    let s = services();
+    let ids = node_ids(2);
+    let nodes = start_cluster(&ids, &s.etcd, &s.redis);
+    let user = nodes[1].new_account();
+    let far = nodes[0].new_account();
+    let near = nodes[1].new_account();
+    make_friends(&far, &user);
+    make_friends(&near, &user);
+    let mut ws = nodes[1].ws_signed_in(&user.token);
+    let recorded = wait_until(Duration::from_secs(5), || {
+        presence(&s.redis, user.id).contains(&ids[1])
+    });
+    assert!(recorded, "presence never recorded");
+    let senders: Vec<_> = [(&nodes[0], &far, "far"), (&nodes[1], &near, "near")]
+        .into_iter()
+        .map(|(node, from, tag)| {
+            let mut w = node.ws_signed_in(&from.token);
+            let to = user.id;
+            let tag = tag.to_string();
+            thread::spawn(move || {
+                for i in 0..EACH {
+                    w.send_json(&json!({"Cmd": 20, "ToId": to, "Ope": 0, "Type": 0, "Body": format!("{tag}{i}")}));
+                }
+                for _ in 0..EACH {
+                    expect(&mut w, "Cmd 21", |f| f["Cmd"] == CMD_SEND_ACK);
+                }
+            })
+        })
+        .collect();
+    for t in senders {
+        t.join().expect("a sender failed");
+    }
+    let mut got = HashSet::new();
+    while got.len() < 2 * EACH {
+        let Some(f) = ws.recv_json_within(FRAME_WAIT) else {
+            break;
+        };
+        if f["Cmd"] == CMD_FRIEND {
+            got.insert(f["Body"].as_str().unwrap_or("").to_string());
+        }
+    }
+    let missing: Vec<String> = ["far", "near"]
+        .iter()
+        .flat_map(|t| (0..EACH).map(move |i| format!("{t}{i}")))
+        .filter(|b| !got.contains(b))
+        .collect();
+    assert!(missing.is_empty(), "never pushed: {missing:?}");
+}
+
+#[test]
 fn a_killed_node_leaves_the_peer_tables_and_its_users_messages_stay_pending() {
     let s = services();
     let ids = node_ids(3);
