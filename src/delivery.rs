@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::cluster::presence::{Event, Notifier};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Outbound};
 use crate::reactor::{ConnRef, Inbox, ReactorHandle, SyncOutcome, Targets};
 use crate::ws::SharedFrame;
 
@@ -178,9 +178,34 @@ impl Delivery {
     ) -> usize {
         let n = self.deliver_local(uids, frame.clone(), id, except);
         if let Some(c) = &self.cluster {
-            c.route(uids, &frame, id);
+            c.route(&[Outbound {
+                uids,
+                frame: &frame,
+                id,
+            }]);
         }
         n
+    }
+
+    /// [`Delivery::deliver_message`] for a batch of messages: each is
+    /// pushed here at once, then (cluster mode) all are routed to other
+    /// nodes together, with one presence lookup and one pipeline of
+    /// PUBLISHes.
+    pub fn deliver_messages(&self, batch: &[(&[u64], SharedFrame, u64, Option<ConnRef>)]) {
+        for (uids, frame, id, except) in batch {
+            self.deliver_local(uids, frame.clone(), *id, *except);
+        }
+        if let Some(c) = &self.cluster {
+            let out: Vec<Outbound<'_>> = batch
+                .iter()
+                .map(|(uids, frame, id, _)| Outbound {
+                    uids,
+                    frame,
+                    id: *id,
+                })
+                .collect();
+            c.route(&out);
+        }
     }
 
     /// [`Delivery::deliver_message`] on this node only. A connection still

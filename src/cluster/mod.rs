@@ -23,9 +23,11 @@
 //!
 //! Workers route deliveries ([`Cluster::route`]): one pipelined presence
 //! lookup for all recipients, then one PUBLISH per target node that is in
-//! the live peer table, over a small pool of Redis connections. When Redis
-//! is unreachable the pool stops trying for a second at a time, so a Redis
-//! outage costs workers no more than one failed attempt per second.
+//! the live peer table, over a small pool of Redis connections (the
+//! committer routes each committed batch in one such round). After a Redis
+//! failure the pool is not used until the presence thread, which probes
+//! Redis every second, reaches it again: an outage costs the delivering
+//! threads one failed call, not one per message.
 //!
 //! Redis layout (every key and channel starts with `weim:`):
 //! - `weim:presence:<uid>`: set of node ids where the user is signed in;
@@ -69,8 +71,10 @@ const BROADCAST_CHANNEL: &str = "weim:bus:broadcast";
 const REDIS_IO_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long opening a Redis connection may take.
 const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-/// After a Redis failure, workers do not try again for this long.
-const REDIS_RETRY: Duration = Duration::from_secs(1);
+/// After a Redis failure, workers and the committer leave Redis alone until
+/// the presence thread (which probes it every second) reaches it again, or
+/// at the latest for this long.
+const REDIS_RETRY: Duration = Duration::from_secs(5);
 /// Recipients looked up (or published) per Redis pipeline.
 const PIPELINE_CHUNK: usize = 1000;
 
@@ -400,6 +404,17 @@ impl RedisLink {
     }
 }
 
+/// A message (or notice) for users who may be connected to other nodes.
+#[derive(Debug, Clone, Copy)]
+pub struct Outbound<'a> {
+    /// Recipients.
+    pub uids: &'a [u64],
+    /// The encoded WebSocket frame.
+    pub frame: &'a [u8],
+    /// The stored message id; 0 for a notice.
+    pub id: u64,
+}
+
 /// A link to Redis whose loss may make this node miss deliveries.
 #[derive(Debug, Clone, Copy)]
 pub enum Link {
@@ -660,55 +675,78 @@ impl Cluster {
         }
     }
 
-    /// Pushes a stored message (`id`, 0 for a notice) to the recipients'
-    /// connections on other nodes: one presence lookup for all of them,
-    /// then one PUBLISH per live target node carrying the frame and that
-    /// node's recipients. Recipients on no live node are left to their
-    /// pending messages. Returns the number of nodes published to.
-    pub fn route(&self, uids: &[u64], frame: &[u8], id: u64) -> usize {
-        if uids.is_empty() || !self.peers.has_others(&self.me.id) {
+    /// Pushes stored messages (`id`, 0 for a notice) to their recipients'
+    /// connections on other nodes: one presence lookup for all recipients
+    /// of the batch, then, per message, one PUBLISH per live target node
+    /// carrying the frame and that node's recipients (all PUBLISHes in one
+    /// pipeline). Recipients on no live node are left to their pending
+    /// messages. Returns the number of PUBLISHes.
+    pub fn route(&self, batch: &[Outbound<'_>]) -> usize {
+        if batch.is_empty() || !self.peers.has_others(&self.me.id) {
             return 0;
         }
-        let mut uids = uids.to_vec();
+        let mut uids: Vec<u64> = batch.iter().flat_map(|m| m.uids.iter().copied()).collect();
         uids.sort_unstable();
         uids.dedup();
         let Some(locations) = self.lookup(&uids) else {
-            self.stats.route_failures.fetch_add(1, Relaxed);
+            self.stats
+                .route_failures
+                .fetch_add(batch.len() as u64, Relaxed);
             return 0;
         };
-        let mut by_node: HashMap<String, Vec<u64>> = HashMap::new();
+        // Each recipient's live nodes other than this one.
+        let mut remote: HashMap<u64, Vec<String>> = HashMap::new();
         for (uid, nodes) in uids.iter().zip(locations) {
             for node in nodes.into_iter().filter(|n| *n != self.me.id) {
                 if self.peers.contains(&node) {
-                    by_node.entry(node).or_default().push(*uid);
+                    remote.entry(*uid).or_default().push(node);
                 } else {
                     self.stats.dead_node_recipients.fetch_add(1, Relaxed);
                 }
             }
         }
-        if by_node.is_empty() {
+        if remote.is_empty() {
             return 0;
         }
-        let mut pipe = redis::pipe();
-        for (node, users) in &by_node {
-            pipe.cmd("PUBLISH")
-                .arg(node_channel(node))
-                .arg(bus::encode_push(id, users, frame));
+        let mut publishes: Vec<(String, Vec<u8>)> = Vec::new();
+        for m in batch {
+            let mut by_node: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+            for uid in m.uids {
+                for node in remote.get(uid).into_iter().flatten() {
+                    let users = by_node.entry(node.as_str()).or_default();
+                    if !users.contains(uid) {
+                        users.push(*uid);
+                    }
+                }
+            }
+            for (node, users) in by_node {
+                publishes.push((node_channel(node), bus::encode_push(m.id, &users, m.frame)));
+            }
         }
-        match self
-            .redis
-            .with(&self.stats, |con| pipe.query::<Vec<i64>>(con))
-        {
+        let sent = self.redis.with(&self.stats, |con| {
+            let mut heard = Vec::with_capacity(publishes.len());
+            for chunk in publishes.chunks(PIPELINE_CHUNK) {
+                let mut pipe = redis::pipe();
+                for (channel, payload) in chunk {
+                    pipe.cmd("PUBLISH").arg(channel).arg(payload);
+                }
+                heard.extend(pipe.query::<Vec<i64>>(con)?);
+            }
+            Ok(heard)
+        });
+        match sent {
             Some(heard) => {
                 self.stats
                     .publishes
-                    .fetch_add(by_node.len() as u64, Relaxed);
+                    .fetch_add(publishes.len() as u64, Relaxed);
                 let unheard = heard.iter().filter(|&&n| n == 0).count();
                 self.stats.unheard.fetch_add(unheard as u64, Relaxed);
-                by_node.len()
+                publishes.len()
             }
             None => {
-                self.stats.route_failures.fetch_add(1, Relaxed);
+                self.stats
+                    .route_failures
+                    .fetch_add(batch.len() as u64, Relaxed);
                 0
             }
         }
