@@ -7,9 +7,11 @@
 //! `redis-server` and `etcd` on free loopback ports, stop only the processes
 //! they started, and never touch the shared services.
 //!
-//! Friends and groups are made directly in the shared MariaDB (one
-//! `friends` row per direction, `chat_groups` + `group_members`), then
-//! messages go through the real send paths (Cmd 20 and the REST endpoints).
+//! The three-node test makes friends and a group through the friend and
+//! group endpoints across nodes; the other tests, whose subject is
+//! elsewhere, write friendships straight into the shared MariaDB (one
+//! `friends` row per direction). Messages always go through the real send
+//! paths (Cmd 20 and the REST endpoints).
 //!
 //! Tests of this file run in parallel against the same etcd and Redis: node
 //! ids and users are unique per test, and frames of other tests (a
@@ -40,6 +42,10 @@ const CMD_FRIEND: i64 = 6;
 const CMD_GROUP: i64 = 10;
 const CMD_BROADCAST: i64 = -1;
 const CMD_SEND_ACK: i64 = 21;
+const CMD_FRIEND_REQUEST: i64 = 8;
+const CMD_FRIEND_ACCEPTED: i64 = 9;
+const CMD_JOIN_REQUEST: i64 = 12;
+const CMD_JOIN_ACCEPTED: i64 = 13;
 
 // ---------------------------------------------------------------------------
 // Services
@@ -261,26 +267,6 @@ fn make_friends(a: &Account, b: &Account) {
         )
         .expect("insert friends");
     }
-}
-
-/// A group owned by `members[0]` with these members; returns its id.
-fn make_group(members: &[&Account]) -> u64 {
-    let mut db = mysql();
-    let name = unique_name("g");
-    db.exec_drop(
-        "INSERT INTO chat_groups (owner_id, name, name_key, created_at) VALUES (?, ?, ?, ?)",
-        (members[0].id, &name, name.to_lowercase(), now_secs()),
-    )
-    .expect("insert chat_groups");
-    let group = db.last_insert_id();
-    for m in members {
-        db.exec_drop(
-            "INSERT INTO group_members (group_id, user_id, joined_at) VALUES (?, ?, ?)",
-            (group, m.id, now_secs() - 60),
-        )
-        .expect("insert group_members");
-    }
-    group
 }
 
 /// A TCP forwarder to MariaDB that can be cut (every connection closed
@@ -511,14 +497,89 @@ fn three_nodes_route_friend_group_and_broadcast_messages() {
     let a = nodes[0].new_account();
     let b = nodes[1].new_account();
     let c = nodes[2].new_account();
-    make_friends(&a, &b);
-    make_friends(&a, &c);
-    let group = make_group(&[&a, &b, &c]);
     let mut wa = nodes[0].ws_signed_in(&a.token);
     let mut wb = nodes[1].ws_signed_in(&b.token);
     let mut wc = nodes[2].ws_signed_in(&c.token);
     // A second device of `a`, on another node.
     let mut wa2 = nodes[2].ws_signed_in(&a.token);
+
+    // Friends through the API, each step on the actor's node; the notices
+    // cross nodes.
+    for (peer, node, ws) in [(&b, &nodes[1], &mut wb), (&c, &nodes[2], &mut wc)] {
+        let r = nodes[0].api_as(
+            &a.token,
+            "/api/v1/im/friend/add/request",
+            &[
+                ("username", &peer.username),
+                ("channel", "test"),
+                ("reason", "hi"),
+            ],
+        );
+        assert_eq!(r["code"], CODE_OK, "add/request: {r}");
+        let got = expect(ws, "friend request (Cmd 8)", |f| {
+            f["Cmd"] == CMD_FRIEND_REQUEST
+        });
+        assert_eq!(got["FromId"], a.id, "{got}");
+        let r = node.api_as(
+            &peer.token,
+            "/api/v1/im/friend/add/handle",
+            &[("f_uid", &a.id.to_string()), ("status", "1")],
+        );
+        assert_eq!(r["code"], CODE_OK, "add/handle: {r}");
+        for ws in [&mut wa, &mut wa2] {
+            expect(ws, "friend accepted (Cmd 9)", |f| {
+                f["Cmd"] == CMD_FRIEND_ACCEPTED && f["FromId"] == peer.id
+            });
+        }
+    }
+    // `Online` in the friend list looks at every node.
+    let list = nodes[0].api_as(&a.token, "/api/v1/im/friend/list", &[]);
+    assert_eq!(list["code"], CODE_OK, "friend/list: {list}");
+    let online: HashSet<i64> = list["data"]["lists"]
+        .as_array()
+        .expect("lists")
+        .iter()
+        .filter(|f| f["Online"] == true)
+        .filter_map(|f| f["Id"].as_i64())
+        .collect();
+    assert_eq!(online, HashSet::from([b.id, c.id]), "{list}");
+
+    // A group through the API: created on node 0, joined from nodes 1 and 2.
+    let r = nodes[0].api_as(
+        &a.token,
+        "/api/v1/im/group/create",
+        &[("name", &unique_name("g"))],
+    );
+    assert_eq!(r["code"], CODE_OK, "group/create: {r}");
+    let group = r["data"]["id"].as_i64().expect("group id");
+    let gid = group.to_string();
+    for (member, node) in [(&b, &nodes[1]), (&c, &nodes[2])] {
+        let r = node.api_as(
+            &member.token,
+            "/api/v1/im/group/join/request",
+            &[("group_id", &gid)],
+        );
+        assert_eq!(r["code"], CODE_OK, "join/request: {r}");
+        expect(&mut wa, "join request (Cmd 12)", |f| {
+            f["Cmd"] == CMD_JOIN_REQUEST && f["FromId"] == member.id
+        });
+    }
+    let joins = nodes[0].api_as(&a.token, "/api/v1/im/group/join/list", &[]);
+    let joins = joins["data"]["list"].as_array().expect("join list").clone();
+    assert_eq!(joins.len(), 2, "{joins:?}");
+    for j in &joins {
+        let r = nodes[0].api_as(
+            &a.token,
+            "/api/v1/im/group/join/handle",
+            &[("join_id", &j["JoinId"].to_string()), ("status", "1")],
+        );
+        assert_eq!(r["code"], CODE_OK, "join/handle: {r}");
+    }
+    for ws in [&mut wb, &mut wc] {
+        expect(ws, "join accepted (Cmd 13)", |f| {
+            f["Cmd"] == CMD_JOIN_ACCEPTED
+        });
+    }
     // A sender's own message reaches their other devices live only (it is
     // not pending for them, and a device still catching up skips it): wait
     // until both devices of `a` are past their catching up, i.e. receive a
@@ -561,7 +622,6 @@ fn three_nodes_route_friend_group_and_broadcast_messages() {
     // publish per other node (0 and 1), none for node 2's own users.
     let before = metric(&nodes[2], "weim_cluster_publishes_total");
     let text = "group hello from node 2";
-    let gid = group.to_string();
     let r = nodes[2].api_as(
         &c.token,
         "/api/v1/im/chat/send/group",
