@@ -136,11 +136,25 @@ impl Delivery {
     /// Whether the user has a signed-in connection (the `Online` flag):
     /// here, or (cluster mode, one Redis lookup) on another live node.
     pub fn is_online(&self, uid: u64) -> bool {
-        self.registry.is_online(uid)
-            || self
-                .cluster
-                .as_ref()
-                .is_some_and(|c| c.online_elsewhere(uid))
+        self.online(&[uid]).first().copied().unwrap_or(false)
+    }
+
+    /// [`Delivery::is_online`] for several users, with one Redis lookup for
+    /// those not connected here.
+    pub fn online(&self, uids: &[u64]) -> Vec<bool> {
+        let mut online: Vec<bool> = uids.iter().map(|&u| self.registry.is_online(u)).collect();
+        if let Some(c) = &self.cluster {
+            let (idx, away): (Vec<usize>, Vec<u64>) = uids
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !online[*i])
+                .map(|(i, &u)| (i, u))
+                .unzip();
+            for (i, elsewhere) in idx.into_iter().zip(c.online_elsewhere(&away)) {
+                online[i] = elsewhere;
+            }
+        }
+        online
     }
 
     /// A connection of `uid` is about to read its pending messages: in

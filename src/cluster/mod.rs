@@ -792,16 +792,23 @@ impl Cluster {
         sent
     }
 
-    /// Whether the user is signed in on another live node.
-    pub fn online_elsewhere(&self, uid: u64) -> bool {
-        if !self.peers.has_others(&self.me.id) {
-            return false;
+    /// Whether each user is signed in on another live node (one pipelined
+    /// lookup for all; `false` for all when Redis fails).
+    pub fn online_elsewhere(&self, uids: &[u64]) -> Vec<bool> {
+        if uids.is_empty() || !self.peers.has_others(&self.me.id) {
+            return vec![false; uids.len()];
         }
-        self.lookup(&[uid]).is_some_and(|l| {
-            l.into_iter()
-                .flatten()
-                .any(|n| n != self.me.id && self.peers.contains(&n))
-        })
+        match self.lookup(uids) {
+            Some(locations) => locations
+                .into_iter()
+                .map(|nodes| {
+                    nodes
+                        .iter()
+                        .any(|n| *n != self.me.id && self.peers.contains(n))
+                })
+                .collect(),
+            None => vec![false; uids.len()],
+        }
     }
 
     /// Records at once (from a worker) that `uid` is signed in here, before
