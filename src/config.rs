@@ -768,6 +768,9 @@ fn validate(cfg: &mut Config) -> Result<(), String> {
             ));
         }
     }
+    if cfg.cluster.lease_ttl < Duration::from_secs(2) {
+        return Err("cluster.lease_ttl: at least 2s (etcd's shortest lease)".to_string());
+    }
     if !cfg.cluster.node_id.is_empty() && !valid_node_id(&cfg.cluster.node_id) {
         return Err(format!(
             "cluster.node_id: {:?} must be 1-64 letters, digits, '-', '_' or '.'",
@@ -1479,6 +1482,9 @@ cluster:
         vars.push(("WEIM_CLUSTER_NODE_ID", "n1.a-b_c"));
         assert!(load_env(&vars).is_ok());
         let long = "x".repeat(65);
+        let mut vars = full.to_vec();
+        vars.push(("WEIM_CLUSTER_LEASE_TTL", "1500ms"));
+        assert_err(load_env(&vars), "cluster.lease_ttl:", "at least 2s");
         for bad in ["a b", "a/b", "a:b", long.as_str()] {
             let mut vars = full.to_vec();
             vars.push(("WEIM_CLUSTER_NODE_ID", bad));
