@@ -362,21 +362,69 @@ fn cluster_node(id: Option<&str>, etcd: &str, redis: &str) -> NodeBuilder {
     }
 }
 
+/// Nodes that drain (SIGTERM) when the test ends, so that they leave no
+/// registration in etcd and no presence records in the shared Redis (a
+/// failing test kills them instead; live nodes sweep such leftovers).
+struct Drained(Vec<Node>);
+
+impl std::ops::Deref for Drained {
+    type Target = Vec<Node>;
+    fn deref(&self) -> &Vec<Node> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Drained {
+    fn deref_mut(&mut self) -> &mut Vec<Node> {
+        &mut self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a Drained {
+    type Item = &'a Node;
+    type IntoIter = std::slice::Iter<'a, Node>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl Drop for Drained {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            return;
+        }
+        let mut running: Vec<&mut Node> = Vec::new();
+        for n in self.0.iter_mut() {
+            if n.exited().is_none() {
+                running.push(n);
+            }
+        }
+        for n in &running {
+            n.sigterm();
+        }
+        for n in running {
+            n.wait_exit(Duration::from_secs(12));
+        }
+    }
+}
+
 /// Starts nodes in parallel.
-fn start_all(builders: Vec<NodeBuilder>) -> Vec<Node> {
+fn start_all(builders: Vec<NodeBuilder>) -> Drained {
     let handles: Vec<_> = builders
         .into_iter()
         .map(|b| thread::spawn(move || b.start()))
         .collect();
-    handles
-        .into_iter()
-        .map(|h| h.join().expect("a node failed to start"))
-        .collect()
+    Drained(
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a node failed to start"))
+            .collect(),
+    )
 }
 
 /// Starts one cluster node per id on these services and waits until every
 /// node sees all of them.
-fn start_cluster(ids: &[String], etcd: &str, redis: &str) -> Vec<Node> {
+fn start_cluster(ids: &[String], etcd: &str, redis: &str) -> Drained {
     let nodes = start_all(
         ids.iter()
             .map(|id| cluster_node(Some(id), etcd, redis))
@@ -823,12 +871,13 @@ fn a_restarted_node_keeps_its_generated_id_and_clears_its_stale_presence() {
     // (within its old lease), removes it.
     node.kill();
     assert!(presence(&s.redis, user.id).contains(&id));
-    let node = cluster_node(None, &s.etcd, &s.redis)
+    let node = Drained(vec![cluster_node(None, &s.etcd, &s.redis)
         .data_dir(data.path())
-        .start();
+        .start()]);
+    let node = &node[0];
     let same = std::fs::read_to_string(&id_file).unwrap();
     assert_eq!(same.trim(), id, "the generated node id changed");
-    wait_servers(&node, |s| s.contains(&id), "the same id after a restart");
+    wait_servers(node, |s| s.contains(&id), "the same id after a restart");
     let cleared = wait_until(Duration::from_secs(5), || {
         !presence(&s.redis, user.id).contains(&id)
     });
