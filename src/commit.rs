@@ -122,15 +122,19 @@ fn commit(shared: &Shared, batch: Vec<Submission>) {
     drop(news);
     match results {
         Ok(stored) => {
-            for (s, (msg, new)) in batch.into_iter().zip(stored) {
-                if new {
-                    shared.delivery.deliver_message(
-                        &s.recipients,
-                        message_push(&msg).frame(),
-                        msg.id,
-                        s.origin,
-                    );
-                }
+            // Pushed as one batch (in a cluster: one round of Redis calls
+            // for the batch, not one per message), then answered.
+            let pushes: Vec<_> = batch
+                .iter()
+                .zip(&stored)
+                .filter(|(_, (_, new))| *new)
+                .map(|(s, (msg, _))| {
+                    let frame = message_push(msg).frame();
+                    (s.recipients.as_slice(), frame, msg.id, s.origin)
+                })
+                .collect();
+            shared.delivery.deliver_messages(&pushes);
+            for (s, (msg, _)) in batch.into_iter().zip(stored) {
                 answer(shared, s.answer, s.cid.as_deref(), Ok(msg));
             }
         }

@@ -756,13 +756,26 @@ fn validate(cfg: &mut Config) -> Result<(), String> {
         if cfg.auth.jwt_secret.is_none() {
             missing.push("auth.jwt_secret");
         }
+        if cfg.store.kind != StoreKind::Mysql {
+            missing.push("store.kind: mysql");
+        }
         if !missing.is_empty() {
             return Err(format!(
                 "cluster.enabled: a cluster requires cluster.etcd (at least one endpoint), \
-                 cluster.redis and a shared auth.jwt_secret; missing {}",
+                 cluster.redis, a shared auth.jwt_secret and a shared store (store.kind: mysql); \
+                 missing {}",
                 missing.join(", ")
             ));
         }
+    }
+    if cfg.cluster.lease_ttl < Duration::from_secs(2) {
+        return Err("cluster.lease_ttl: at least 2s (etcd's shortest lease)".to_string());
+    }
+    if !cfg.cluster.node_id.is_empty() && !valid_node_id(&cfg.cluster.node_id) {
+        return Err(format!(
+            "cluster.node_id: {:?} must be 1-64 letters, digits, '-', '_' or '.'",
+            cfg.cluster.node_id
+        ));
     }
     if cfg.store.sqlite_path.as_os_str().is_empty() {
         cfg.store.sqlite_path = cfg.node.data_dir.join("weim.db");
@@ -818,6 +831,15 @@ fn validate_attach(a: &mut Attach, data_dir: &Path) -> Result<(), String> {
         a.dir = data_dir.join("files");
     }
     Ok(())
+}
+
+/// Whether `id` can name a node: 1-64 ASCII letters, digits, `-`, `_`, `.`
+/// (it becomes part of etcd keys, Redis keys and channel names).
+pub fn valid_node_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 impl Config {
@@ -1127,6 +1149,11 @@ cluster:
                 Slot::AttachKind(_) => "s3",
                 Slot::SearchKind(_) => "elasticsearch",
             };
+            // A node id becomes part of keys: no '/'.
+            let value = match key.env_name().as_str() {
+                "WEIM_CLUSTER_NODE_ID" => "probe",
+                _ => value,
+            };
             let mut vars = vec![(key.env_name(), value.to_string())];
             // Companion settings that validation demands.
             for (k, v) in [
@@ -1143,6 +1170,9 @@ cluster:
                 if k != key.env_name() {
                     vars.push((k.to_string(), v.to_string()));
                 }
+            }
+            if key.env_name() == "WEIM_CLUSTER_ENABLED" {
+                vars.push(("WEIM_STORE_KIND".to_string(), "mysql".to_string()));
             }
             let c = Config::load(None, vars.clone()).unwrap_or_else(|e| panic!("{e}"));
             vars.remove(0);
@@ -1419,12 +1449,15 @@ cluster:
             ("WEIM_CLUSTER_ETCD", "http://127.0.0.1:2379"),
             ("WEIM_CLUSTER_REDIS", "redis://127.0.0.1:6379"),
             ("WEIM_AUTH_JWT_SECRET", "shared"),
+            ("WEIM_STORE_KIND", "mysql"),
+            ("WEIM_STORE_MYSQL_URL", "mysql://root@127.0.0.1:3306/weim"),
         ];
         assert!(load_env(&full).is_ok());
         for (drop, name) in [
             (1, "cluster.etcd"),
             (2, "cluster.redis"),
             (3, "auth.jwt_secret"),
+            (4, "store.kind: mysql"),
         ] {
             let mut vars = full.to_vec();
             vars.remove(drop);
@@ -1435,7 +1468,7 @@ cluster:
         assert_err(
             load_env(&[("WEIM_CLUSTER_ENABLED", "true")]),
             "cluster.enabled:",
-            "missing cluster.etcd, cluster.redis, auth.jwt_secret",
+            "missing cluster.etcd, cluster.redis, auth.jwt_secret, store.kind: mysql",
         );
         // An empty list or secret counts as missing.
         let mut vars = full.to_vec();
@@ -1444,6 +1477,19 @@ cluster:
         assert_err(load_env(&vars), "cluster.enabled:", "cluster.etcd");
         // Disabled: nothing required.
         assert!(load_env(&[("WEIM_CLUSTER_ENABLED", "false")]).is_ok());
+        // A node id becomes part of keys and channel names.
+        let mut vars = full.to_vec();
+        vars.push(("WEIM_CLUSTER_NODE_ID", "n1.a-b_c"));
+        assert!(load_env(&vars).is_ok());
+        let long = "x".repeat(65);
+        let mut vars = full.to_vec();
+        vars.push(("WEIM_CLUSTER_LEASE_TTL", "1500ms"));
+        assert_err(load_env(&vars), "cluster.lease_ttl:", "at least 2s");
+        for bad in ["a b", "a/b", "a:b", long.as_str()] {
+            let mut vars = full.to_vec();
+            vars.push(("WEIM_CLUSTER_NODE_ID", bad));
+            assert_err(load_env(&vars), "cluster.node_id:", "must be");
+        }
     }
 
     #[test]

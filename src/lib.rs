@@ -2,12 +2,14 @@
 //!
 //! Where things live: a frame or request is read in [`reactor`] (parsed by
 //! [`ws`] and [`http`]); REST requests run on [`worker`]s through [`api`];
-//! pushes are routed by [`delivery`]; everything persistent is in [`store`].
+//! pushes are routed by [`delivery`] (and between nodes by [`cluster`]);
+//! everything persistent is in [`store`].
 
 pub mod api;
 pub mod attach;
 pub mod auth;
 pub mod chat;
+pub mod cluster;
 pub mod commit;
 pub mod config;
 pub mod delivery;

@@ -1,6 +1,6 @@
 //! One weim node: the state every thread shares, start-up wiring (store,
-//! secret, listeners, reactors, workers, optional core pinning) and the
-//! drain on shutdown.
+//! secret, listeners, reactors, workers, optional core pinning, the cluster
+//! threads in cluster mode) and the drain on shutdown.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -13,6 +13,7 @@ use socket2::{Domain, Socket, Type};
 
 use crate::attach::{Attachments, Local, S3Config, S3};
 use crate::auth::{self, Throttle, Tokens};
+use crate::cluster::Cluster;
 use crate::commit::{self, Committer};
 use crate::config::{AttachKind, Config, SearchKind, StoreKind};
 use crate::delivery::{Delivery, Registry};
@@ -205,6 +206,14 @@ impl Node {
             parts.push(p);
         }
         let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(config.node.job_queue);
+        let cluster = match config.cluster.enabled {
+            true => Some(Cluster::new(&config, addr, workers)?),
+            false => None,
+        };
+        let mut registry = Registry::new(config.limits.conns_per_user);
+        if let Some(c) = &cluster {
+            registry = registry.with_presence(c.notifier());
+        }
         let (committer, submissions) = Committer::new(COMMIT_QUEUE);
         let shared = Arc::new(Shared {
             throttle: Throttle::new(
@@ -212,7 +221,7 @@ impl Node {
                 config.auth.login_fail_limit_ip,
                 config.auth.login_fail_window,
             ),
-            delivery: Delivery::new(Registry::new(config.limits.conns_per_user), handles),
+            delivery: Delivery::new(registry, handles).with_cluster(cluster.clone()),
             metrics: Metrics::new(reactors),
             jobs: jobs_tx,
             committer,
@@ -248,6 +257,9 @@ impl Node {
         let worker_cpus = (pin && !spare.is_empty()).then_some(spare);
         worker::spawn(workers, jobs_rx, shared.clone(), worker_cpus).map_err(|e| e.to_string())?;
         commit::spawn(submissions, shared.clone()).map_err(|e| e.to_string())?;
+        if let Some(c) = &cluster {
+            c.start(&shared)?;
+        }
         log::info!(
             "weim node on {addr}: {reactors} reactors, {workers} workers, {:?} store",
             shared.config.store.kind
@@ -260,7 +272,8 @@ impl Node {
     }
 
     /// Stops accepting, closes WebSockets with 1001, finishes queued jobs
-    /// (waiting at most `limit`) and stops the reactors.
+    /// (waiting at most `limit`), leaves the cluster (lease revoked,
+    /// presence cleared, at most 2 s more) and stops the reactors.
     pub fn drain(self, limit: Duration) {
         let deadline = Instant::now() + limit;
         self.shared.draining.store(true, Relaxed);
@@ -275,6 +288,9 @@ impl Node {
                 || !self.shared.committer.is_idle())
         {
             std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(c) = self.shared.delivery.cluster() {
+            c.leave(Duration::from_secs(2));
         }
         // Let the last answers be written.
         std::thread::sleep(Duration::from_millis(50));

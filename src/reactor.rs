@@ -23,7 +23,7 @@
 //!   `limits.max_pending_bytes` queued the connection is dropped.
 //! - Nothing here blocks and nothing here panics on network input.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, Shutdown};
 use std::sync::atomic::{AtomicBool, Ordering::AcqRel, Ordering::Relaxed, Ordering::Release};
@@ -112,6 +112,10 @@ pub enum Inbox {
         /// WebSocket close code.
         code: u16,
     },
+    /// Push every signed-in connection's pending messages again, from its
+    /// stored cursor (cluster mode, after deliveries from other nodes may
+    /// have been missed).
+    Resync,
     /// Stop accepting and close WebSockets with 1001.
     Drain,
     /// Leave the loop.
@@ -209,11 +213,15 @@ struct Catchup {
     /// The client acknowledges with Cmd 22; writes alone do not count as
     /// delivered.
     acks: bool,
-    /// The newest message id written to this connection. Message ids reach
-    /// a connection in increasing order: a live push at or below it was
-    /// already written by the catching up and is skipped; an acknowledgement
-    /// never moves the cursor past it.
+    /// The newest message id written to this connection: an
+    /// acknowledgement never moves the cursor past it.
     sent: u64,
+    /// The newest message id written by the catching up. It read every
+    /// message stored up to there, so a live push at or below it was
+    /// already written and is skipped. (Live pushes above it may arrive out
+    /// of id order: in a cluster, a message from another node comes a hop
+    /// later than a newer local one.)
+    synced: u64,
 }
 
 /// A fragmented message being reassembled.
@@ -411,6 +419,9 @@ pub struct Reactor {
     advances: HashMap<u64, u64>,
     /// Catching up to start again at the next sweep.
     resync: Vec<(ConnRef, Option<u64>)>,
+    /// Connections to catch up once more, from their stored cursor, when
+    /// their current catching up ends (see `resync_all`).
+    rescan: HashSet<ConnRef>,
 }
 
 impl Reactor {
@@ -440,6 +451,7 @@ impl Reactor {
             doomed: Vec::new(),
             advances: HashMap::new(),
             resync: Vec::new(),
+            rescan: HashSet::new(),
         })
     }
 
@@ -890,7 +902,7 @@ impl Reactor {
                 c.pending -= held.iter().map(|(f, _)| f.len()).sum::<usize>();
                 let mut bytes = 0;
                 // What the catching up already wrote is not written again.
-                for (frame, id) in held.iter().filter(|(_, id)| *id > catchup.sent) {
+                for (frame, id) in held.iter().filter(|(_, id)| *id > catchup.synced) {
                     match write_message(c, frame, *id, max_pending, &mut self.advances) {
                         Sent::Ok(n) => bytes += n,
                         Sent::Slow => {
@@ -904,6 +916,9 @@ impl Reactor {
                     }
                 }
                 self.stats().bytes_out.fetch_add(bytes as u64, Relaxed);
+                if self.rescan.remove(&conn) {
+                    self.restart_catch_up(key);
+                }
             }
             SyncOutcome::More => self.catch_up(conn, uid, Some(upto)),
             SyncOutcome::Failed => self.resync.push((conn, Some(upto))),
@@ -1054,6 +1069,7 @@ impl Reactor {
                         }
                     }
                 }
+                Inbox::Resync => self.resync_all(),
                 Inbox::Drain => self.drain(),
                 Inbox::Stop => {
                     for (_, conn) in self.conns.iter_mut() {
@@ -1098,7 +1114,7 @@ impl Reactor {
                     }
                     return;
                 }
-                if id <= catchup.sent {
+                if id <= catchup.synced {
                     return;
                 }
             }
@@ -1106,6 +1122,14 @@ impl Reactor {
                 Sent::Ok(n) => {
                     count += 1;
                     bytes += n;
+                    if let State::WsReady {
+                        ref mut catchup, ..
+                    } = conn.state
+                    {
+                        if sync {
+                            catchup.synced = catchup.synced.max(id);
+                        }
+                    }
                 }
                 Sent::Slow => doomed.push((key, CloseReason::SlowConsumer)),
                 Sent::Failed => doomed.push((key, CloseReason::Client)),
@@ -1138,6 +1162,44 @@ impl Reactor {
         count
     }
 
+    /// Catches every signed-in connection up again: from its stored cursor
+    /// (not moved while cursors were held), or, for one already catching
+    /// up, once more after its current pass.
+    fn resync_all(&mut self) {
+        self.advances.clear();
+        let mut rescan = std::mem::take(&mut self.rescan);
+        rescan.retain(|c| self.live(*c).is_some());
+        let mut now = Vec::new();
+        for (key, conn) in self.conns.iter() {
+            if let State::WsReady { catchup, .. } = conn.state {
+                if catchup.syncing {
+                    rescan.insert(conn.conn_ref(self.id, key));
+                } else {
+                    now.push(key);
+                }
+            }
+        }
+        self.rescan = rescan;
+        for key in now {
+            self.restart_catch_up(key);
+        }
+        self.shared.delivery.resynced();
+    }
+
+    /// Starts catching a signed-in connection up from its stored cursor.
+    fn restart_catch_up(&mut self, key: usize) {
+        let id = self.id;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let State::WsReady { uid, mut catchup } = conn.state {
+            catchup.syncing = true;
+            conn.state = State::WsReady { uid, catchup };
+            let me = conn.conn_ref(id, key);
+            self.catch_up(me, uid, None);
+        }
+    }
+
     /// Stops accepting and closes WebSockets with 1001.
     fn drain(&mut self) {
         self.draining = true;
@@ -1162,6 +1224,11 @@ impl Reactor {
     /// Closes what is past its deadline, writes delivery cursors and retries
     /// catching up that could not be queued.
     fn sweep(&mut self) {
+        if self.shared.delivery.cursors_held() {
+            // Deliveries from other nodes may be missing: a cursor moved now
+            // could pass them (see `resync_all`).
+            self.advances.clear();
+        }
         if !self.advances.is_empty() {
             let updates: Vec<(u64, u64)> = self.advances.drain().collect();
             let me = ConnRef {

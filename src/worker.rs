@@ -120,7 +120,13 @@ fn socket_task(shared: &Shared, conn: ConnRef, task: Task) {
     match task {
         Task::Http { .. } => {}
         Task::Send { uid, msg } => chat::send_from_socket(shared, conn, uid, &msg),
-        Task::Pending { uid, after } => chat::push_pending(shared, conn, uid, after),
+        Task::Pending { uid, after } => {
+            if after.is_none() {
+                // First catch-up of this connection: presence before the read.
+                shared.delivery.announce(uid);
+            }
+            chat::push_pending(shared, conn, uid, after)
+        }
         Task::Delivered(updates) => {
             if let Err(e) = shared.store.advance_delivered(&updates) {
                 log::warn!(

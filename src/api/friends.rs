@@ -68,16 +68,20 @@ fn list(node: &Shared, caller: &Caller, params: &Params) -> Response {
     let (limit, offset) = try_param!(page_params(params));
     match node.store.friends(caller.uid, limit, offset) {
         Ok(friends) => {
+            // One presence lookup for the page (in a cluster: one Redis call).
+            let ids: Vec<u64> = friends.iter().map(|f| f.id).collect();
+            let online = node.delivery.online(&ids);
             let lists: Vec<Value> = friends
                 .iter()
-                .map(|f| {
+                .zip(online)
+                .map(|(f, online)| {
                     json!({
                         "Id": f.id,
                         "Nickname": f.nickname,
                         "Username": f.username,
                         "Avatar": f.avatar,
                         "Sex": f.sex,
-                        "Online": node.delivery.is_online(f.id),
+                        "Online": online,
                     })
                 })
                 .collect();

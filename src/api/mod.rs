@@ -122,19 +122,13 @@ fn route(node: &Shared, req: &Request) -> Response {
     let get = req.method == "GET";
     match req.path.as_str() {
         "/healthz" if get => ops::healthz(node),
-        "/metrics" if get => Response {
-            content_type: "text/plain; version=0.0.4",
-            ..Response::text(
-                200,
-                node.metrics.render(
-                    node.jobs.len(),
-                    node.draining.load(std::sync::atomic::Ordering::Relaxed),
-                ),
-            )
-        },
+        "/metrics" if get => ops::metrics(node),
         "/ws/status" if get => ops::admin(node, req, ops::ws_status),
         "/ws/sendToAll" if get || req.method == "POST" => ops::admin(node, req, ops::send_to_all),
-        "/healthz" | "/metrics" | "/ws/status" | "/ws/sendToAll" | "/ws" => Response::error(405),
+        "/cluster" if get => ops::admin(node, req, ops::cluster),
+        "/healthz" | "/metrics" | "/ws/status" | "/ws/sendToAll" | "/cluster" | "/ws" => {
+            Response::error(405)
+        }
         path if get && path.starts_with(node.config.attach.url_prefix.as_str()) => {
             upload::serve(node, &path[node.config.attach.url_prefix.len()..])
         }

@@ -1,5 +1,5 @@
-//! Operations routes: `/healthz` and the `Admin-Token` routes
-//! `/ws/status` and `/ws/sendToAll`.
+//! Operations routes: `/healthz`, `/metrics` and the `Admin-Token` routes
+//! `/ws/status`, `/ws/sendToAll` and `/cluster`.
 
 use std::time::Duration;
 
@@ -14,9 +14,28 @@ pub(super) fn healthz(node: &Shared) -> Response {
     if node.draining.load(std::sync::atomic::Ordering::Relaxed) {
         return Response::text(503, "draining");
     }
+    let cluster = node
+        .delivery
+        .cluster()
+        .map(|c| format!("\n{}", c.health()))
+        .unwrap_or_default();
     match node.store.ping() {
-        Ok(()) => Response::text(200, "ok"),
-        Err(e) => Response::text(503, format!("store unavailable: {e}")),
+        Ok(()) => Response::text(200, format!("ok{cluster}")),
+        Err(e) => Response::text(503, format!("store unavailable: {e}{cluster}")),
+    }
+}
+
+pub(super) fn metrics(node: &Shared) -> Response {
+    let mut text = node.metrics.render(
+        node.jobs.len(),
+        node.draining.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    if let Some(c) = node.delivery.cluster() {
+        c.stats.render(&mut text);
+    }
+    Response {
+        content_type: "text/plain; version=0.0.4",
+        ..Response::text(200, text)
     }
 }
 
@@ -61,4 +80,15 @@ pub(super) fn send_to_all(node: &Shared, params: &Params) -> Response {
         .delivery
         .to_all(Push::broadcast(body).frame(), Duration::from_secs(5));
     ok("ok", json!({ "local": n }))
+}
+
+/// The live peer table: `{servers: [{id, addr, started}, …]}`; without
+/// cluster mode, an empty list.
+pub(super) fn cluster(node: &Shared, _: &Params) -> Response {
+    let servers = node
+        .delivery
+        .cluster()
+        .map(|c| c.peers.list())
+        .unwrap_or_default();
+    ok("ok", json!({ "servers": servers }))
 }

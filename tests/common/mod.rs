@@ -97,6 +97,7 @@ pub enum Store {
 pub struct NodeBuilder {
     store: Store,
     env: Vec<(String, String)>,
+    data_dir: Option<std::path::PathBuf>,
 }
 
 impl NodeBuilder {
@@ -110,6 +111,14 @@ impl NodeBuilder {
     pub fn env(mut self, key: &str, value: &str) -> Self {
         assert!(key.starts_with("WEIM_"), "not a weim variable: {key}");
         self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Keeps the node's data directory at `dir` (kept after the node
+    /// ends, e.g. to restart it with the same state) instead of a
+    /// temporary one.
+    pub fn data_dir(mut self, dir: &std::path::Path) -> Self {
+        self.data_dir = Some(dir.to_path_buf());
         self
     }
 
@@ -128,7 +137,10 @@ impl NodeBuilder {
                 cmd.env_remove(&key);
             }
         }
-        let data_dir = dir.path().to_string_lossy().into_owned();
+        let data_dir = match &self.data_dir {
+            Some(d) => d.to_string_lossy().into_owned(),
+            None => dir.path().to_string_lossy().into_owned(),
+        };
         let mut env: Vec<(String, String)> = vec![
             ("WEIM_HTTP_LISTEN".into(), "127.0.0.1:0".into()),
             ("WEIM_NODE_DATA_DIR".into(), data_dir),
@@ -261,6 +273,7 @@ impl Node {
         NodeBuilder {
             store: Store::Sqlite,
             env: Vec::new(),
+            data_dir: None,
         }
     }
 
@@ -294,6 +307,12 @@ impl Node {
     /// The exit status, if the process has ended.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().expect("try_wait")
+    }
+
+    /// Kills this node with SIGKILL (no drain) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM to this node (and only to it).
@@ -1327,6 +1346,36 @@ impl Ws {
             }
         }
         panic!("only pings and pongs")
+    }
+
+    /// The next text message as JSON within `within`, or `None` when none
+    /// arrives in time; panics on close or anything but JSON text.
+    #[track_caller]
+    pub fn recv_json_within(&mut self, within: Duration) -> Option<Value> {
+        let deadline = Instant::now() + within;
+        let result = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break None;
+            }
+            self.ws.get_ref().set_read_timeout(Some(left)).unwrap();
+            match self.ws.read() {
+                Ok(Message::Text(text)) => match serde_json::from_str(text.as_str()) {
+                    Ok(v) => break Some(v),
+                    Err(e) => panic!("server frame is not JSON ({e}): {text}"),
+                },
+                Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => {}
+                Ok(Message::Close(frame)) => panic!("closed by the server: {frame:?}"),
+                Ok(other) => panic!("unexpected message: {other:?}"),
+                Err(tungstenite::Error::Io(e)) if is_timeout(&e) => break None,
+                Err(e) => panic!("reading a message: {e}"),
+            }
+        };
+        self.ws
+            .get_ref()
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .unwrap();
+        result
     }
 
     /// Asserts that no message (other than ping/pong) arrives for `quiet`.
