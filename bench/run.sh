@@ -22,7 +22,7 @@
 #                      (about 2.8 MB here) and then weim's
 #                      limits.max_pending_bytes (256 KiB)
 #   TIMEOUT=150        bound of each load generator run, seconds
-#   WEIM_UNPINNED=1    with --pin: the second, unpinned weim table (0 = off)
+#   UNPINNED=1    with --pin: the second, unpinned weim table (0 = off)
 #   CARGO_TARGET_DIR   where cargo (and the Go peer) build (default ./target)
 set -euo pipefail
 
@@ -53,7 +53,7 @@ SLOW_PCT=${SLOW_PCT:-1}
 SLOW_ROUNDS=${SLOW_ROUNDS:-60}
 SLOW_BODY_BYTES=${SLOW_BODY_BYTES:-65536}
 TIMEOUT=${TIMEOUT:-150}
-WEIM_UNPINNED=${WEIM_UNPINNED:-1}
+UNPINNED=${UNPINNED:-1}
 
 num() { [[ "$2" =~ ^[0-9]+$ ]] || die "$1 must be a number"; }
 num CONNS "$CONNS"
@@ -227,7 +227,7 @@ start_server() {
 # --- runs -----------------------------------------------------------------
 RUN_SERVERS=()
 for p in $PEERS; do [ -z "${SKIP[$p]+x}" ] && RUN_SERVERS+=("$p"); done
-if [ "$PIN" = 1 ] && [ "$WEIM_UNPINNED" = 1 ] && [[ " $PEERS " == *" weim "* ]]; then
+if [ "$PIN" = 1 ] && [ "$UNPINNED" = 1 ] && [[ " $PEERS " == *" weim "* ]]; then
     RUN_SERVERS+=(weim-unpinned)
 fi
 [ ${#RUN_SERVERS[@]} -gt 0 ] || die "no server to measure"
