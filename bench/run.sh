@@ -22,6 +22,9 @@
 #                      (about 2.8 MB here) and then weim's
 #                      limits.max_pending_bytes (256 KiB)
 #   TIMEOUT=150        bound of each load generator run, seconds
+#   QUIET=90 QUIET_WAIT=300   before each run, wait up to QUIET_WAIT s for
+#                      a second in which the CPUs are at least QUIET % idle
+#                      (other work on the machine distorts every number)
 #   UNPINNED=1    with --pin: the second, unpinned weim table (0 = off)
 #   CARGO_TARGET_DIR   where cargo (and the Go peer) build (default ./target)
 set -euo pipefail
@@ -36,7 +39,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
     --pin) PIN=1 ;;
     -h | --help)
-        sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *) die "unknown argument: $1 (see --help)" ;;
@@ -53,6 +56,8 @@ SLOW_PCT=${SLOW_PCT:-1}
 SLOW_ROUNDS=${SLOW_ROUNDS:-60}
 SLOW_BODY_BYTES=${SLOW_BODY_BYTES:-65536}
 TIMEOUT=${TIMEOUT:-150}
+QUIET=${QUIET:-90}
+QUIET_WAIT=${QUIET_WAIT:-300}
 UNPINNED=${UNPINNED:-1}
 
 num() { [[ "$2" =~ ^[0-9]+$ ]] || die "$1 must be a number"; }
@@ -62,6 +67,8 @@ num SLOW_ROUNDS "$SLOW_ROUNDS"
 num BODY_BYTES "$BODY_BYTES"
 num SLOW_BODY_BYTES "$SLOW_BODY_BYTES"
 num TIMEOUT "$TIMEOUT"
+num QUIET "$QUIET"
+num QUIET_WAIT "$QUIET_WAIT"
 [ "$CONNS" -ge 1 ] && [ "$CONNS" -le 19000 ] ||
     die "CONNS must be 1..19000 (a process may hold 20,000 open files here)"
 [ "$ROUNDS" -ge 1 ] && [ "$SLOW_ROUNDS" -ge 1 ] || die "ROUNDS and SLOW_ROUNDS must be positive"
@@ -224,6 +231,36 @@ start_server() {
     fi
 }
 
+# CPU time of the whole machine so far, in clock ticks, from the "cpu" line
+# of /proc/stat: busy_ticks is what processes used (user, nice, system;
+# interrupt and softirq time is counted apart here and charged to no
+# process), all_ticks includes the rest.
+busy_ticks() { awk '/^cpu / {print $2 + $3 + $4; exit}' /proc/stat; }
+all_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
+idle_ticks() { awk '/^cpu / {print $5 + $6; exit}' /proc/stat; }
+# proc_ticks PID: utime + stime of a process (all its threads).
+proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+HZ=$(getconf CLK_TCK)
+
+# Waits (at most QUIET_WAIT s) for one second in which the machine is at
+# least QUIET % idle; prints how long it waited and whether it got one.
+wait_quiet() {
+    local start=$SECONDS b0 i0 b1 i1
+    while :; do
+        b0=$(all_ticks) i0=$(idle_ticks)
+        sleep 1
+        b1=$(all_ticks) i1=$(idle_ticks)
+        if [ $(((i1 - i0) * 100)) -ge $((QUIET * (b1 - b0 + i1 - i0))) ]; then
+            [ $((SECONDS - start)) -gt 1 ] && echo "   (waited $((SECONDS - start)) s for a quiet machine)"
+            return 0
+        fi
+        if [ $((SECONDS - start)) -ge "$QUIET_WAIT" ]; then
+            echo "   (the machine is busy with other work: $(((b1 - b0) * 100 / (b1 - b0 + i1 - i0))) % of its CPU time; running anyway)"
+            return 0
+        fi
+    done
+}
+
 # --- runs -----------------------------------------------------------------
 RUN_SERVERS=()
 for p in $PEERS; do [ -z "${SKIP[$p]+x}" ] && RUN_SERVERS+=("$p"); done
@@ -255,6 +292,7 @@ for server in "${RUN_SERVERS[@]}"; do
         labels=$s
         [ "$s" = slow ] && labels="slow-base slow"
         for label in $labels; do
+            wait_quiet
             if ! start_server "$server" "$pinned" "$TMP/$server.$label.log"; then
                 echo "== $server did not start for $label; see above"
                 continue
@@ -279,11 +317,18 @@ for server in "${RUN_SERVERS[@]}"; do
             echo
             echo "== $server: $label (pid $SERVER_PID on $LISTEN, CPUs $([ "$pinned" = 1 ] && echo 0 || echo all))"
             rc=0
+            busy0=$(busy_ticks)
+            srv0=$(proc_ticks "$SERVER_PID")
             # A hard bound on top of weim-load's own --timeout.
             timeout -k 5 $((TIMEOUT + 60)) "${load[@]}" "${args[@]}" >"$TMP/$server.$label.out" 2>&1 &
             LOAD_PID=$!
             wait "$LOAD_PID" || rc=$?
             LOAD_PID=
+            busy=$(($(busy_ticks) - busy0))
+            srv=$(($(proc_ticks "$SERVER_PID") - srv0))
+            printf '{"machine_busy_s": %s, "server_cpu_s": %s}\n' \
+                "$(awk -v t="$busy" -v hz="$HZ" 'BEGIN {printf "%.2f", t / hz}')" \
+                "$(awk -v t="$srv" -v hz="$HZ" 'BEGIN {printf "%.2f", t / hz}')" >"$out.cpu"
             grep -E 'signed in|failed|per second|RSS|fan-out completion|receiver latency|messages|slow readers|closed' \
                 "$TMP/$server.$label.out" | sed 's/^/   /' || true
             [ "$rc" = 0 ] || { echo "   weim-load exited with $rc:"; tail -n 5 "$TMP/$server.$label.out"; }
@@ -341,7 +386,8 @@ describe() {
             "$(describe "$server" | tr -d '"\\')" "$([ "$pinned" = 1 ] && echo 0 || echo all)"
         rsep=
         for label in ${RUNS[$server]}; do
-            printf '%s\n{"label": "%s", "report": ' "$rsep" "$label"
+            printf '%s\n{"label": "%s", "cpu": %s, "report": ' "$rsep" "$label" \
+                "$(cat "$TMP/runs/$server.$label.json.cpu" 2>/dev/null || echo null)"
             cat "$TMP/runs/$server.$label.json"
             printf '}'
             rsep=,

@@ -56,6 +56,24 @@ def table(title, columns, rows, ratio_row=None):
             print("| **weim : best peer** | " + " | ".join(cells) + " |")
 
 
+def other_cpu(run):
+    """CPU seconds that processes other than the server and the load
+    generator used during a run (other work on the machine)."""
+    cpu, rep = run.get("cpu") or {}, run.get("report") or {}
+    busy, srv = cpu.get("machine_busy_s"), cpu.get("server_cpu_s")
+    lg = get(rep, "loadgen", "cpu_total_s")
+    if busy is None or srv is None or lg is None:
+        return None
+    return max(0.0, busy - srv - lg)
+
+
+def with_other(vals, *runs):
+    o = [other_cpu(r) for r in runs]
+    total = None if any(x is None for x in o) else sum(o)
+    vals["other"] = (total, fmt(total, 1))
+    return vals
+
+
 def idle_row(r):
     signed = get(r, "conns", "signed_in")
     per_conn = get(r, "node", "rss_per_conn_bytes")
@@ -129,14 +147,15 @@ def main():
           f"({'servers on CPU 0, load generator on CPU 1' if pinned else 'unpinned'}; commit {res['commit']})")
     for k, v in (res.get("skipped") or {}).items():
         print(f"\nskipped {k}: {v}")
-    servers = [(s["name"], {r["label"]: r["report"] for r in s["runs"]}) for s in res["servers"]]
+    servers = [(s["name"], {r["label"]: r for r in s["runs"]}) for s in res["servers"]]
     groups = [("", [s for s in servers if s[0] != "weim-unpinned"])]
     if any(s[0] == "weim-unpinned" for s in servers):
         groups.append((" — weim with its default reactors, unpinned (load generator unpinned)",
                        [s for s in servers if s[0] == "weim-unpinned"]))
     for suffix, group in groups:
         ratio_row = suffix == ""
-        rows = [(n, idle_row(r["idle"])) for n, r in group if "idle" in r]
+        rows = [(n, with_other(idle_row(r["idle"]["report"]), r["idle"]))
+                for n, r in group if "idle" in r]
         if rows:
             table(f"idle{suffix}", [
                 ("signed in", "signed", None),
@@ -146,8 +165,10 @@ def main():
                 ("RSS B/conn", "per", "low"),
                 ("server CPU s", "cpu", "low"),
                 ("client CPU s", "lcpu", None),
+                ("other CPU s", "other", None),
             ], rows, ratio_row)
-        rows = [(n, bcast_row(r["broadcast"])) for n, r in group if "broadcast" in r]
+        rows = [(n, with_other(bcast_row(r["broadcast"]["report"]), r["broadcast"]))
+                for n, r in group if "broadcast" in r]
         if rows:
             table(f"broadcast, {p['rounds']} rounds of {p['body_bytes']} B{suffix}", [
                 ("rounds", "done", None),
@@ -158,9 +179,11 @@ def main():
                 ("lost", "lost", None),
                 ("late", "late", None),
                 ("server CPU s", "cpu", "low"),
+                ("other CPU s", "other", None),
             ], rows, ratio_row)
-        rows = [(n, slow_row(r["slow-base"], r["slow"])) for n, r in group
-                if "slow" in r and "slow-base" in r]
+        rows = [(n, with_other(slow_row(r["slow-base"]["report"], r["slow"]["report"]),
+                               r["slow-base"], r["slow"]))
+                for n, r in group if "slow" in r and "slow-base" in r]
         if rows:
             table(f"slow readers: {p['slow_pct']} % never read; {p['slow_rounds']} rounds of "
                   f"{p['slow_body_bytes']:,} B{suffix}", [
@@ -173,6 +196,7 @@ def main():
                       ("slow readers closed", "closed", None),
                       ("frames left", "left", None),
                       ("readers lost none / slow", "lost", None),
+                      ("other CPU s", "other", None),
                   ], rows, ratio_row)
 
 
