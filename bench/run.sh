@@ -22,7 +22,7 @@
 #                      (about 2.8 MB here) and then weim's
 #                      limits.max_pending_bytes (256 KiB)
 #   TIMEOUT=150        bound of each load generator run, seconds
-#   QUIET=90 QUIET_WAIT=300   before each run, wait up to QUIET_WAIT s for
+#   QUIET=80 QUIET_WAIT=300   before each run, wait up to QUIET_WAIT s for
 #                      a second in which the CPUs are at least QUIET % idle
 #                      (other work on the machine distorts every number)
 #   UNPINNED=1    with --pin: the second, unpinned weim table (0 = off)
@@ -56,7 +56,7 @@ SLOW_PCT=${SLOW_PCT:-1}
 SLOW_ROUNDS=${SLOW_ROUNDS:-60}
 SLOW_BODY_BYTES=${SLOW_BODY_BYTES:-65536}
 TIMEOUT=${TIMEOUT:-150}
-QUIET=${QUIET:-90}
+QUIET=${QUIET:-80}
 QUIET_WAIT=${QUIET_WAIT:-300}
 UNPINNED=${UNPINNED:-1}
 
