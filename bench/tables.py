@@ -60,6 +60,8 @@ def other_cpu(run):
     """CPU seconds that processes other than the server and the load
     generator used during a run (other work on the machine)."""
     cpu, rep = run.get("cpu") or {}, run.get("report") or {}
+    if cpu.get("other_cpu_s") is not None:
+        return cpu["other_cpu_s"]
     busy, srv = cpu.get("machine_busy_s"), cpu.get("server_cpu_s")
     lg = get(rep, "loadgen", "cpu_total_s")
     if busy is None or srv is None or lg is None:
