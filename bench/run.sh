@@ -1,21 +1,32 @@
 #!/usr/bin/env bash
-# weim benchmarks: builds weim and weim-load, starts one weim node on
-# loopback with a throw-away data directory, runs the scenarios against it,
-# prints their tables and writes bench/results/<date>.json.
-# Kills only the node it started (by PID) when it exits.
+# weim benchmarks: builds weim, weim-load and the peer servers, runs every
+# scenario against each server in turn (one server at a time, a fresh
+# process per scenario, all on loopback), prints one table per scenario with
+# the ratio weim : best peer and writes bench/results/<date>.json.
+# Kills only the processes it started, by PID.
 #
 # usage: bench/run.sh [--pin]
-#   --pin   node on CPU 0, load generator on CPU 1 (taskset)
+#   --pin   every server on CPU 0, the load generator on CPU 1 (taskset);
+#           weim then also runs with its default reactors, unpinned (and the
+#           load generator unpinned), for a second table
 # environment:
-#   CONNS=10000        connections per scenario (at most 19000: the node's
-#                      open-files limit is 20,000 here)
-#   ROUNDS=20          broadcast rounds
-#   BODY_BYTES=100     broadcast body size
-#   SCENARIOS="idle broadcast"   any of: idle broadcast slow
-#   SLOW_PCT=1         slow readers in the slow scenario, percent
-#   TIMEOUT=120        bound of each scenario, seconds
-#   PORT=              node port (default: a free one in 20000-29999)
-#   CARGO_TARGET_DIR   where cargo builds (default: ./target)
+#   PEERS="weim tokio-ws tokio-ws-4k node-ws go-hub"   servers to measure
+#   CONNS=10000        connections per scenario (at most 19000: a process may
+#                      hold 20,000 open files here)
+#   SCENARIOS="idle broadcast slow"
+#   ROUNDS=20          broadcast rounds        BODY_BYTES=100   their body size
+#   SLOW_PCT=1         slow readers, percent (the slow scenario runs twice:
+#                      without slow readers, then with them)
+#   SLOW_ROUNDS=60     SLOW_BODY_BYTES=65536   rounds and body size there:
+#                      enough bytes to fill a slow reader's kernel buffers
+#                      (about 2.8 MB here) and then weim's
+#                      limits.max_pending_bytes (256 KiB)
+#   TIMEOUT=150        bound of each load generator run, seconds
+#   QUIET=80 QUIET_WAIT=300   before each run, wait up to QUIET_WAIT s for
+#                      a second in which the CPUs are at least QUIET % idle
+#                      (other work on the machine distorts every number)
+#   UNPINNED=1    with --pin: the second, unpinned weim table (0 = off)
+#   CARGO_TARGET_DIR   where cargo (and the Go peer) build (default ./target)
 set -euo pipefail
 
 die() {
@@ -28,7 +39,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
     --pin) PIN=1 ;;
     -h | --help)
-        sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *) die "unknown argument: $1 (see --help)" ;;
@@ -36,19 +47,36 @@ while [ $# -gt 0 ]; do
     shift
 done
 
+PEERS=${PEERS:-weim tokio-ws tokio-ws-4k node-ws go-hub}
 CONNS=${CONNS:-10000}
+SCENARIOS=${SCENARIOS:-idle broadcast slow}
 ROUNDS=${ROUNDS:-20}
 BODY_BYTES=${BODY_BYTES:-100}
-SCENARIOS=${SCENARIOS:-idle broadcast}
 SLOW_PCT=${SLOW_PCT:-1}
-TIMEOUT=${TIMEOUT:-120}
-PORT=${PORT:-}
+SLOW_ROUNDS=${SLOW_ROUNDS:-60}
+SLOW_BODY_BYTES=${SLOW_BODY_BYTES:-65536}
+TIMEOUT=${TIMEOUT:-150}
+QUIET=${QUIET:-80}
+QUIET_WAIT=${QUIET_WAIT:-300}
+UNPINNED=${UNPINNED:-1}
 
-[[ "$CONNS" =~ ^[0-9]+$ ]] && [ "$CONNS" -ge 1 ] && [ "$CONNS" -le 19000 ] ||
-    die "CONNS must be 1..19000 (the node's open-files limit is 20,000)"
-[[ "$ROUNDS" =~ ^[0-9]+$ ]] && [ "$ROUNDS" -ge 1 ] || die "ROUNDS must be a positive number"
+num() { [[ "$2" =~ ^[0-9]+$ ]] || die "$1 must be a number"; }
+num CONNS "$CONNS"
+num ROUNDS "$ROUNDS"
+num SLOW_ROUNDS "$SLOW_ROUNDS"
+num BODY_BYTES "$BODY_BYTES"
+num SLOW_BODY_BYTES "$SLOW_BODY_BYTES"
+num TIMEOUT "$TIMEOUT"
+num QUIET "$QUIET"
+num QUIET_WAIT "$QUIET_WAIT"
+[ "$CONNS" -ge 1 ] && [ "$CONNS" -le 19000 ] ||
+    die "CONNS must be 1..19000 (a process may hold 20,000 open files here)"
+[ "$ROUNDS" -ge 1 ] && [ "$SLOW_ROUNDS" -ge 1 ] || die "ROUNDS and SLOW_ROUNDS must be positive"
 for s in $SCENARIOS; do
     case "$s" in idle | broadcast | slow) ;; *) die "unknown scenario: $s" ;; esac
+done
+for p in $PEERS; do
+    case "$p" in weim | tokio-ws | tokio-ws-4k | node-ws | go-hub) ;; *) die "unknown server: $p" ;; esac
 done
 if [ "$PIN" = 1 ]; then
     command -v taskset >/dev/null || die "--pin needs taskset (util-linux)"
@@ -58,25 +86,91 @@ fi
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+PEER_DIR=$TARGET_DIR/peers
+mkdir -p "$PEER_DIR"
 
-echo "== building (release)"
+# --- build ----------------------------------------------------------------
+declare -A SKIP=()
+apt_updated=0
+apt_install() {
+    if [ "$apt_updated" = 0 ]; then
+        apt-get update -qq || return 1
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+echo "== building weim and weim-load (release)"
 cargo build --release -p weim -p weim-loadgen
 WEIM=$TARGET_DIR/release/weim
 LOAD=$TARGET_DIR/release/weim-load
 [ -x "$WEIM" ] && [ -x "$LOAD" ] || die "binaries not found in $TARGET_DIR/release"
 
+TOKIO_WS=$TARGET_DIR/release/peer-tokio-ws
+GO_HUB=$PEER_DIR/go-hub
+NODE_WS=$ROOT/bench/peers/node-ws
+for p in $PEERS; do
+    case "$p" in
+    tokio-ws | tokio-ws-4k)
+        [ -n "${SKIP[tokio-ws]+x}" ] && { SKIP[$p]=${SKIP[tokio-ws]}; continue; }
+        [ "${built_tokio:-0}" = 1 ] && continue
+        echo "== building the tokio-tungstenite peer (release)"
+        # Built on its own so that its features (tokio's mio) do not change weim's build.
+        if cargo build --release -p weim-peer-tokio-ws && [ -x "$TOKIO_WS" ]; then
+            built_tokio=1
+        else
+            SKIP[$p]="cargo build -p weim-peer-tokio-ws failed"
+        fi
+        ;;
+    node-ws)
+        echo "== installing the ws package (npm ci)"
+        if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+            apt_install nodejs npm || true
+        fi
+        if ! command -v node >/dev/null; then
+            SKIP[$p]="Node.js is not installed and apt-get install nodejs failed"
+        elif ! (cd "$NODE_WS" && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
+            SKIP[$p]="npm ci in bench/peers/node-ws failed"
+        fi
+        ;;
+    go-hub)
+        echo "== building the gorilla/websocket hub (GOPATH mode)"
+        if ! command -v go >/dev/null || [ ! -d /usr/share/gocode/src/github.com/gorilla/websocket ]; then
+            apt_install golang-go golang-github-gorilla-websocket-dev || true
+        fi
+        if ! command -v go >/dev/null; then
+            SKIP[$p]="Go is not installed and apt-get install golang-go failed"
+        elif ! (cd bench/peers/go-hub && GO111MODULE=off GOPATH=/usr/share/gocode \
+            GOCACHE="$PEER_DIR/go-cache" go build -o "$GO_HUB" .); then
+            SKIP[$p]="go build in bench/peers/go-hub failed"
+        fi
+        ;;
+    esac
+done
+for p in "${!SKIP[@]}"; do echo "== skipping $p: ${SKIP[$p]}"; done
+
+# --- servers --------------------------------------------------------------
 TMP=$(mktemp -d /tmp/weim-bench.XXXXXX)
-NODE_PID=
-cleanup() {
-    if [ -n "$NODE_PID" ] && kill -0 "$NODE_PID" 2>/dev/null; then
-        kill "$NODE_PID" 2>/dev/null || true
+SERVER_PID=
+LOAD_PID=
+stop_server() {
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill "$SERVER_PID" 2>/dev/null || true
         for _ in $(seq 50); do
-            kill -0 "$NODE_PID" 2>/dev/null || break
+            kill -0 "$SERVER_PID" 2>/dev/null || break
             sleep 0.2
         done
-        kill -9 "$NODE_PID" 2>/dev/null || true
-        wait "$NODE_PID" 2>/dev/null || true
+        kill -9 "$SERVER_PID" 2>/dev/null || true
     fi
+    [ -n "$SERVER_PID" ] && wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+}
+cleanup() {
+    if [ -n "$LOAD_PID" ] && kill -0 "$LOAD_PID" 2>/dev/null; then
+        kill "$LOAD_PID" 2>/dev/null || true
+        wait "$LOAD_PID" 2>/dev/null || true
+    fi
+    stop_server
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -86,95 +180,229 @@ printf '{}\n' >"$TMP/empty.yml"
 SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 (umask 077 && printf '%s' "$SECRET" >"$TMP/jwt_secret.bench")
 
-if [ -z "$PORT" ]; then
+free_port() {
+    local p
     for _ in $(seq 50); do
         p=$((20000 + RANDOM % 10000))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            PORT=$p
-            break
+            echo "$p"
+            return
         fi
     done
-    [ -n "$PORT" ] || die "no free port found"
-fi
-
-NODE_CMD=("$WEIM" --config "$TMP/empty.yml")
-LOAD_CMD=("$LOAD")
-if [ "$PIN" = 1 ]; then
-    NODE_CMD=(taskset -c 0 "${NODE_CMD[@]}")
-    LOAD_CMD=(taskset -c 1 "$LOAD")
-fi
-
-echo "== starting the node on 127.0.0.1:$PORT$([ "$PIN" = 1 ] && echo ' (CPU 0; load generator on CPU 1)')"
-# env and taskset exec the node, so $! is the node's own pid.
-env WEIM_HTTP_LISTEN="127.0.0.1:$PORT" \
-    WEIM_NODE_DATA_DIR="$TMP" \
-    WEIM_HTTP_ADMIN_TOKEN=bench \
-    WEIM_AUTH_JWT_SECRET="$SECRET" \
-    WEIM_LIMITS_CONNS_PER_USER=8 \
-    "${NODE_CMD[@]}" >"$TMP/node.log" 2>&1 &
-NODE_PID=$!
-
-for _ in $(seq 300); do
-    grep -q 'weim: listening on' "$TMP/node.log" 2>/dev/null && break
-    if ! kill -0 "$NODE_PID" 2>/dev/null; then
-        tail -n 30 "$TMP/node.log" >&2
-        die "the node exited before listening"
-    fi
-    sleep 0.1
-done
-grep -q 'weim: listening on' "$TMP/node.log" || {
-    tail -n 30 "$TMP/node.log" >&2
-    die "the node did not say 'weim: listening on' within 30 s"
+    die "no free port found"
 }
-LISTEN=$(sed -n 's/.*weim: listening on \(127\.[0-9.]*:[0-9]*\).*/\1/p' "$TMP/node.log" | head -n 1)
-[ -n "$LISTEN" ] || LISTEN=127.0.0.1:$PORT
-echo "== node pid $NODE_PID listening on $LISTEN"
 
-# Each scenario uses fresh source addresses, so that the previous one's
-# TIME_WAIT sockets never collide with its ports.
+# start_server NAME PINNED LOG: sets SERVER_PID and LISTEN.
+start_server() {
+    local name=$1 pinned=$2 log=$3 port
+    port=$(free_port)
+    local envs=(JWT_SECRET="$SECRET" ADMIN_TOKEN=bench) prog=()
+    case "$name" in
+    weim | weim-unpinned)
+        local data
+        data=$(mktemp -d "$TMP/weim-data.XXXXXX")
+        envs=(WEIM_HTTP_LISTEN="127.0.0.1:$port" WEIM_NODE_DATA_DIR="$data"
+            WEIM_HTTP_ADMIN_TOKEN=bench WEIM_AUTH_JWT_SECRET="$SECRET" WEIM_LIMITS_CONNS_PER_USER=8)
+        prog=("$WEIM" --config "$TMP/empty.yml")
+        ;;
+    tokio-ws) prog=("$TOKIO_WS" "127.0.0.1:$port") ;;
+    tokio-ws-4k) prog=("$TOKIO_WS" "127.0.0.1:$port" --read-buffer 4096) ;;
+    node-ws) prog=(node "$NODE_WS/server.js" "127.0.0.1:$port") ;;
+    go-hub) prog=("$GO_HUB" "127.0.0.1:$port") ;;
+    esac
+    [ "$pinned" = 1 ] && prog=(taskset -c 0 "${prog[@]}")
+    # env and taskset exec the server, so $! is the server's own pid.
+    env "${envs[@]}" "${prog[@]}" >"$log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 300); do
+        grep -qE 'listening on 127\.[0-9.]+:[0-9]+' "$log" 2>/dev/null && break
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            tail -n 20 "$log" >&2
+            SERVER_PID=
+            return 1
+        fi
+        sleep 0.1
+    done
+    LISTEN=$(sed -n 's/.*listening on \(127\.[0-9.]*:[0-9]*\).*/\1/p' "$log" | head -n 1)
+    if [ -z "$LISTEN" ]; then
+        tail -n 20 "$log" >&2
+        stop_server
+        return 1
+    fi
+}
+
+# CPU time of the whole machine so far, in clock ticks, from the "cpu" line
+# of /proc/stat: busy_ticks is what processes used (user, nice, system;
+# interrupt and softirq time is counted apart here and charged to no
+# process), all_ticks includes the rest.
+busy_ticks() { awk '/^cpu / {print $2 + $3 + $4; exit}' /proc/stat; }
+all_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
+idle_ticks() { awk '/^cpu / {print $5 + $6; exit}' /proc/stat; }
+# proc_ticks PID: utime + stime of a process (all its threads).
+proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+HZ=$(getconf CLK_TCK)
+
+# Waits (at most QUIET_WAIT s) for one second in which the machine is at
+# least QUIET % idle; prints how long it waited and whether it got one.
+wait_quiet() {
+    local start=$SECONDS b0 i0 b1 i1
+    while :; do
+        b0=$(all_ticks) i0=$(idle_ticks)
+        sleep 1
+        b1=$(all_ticks) i1=$(idle_ticks)
+        if [ $(((i1 - i0) * 100)) -ge $((QUIET * (b1 - b0 + i1 - i0))) ]; then
+            [ $((SECONDS - start)) -gt 1 ] && echo "   (waited $((SECONDS - start)) s for a quiet machine)"
+            return 0
+        fi
+        if [ $((SECONDS - start)) -ge "$QUIET_WAIT" ]; then
+            echo "   (the machine is busy with other work: $(((b1 - b0) * 100 / (b1 - b0 + i1 - i0))) % of its CPU time; running anyway)"
+            return 0
+        fi
+    done
+}
+
+# --- runs -----------------------------------------------------------------
+RUN_SERVERS=()
+for p in $PEERS; do [ -z "${SKIP[$p]+x}" ] && RUN_SERVERS+=("$p"); done
+if [ "$PIN" = 1 ] && [ "$UNPINNED" = 1 ] && [[ " $PEERS " == *" weim "* ]]; then
+    RUN_SERVERS+=(weim-unpinned)
+fi
+[ ${#RUN_SERVERS[@]} -gt 0 ] || die "no server to measure"
+
+echo
+if [ "$PIN" = 1 ]; then
+    echo "== servers pinned to CPU 0 (taskset -c 0), load generator pinned to CPU 1;"
+    echo "   weim-unpinned: weim's default reactors and the load generator on any CPU"
+else
+    echo "== servers and load generator unpinned"
+fi
+echo "== $CONNS connections; scenarios: $SCENARIOS; servers: ${RUN_SERVERS[*]}"
+
+# Each run uses fresh source addresses, so that an earlier run's TIME_WAIT
+# sockets never collide with its ports.
 SRC=2
 SRC_STEP=$(((CONNS + 4999) / 5000)) # weim-load's default --per-src is 5000
-RUN_FILES=()
-for s in $SCENARIOS; do
-    args=("$s" --target "$LISTEN" --conns "$CONNS" --secret-file "$TMP/jwt_secret.bench"
-        --pid "$NODE_PID" --timeout "$TIMEOUT" --src-first "$SRC" --json "$TMP/$s.json")
-    case "$s" in
-    broadcast) args+=(--admin-token bench --rounds "$ROUNDS" --body-bytes "$BODY_BYTES") ;;
-    slow) args+=(--admin-token bench --rounds "$ROUNDS" --body-bytes "$BODY_BYTES" --slow-pct "$SLOW_PCT") ;;
-    esac
-    echo
-    echo "== $s"
-    rc=0
-    "${LOAD_CMD[@]}" "${args[@]}" || rc=$?
-    [ "$rc" = 0 ] || echo "weim-load $s exited with $rc"
-    [ -f "$TMP/$s.json" ] && RUN_FILES+=("$TMP/$s.json")
-    kill -0 "$NODE_PID" 2>/dev/null || {
-        tail -n 30 "$TMP/node.log" >&2
-        die "the node died during $s"
-    }
-    SRC=$((SRC + SRC_STEP))
-    sleep 2
+mkdir -p "$TMP/runs"
+declare -A RUNS=()
+for server in "${RUN_SERVERS[@]}"; do
+    pinned=$PIN
+    [ "$server" = weim-unpinned ] && pinned=0
+    RUNS[$server]=
+    for s in $SCENARIOS; do
+        labels=$s
+        [ "$s" = slow ] && labels="slow-base slow"
+        for label in $labels; do
+            wait_quiet
+            if ! start_server "$server" "$pinned" "$TMP/$server.$label.log"; then
+                echo "== $server did not start for $label; see above"
+                continue
+            fi
+            [ $((SRC + SRC_STEP)) -le 250 ] || SRC=2
+            out=$TMP/runs/$server.$label.json
+            args=(--target "$LISTEN" --conns "$CONNS" --secret-file "$TMP/jwt_secret.bench"
+                --pid "$SERVER_PID" --timeout "$TIMEOUT" --src-first "$SRC" --json "$out")
+            case "$label" in
+            idle) args=(idle "${args[@]}") ;;
+            broadcast) args=(broadcast "${args[@]}" --admin-token bench --rounds "$ROUNDS"
+                --body-bytes "$BODY_BYTES") ;;
+            slow-base | slow)
+                pct=$SLOW_PCT
+                [ "$label" = slow-base ] && pct=0
+                args=(slow "${args[@]}" --admin-token bench --rounds "$SLOW_ROUNDS"
+                    --body-bytes "$SLOW_BODY_BYTES" --slow-pct "$pct")
+                ;;
+            esac
+            load=("$LOAD")
+            [ "$pinned" = 1 ] && load=(taskset -c 1 "$LOAD")
+            echo
+            echo "== $server: $label (pid $SERVER_PID on $LISTEN, CPUs $([ "$pinned" = 1 ] && echo 0 || echo all))"
+            rc=0
+            busy0=$(busy_ticks)
+            srv0=$(proc_ticks "$SERVER_PID")
+            # A hard bound on top of weim-load's own --timeout.
+            timeout -k 5 $((TIMEOUT + 60)) "${load[@]}" "${args[@]}" >"$TMP/$server.$label.out" 2>&1 &
+            LOAD_PID=$!
+            wait "$LOAD_PID" || rc=$?
+            LOAD_PID=
+            busy=$(($(busy_ticks) - busy0))
+            srv=$(($(proc_ticks "$SERVER_PID") - srv0))
+            printf '{"machine_busy_s": %s, "server_cpu_s": %s}\n' \
+                "$(awk -v t="$busy" -v hz="$HZ" 'BEGIN {printf "%.2f", t / hz}')" \
+                "$(awk -v t="$srv" -v hz="$HZ" 'BEGIN {printf "%.2f", t / hz}')" >"$out.cpu"
+            grep -E 'signed in|failed|per second|RSS|fan-out completion|receiver latency|messages|slow readers|closed' \
+                "$TMP/$server.$label.out" | sed 's/^/   /' || true
+            [ "$rc" = 0 ] || { echo "   weim-load exited with $rc:"; tail -n 5 "$TMP/$server.$label.out"; }
+            kill -0 "$SERVER_PID" 2>/dev/null || {
+                echo "   the server died during $label:"
+                tail -n 10 "$TMP/$server.$label.log"
+            }
+            stop_server
+            [ -s "$out" ] && RUNS[$server]+="$label "
+            SRC=$((SRC + SRC_STEP))
+            sleep 1
+        done
+    done
 done
 
+# --- results --------------------------------------------------------------
 mkdir -p bench/results
 STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
 OUT=bench/results/$STAMP.json
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT-dirty"
+describe() {
+    case "$1" in
+    weim) echo "weim, pinned: one reactor" ;;
+    weim-unpinned) echo "weim, default reactors (one per CPU), unpinned" ;;
+    tokio-ws) echo "tokio-tungstenite 0.30, default WebSocketConfig" ;;
+    tokio-ws-4k) echo "tokio-tungstenite 0.30, 4 KiB read and write buffers" ;;
+    node-ws) echo "Node.js $(node --version 2>/dev/null) ws $(sed -n 's/.*"version": "\(.*\)".*/\1/p' \
+        "$NODE_WS/node_modules/ws/package.json" 2>/dev/null | head -n 1)" ;;
+    go-hub) echo "$(go version 2>/dev/null | cut -d' ' -f3) gorilla/websocket $(dpkg-query -W \
+        -f='${Version}' golang-github-gorilla-websocket-dev 2>/dev/null), hub as in the chat example" ;;
+    esac
+}
 {
     printf '{\n"date": "%s",\n"commit": "%s",\n"pinned": %s,\n' "$STAMP" "$COMMIT" \
         "$([ "$PIN" = 1 ] && echo true || echo false)"
-    printf '"node": {"pid": %s, "listen": "%s", "cpus": "%s"},\n' "$NODE_PID" "$LISTEN" \
-        "$([ "$PIN" = 1 ] && echo 0 || echo all)"
-    printf '"runs": ['
+    printf '"machine": {"cpus": %s, "mem_kib": %s, "kernel": "%s"},\n' "$(nproc --all)" \
+        "$(awk '/^MemTotal/ {print $2}' /proc/meminfo)" "$(uname -r)"
+    printf '"params": {"conns": %s, "rounds": %s, "body_bytes": %s, "slow_pct": %s, ' \
+        "$CONNS" "$ROUNDS" "$BODY_BYTES" "$SLOW_PCT"
+    printf '"slow_rounds": %s, "slow_body_bytes": %s, "timeout_s": %s},\n' \
+        "$SLOW_ROUNDS" "$SLOW_BODY_BYTES" "$TIMEOUT"
+    printf '"skipped": {'
     sep=
-    for f in ${RUN_FILES[@]+"${RUN_FILES[@]}"}; do
-        printf '%s\n' "$sep"
-        cat "$f"
-        sep=,
+    for p in "${!SKIP[@]}"; do
+        printf '%s"%s": "%s"' "$sep" "$p" "$(printf '%s' "${SKIP[$p]}" | tr -d '"\\')"
+        sep=', '
     done
-    printf ']\n}\n'
+    printf '},\n"servers": ['
+    ssep=
+    for server in "${RUN_SERVERS[@]}"; do
+        pinned=$PIN
+        [ "$server" = weim-unpinned ] && pinned=0
+        printf '%s\n{"name": "%s", "about": "%s", "cpus": "%s", "runs": [' "$ssep" "$server" \
+            "$(describe "$server" | tr -d '"\\')" "$([ "$pinned" = 1 ] && echo 0 || echo all)"
+        rsep=
+        for label in ${RUNS[$server]}; do
+            printf '%s\n{"label": "%s", "cpu": %s, "report": ' "$rsep" "$label" \
+                "$(cat "$TMP/runs/$server.$label.json.cpu" 2>/dev/null || echo null)"
+            cat "$TMP/runs/$server.$label.json"
+            printf '}'
+            rsep=,
+        done
+        printf ']}'
+        ssep=,
+    done
+    printf '\n]\n}\n'
 } >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
+echo
+if command -v python3 >/dev/null; then
+    python3 bench/tables.py "$OUT" || echo "bench/tables.py failed; the raw numbers are in $OUT"
+else
+    echo "python3 not found: no tables (the numbers are in $OUT)"
+fi
 echo
 echo "== results written to $OUT"

@@ -91,6 +91,41 @@ struct Conn {
     frag: Option<Vec<u8>>,
 }
 
+/// Frames at least this long are read with [`quick_frame`].
+const QUICK_MIN: usize = 4096;
+
+/// `Cmd` and the first bytes (at most 64, up to the first quote or
+/// backslash) of `Body` of a long server frame, found in its first 512 bytes
+/// without parsing the whole object: weim and the peer servers write `Cmd`
+/// and `Body` before any long value. Parsing a 64 KiB body as JSON costs the
+/// client more than reading it, which would make the client, not the server,
+/// the limit of the large-frame scenarios. `None` when the head does not
+/// look like that; the frame is then parsed in full.
+fn quick_frame(payload: &[u8]) -> Option<(i64, &str)> {
+    let head = &payload[..payload.len().min(512)];
+    let at = find(head, b"\"Cmd\":")? + 6;
+    let rest = &head[at..];
+    let end = rest
+        .iter()
+        .position(|b| !(b.is_ascii_digit() || *b == b'-' || *b == b' '))?;
+    let cmd = std::str::from_utf8(&rest[..end])
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let at = find(head, b"\"Body\":\"")? + 8;
+    let body = &payload[at..payload.len().min(at + 64)];
+    let end = body
+        .iter()
+        .position(|b| *b == b'"' || *b == b'\\')
+        .unwrap_or(body.len());
+    Some((cmd, std::str::from_utf8(&body[..end]).ok()?))
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
 /// A server frame; only `Cmd` and `Body` matter here, other keys are ignored.
 #[derive(Deserialize)]
 struct ServerFrame {
@@ -733,6 +768,11 @@ impl Child {
     }
 
     fn on_message(&mut self, i: usize, payload: &[u8], now: u64) {
+        if payload.len() >= QUICK_MIN {
+            if let Some((cmd, body)) = quick_frame(payload) {
+                return self.dispatch(i, cmd, body, now);
+            }
+        }
         let m: ServerFrame = match serde_json::from_slice(payload) {
             Ok(m) => m,
             Err(_) => {
@@ -743,15 +783,19 @@ impl Child {
                 )
             }
         };
-        match (self.conns[i].state, m.cmd) {
+        self.dispatch(i, m.cmd, &m.body, now)
+    }
+
+    fn dispatch(&mut self, i: usize, cmd: i64, body: &str, now: u64) {
+        match (self.conns[i].state, cmd) {
             (State::SigningIn, 4) => self.signed_in(i, now),
-            (State::SigningIn, 2) => self.fail(i, format!("sign-in: refused ({})", short(&m.body))),
+            (State::SigningIn, 2) => self.fail(i, format!("sign-in: refused ({})", short(body))),
             (State::SigningIn, c) => bump(
                 &mut self.report.other_cmds,
                 &format!("{c} before sign-in"),
                 1,
             ),
-            (State::Reader, -1) => self.on_broadcast(i, &m.body, now),
+            (State::Reader, -1) => self.on_broadcast(i, body, now),
             (State::Draining, -1) => self.report.slow_frames += 1,
             (_, c) => bump(&mut self.report.other_cmds, &c.to_string(), 1),
         }
@@ -958,5 +1002,28 @@ impl Child {
         self.report.cpu_total_s = own_cpu_s();
         let report = std::mem::take(&mut self.report);
         self.emit(&ChildMsg::Report(Box::new(report)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_frames() {
+        let mut f = br#"{"Cmd":-1,"FromId":0,"ToId":0,"Ope":0,"Type":0,"Body":"7:1234:"#.to_vec();
+        f.extend(std::iter::repeat_n(b'x', 10_000));
+        f.extend_from_slice(br#"","Id":0,"Time":1}"#);
+        assert_eq!(
+            quick_frame(&f),
+            Some((
+                -1,
+                "7:1234:xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+            ))
+        );
+        assert_eq!(quick_frame(br#"{"Cmd": 4,"Body":"ok"}"#), Some((4, "ok")));
+        assert_eq!(quick_frame(br#"{"Cmd":2,"Body":"a\"b"}"#), Some((2, "a")));
+        assert_eq!(quick_frame(br#"{"cmd":-1,"body":"1:2:"}"#), None);
+        assert_eq!(quick_frame(br#"{"Cmd":"x","Body":"1"}"#), None);
     }
 }
