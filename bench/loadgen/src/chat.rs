@@ -60,8 +60,10 @@ pub struct ChatStat {
     pub sent: u64,
     /// Cmd 21 answers matched to a message in flight.
     pub acked: u64,
-    /// Messages answered with Cmd 2 instead (the oldest in flight is taken
-    /// as the refused one: Cmd 2 names no message).
+    /// Cmd 2 answers to a connection with messages in flight: each is the
+    /// refusal of one of them. Cmd 2 names no message, so which one shows
+    /// only when the others are acknowledged; meanwhile each refusal frees
+    /// a place in the window.
     pub refused: u64,
     /// Cmd 21 for no message in flight (unknown or repeated `Cid`).
     pub stray_acks: u64,
@@ -166,14 +168,24 @@ struct Peer {
     live: bool,
     /// Next sequence number to send (1-based; `messages + 1` when done).
     next: u32,
-    /// Sent, not yet answered: (seq, send ns), oldest first.
+    /// Sent, not yet acknowledged: (seq, send ns), oldest first. Holds the
+    /// refused messages too (which ones is not known).
     in_flight: VecDeque<(u32, u64)>,
+    /// Cmd 2 answers received: that many of `in_flight` will never be
+    /// acknowledged.
     refused: u32,
     /// Ids received (pairs).
     ids: HashSet<u64>,
     /// Sequence numbers received (group), one bit each.
     seqs: Vec<u64>,
     received: u32,
+}
+
+impl Peer {
+    /// Messages still waiting for an answer.
+    fn waiting(&self) -> usize {
+        self.in_flight.len().saturating_sub(self.refused as usize)
+    }
 }
 
 /// The chat engine of one child over its connections `[from, to)`.
@@ -273,8 +285,7 @@ impl Chat {
             return;
         }
         let to = self.first_user + (self.global(i) ^ 1);
-        while self.peers[i].next <= self.plan.messages
-            && self.peers[i].in_flight.len() < self.plan.window
+        while self.peers[i].next <= self.plan.messages && self.peers[i].waiting() < self.plan.window
         {
             let seq = self.peers[i].next;
             self.peers[i].next += 1;
@@ -339,12 +350,12 @@ impl Chat {
         self.fill(i, now);
     }
 
-    /// Cmd 2 on connection `i`: a refused message (the oldest in flight).
+    /// Cmd 2 on connection `i`: one of its messages in flight was refused.
     pub fn on_fail(&mut self, i: usize, text: &str, now: u64) {
         self.last_event_ns = now;
         let key: String = text.chars().take(40).collect();
         bump(&mut self.stat.failures, &key, 1);
-        if self.peers[i].in_flight.pop_front().is_some() {
+        if self.peers[i].waiting() > 0 {
             self.peers[i].refused += 1;
             self.stat.refused += 1;
             self.fill(i, now);
@@ -417,7 +428,7 @@ impl Chat {
             } else {
                 p.next > m
             };
-            if !sent_all || !p.in_flight.is_empty() {
+            if !sent_all || p.waiting() > 0 {
                 return false;
             }
             let expect = if self.plan.group {
@@ -537,14 +548,20 @@ mod tests {
         c.on_message(1, 10, 10, 105, &body(1, 1, 0), 2_500_000);
         assert_eq!(c.stat.unexpected, 3);
         assert!(!c.complete());
-        // Connection 1: one refused (Cmd 2), the rest acknowledged.
+        // Connection 1: its second message refused (Cmd 2), which frees a
+        // place for the third; the first and third are acknowledged.
         c.on_fail(1, "服务繁忙，请稍后重试", 5_000_000);
         assert_eq!(c.stat.refused, 1);
         assert_eq!(c.stat.failures.get("服务繁忙，请稍后重试"), Some(&1));
-        c.on_ack(1, "n1-2", 5_000_000);
+        assert!(c.outbox.iter().any(|(i, t)| *i == 1 && t.contains("n1-3")));
+        c.on_ack(1, "n1-1", 5_000_000);
         c.on_ack(1, "n1-3", 5_000_000);
+        assert_eq!(c.stat.stray_acks, 1);
+        // A Cmd 2 with nothing in flight refuses nothing.
+        c.on_fail(1, "x", 5_000_000);
+        assert_eq!(c.stat.refused, 1);
         // Connection 0 got two of its partner's three; one was refused.
-        c.on_message(0, 6, 11, 200, &body(1, 2, 0), 6_000_000);
+        c.on_message(0, 6, 11, 200, &body(1, 1, 0), 6_000_000);
         assert!(!c.complete());
         c.on_message(0, 6, 11, 201, &body(1, 3, 0), 6_000_000);
         assert!(c.complete());
