@@ -13,7 +13,7 @@
 #   PEERS="weim tokio-ws tokio-ws-4k node-ws go-hub"   servers to measure
 #   CONNS=10000        connections per scenario (at most 19000: a process may
 #                      hold 20,000 open files here)
-#   SCENARIOS="idle broadcast slow"
+#   SCENARIOS="idle broadcast slow"   (also: chat group, weim only)
 #   ROUNDS=20          broadcast rounds        BODY_BYTES=100   their body size
 #   SLOW_PCT=1         slow readers, percent (the slow scenario runs twice:
 #                      without slow readers, then with them)
@@ -21,13 +21,19 @@
 #                      enough bytes to fill a slow reader's kernel buffers
 #                      (about 2.8 MB here) and then weim's
 #                      limits.max_pending_bytes (256 KiB)
+#   chat and group run against weim only, once per store:
+#   STORES="sqlite mariadb"   MariaDB through the mariadb CLI: a fresh
+#                      database weim_bench_<pid>_<n> per run, dropped after it
+#   MARIADB_HOST=127.0.0.1 MARIADB_PORT=3306 MARIADB_USER=root (no password)
+#   PAIRS=1000 MESSAGES=50 WINDOW=16   chat: pairs of friends, messages per
+#                      connection, unacknowledged messages per connection
+#   MEMBERS=5000 GROUP_ROUNDS=200 INTERVAL_MS=10   group: members online,
+#                      messages, one every INTERVAL_MS
+#   CHAT_BODY_BYTES=100   body size of chat and group messages
 #   TIMEOUT=150        bound of each load generator run, seconds
 #   QUIET=80 QUIET_WAIT=300   before each run, wait up to QUIET_WAIT s for
 #                      a second in which the CPUs are at least QUIET % idle
 #                      (other work on the machine distorts every number)
-#   OTHER_MAX=5 RETRIES=2   a run during which other processes used more
-#                      than OTHER_MAX % of the machine's CPU time is
-#                      measured again, at most RETRIES times
 #   UNPINNED=1    with --pin: the second, unpinned weim table (0 = off)
 #   CARGO_TARGET_DIR   where cargo (and the Go peer) build (default ./target)
 set -euo pipefail
@@ -42,7 +48,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
     --pin) PIN=1 ;;
     -h | --help)
-        sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *) die "unknown argument: $1 (see --help)" ;;
@@ -61,9 +67,18 @@ SLOW_BODY_BYTES=${SLOW_BODY_BYTES:-65536}
 TIMEOUT=${TIMEOUT:-150}
 QUIET=${QUIET:-80}
 QUIET_WAIT=${QUIET_WAIT:-300}
-OTHER_MAX=${OTHER_MAX:-5}
-RETRIES=${RETRIES:-2}
 UNPINNED=${UNPINNED:-1}
+STORES=${STORES:-sqlite mariadb}
+MARIADB_HOST=${MARIADB_HOST:-127.0.0.1}
+MARIADB_PORT=${MARIADB_PORT:-3306}
+MARIADB_USER=${MARIADB_USER:-root}
+PAIRS=${PAIRS:-1000}
+MESSAGES=${MESSAGES:-50}
+WINDOW=${WINDOW:-16}
+MEMBERS=${MEMBERS:-5000}
+GROUP_ROUNDS=${GROUP_ROUNDS:-200}
+INTERVAL_MS=${INTERVAL_MS:-10}
+CHAT_BODY_BYTES=${CHAT_BODY_BYTES:-100}
 
 num() { [[ "$2" =~ ^[0-9]+$ ]] || die "$1 must be a number"; }
 num CONNS "$CONNS"
@@ -74,17 +89,39 @@ num SLOW_BODY_BYTES "$SLOW_BODY_BYTES"
 num TIMEOUT "$TIMEOUT"
 num QUIET "$QUIET"
 num QUIET_WAIT "$QUIET_WAIT"
-num OTHER_MAX "$OTHER_MAX"
-num RETRIES "$RETRIES"
+for v in PAIRS MESSAGES WINDOW MEMBERS GROUP_ROUNDS INTERVAL_MS CHAT_BODY_BYTES MARIADB_PORT; do
+    num "$v" "${!v}"
+done
+[ "$PAIRS" -ge 1 ] && [ $((2 * PAIRS)) -le 19000 ] || die "PAIRS must be 1..9500 (2 connections each)"
+[ "$MEMBERS" -ge 2 ] && [ "$MEMBERS" -le 19000 ] || die "MEMBERS must be 2..19000"
+[ "$MESSAGES" -ge 1 ] && [ "$GROUP_ROUNDS" -ge 1 ] && [ "$WINDOW" -ge 1 ] ||
+    die "MESSAGES, GROUP_ROUNDS and WINDOW must be positive"
+for st in $STORES; do
+    case "$st" in sqlite | mariadb) ;; *) die "unknown store: $st (sqlite, mariadb)" ;; esac
+done
+[[ "$MARIADB_USER" =~ ^[A-Za-z0-9_]+$ ]] || die "MARIADB_USER: letters, digits and _"
+[[ "$MARIADB_HOST" =~ ^127\.[0-9.]+$|^localhost$ ]] || die "MARIADB_HOST must be on loopback"
 [ "$CONNS" -ge 1 ] && [ "$CONNS" -le 19000 ] ||
     die "CONNS must be 1..19000 (a process may hold 20,000 open files here)"
 [ "$ROUNDS" -ge 1 ] && [ "$SLOW_ROUNDS" -ge 1 ] || die "ROUNDS and SLOW_ROUNDS must be positive"
+PEER_SCENARIOS=
+CHAT_SCENARIOS=
 for s in $SCENARIOS; do
-    case "$s" in idle | broadcast | slow) ;; *) die "unknown scenario: $s" ;; esac
+    case "$s" in
+    idle | broadcast | slow) PEER_SCENARIOS+="$s " ;;
+    chat | group) CHAT_SCENARIOS+="$s " ;;
+    *) die "unknown scenario: $s" ;;
+    esac
 done
 for p in $PEERS; do
     case "$p" in weim | tokio-ws | tokio-ws-4k | node-ws | go-hub) ;; *) die "unknown server: $p" ;; esac
 done
+if [ -z "$PEER_SCENARIOS" ] && [ "$PEERS" != weim ]; then
+    # The peers speak only sign-in and sendToAll: no chat to measure.
+    [[ " $PEERS " == *" weim "* ]] || die "chat and group run against weim only: PEERS must include weim"
+    echo "== chat and group run against weim only; not building the peers"
+    PEERS=weim
+fi
 if [ "$PIN" = 1 ]; then
     command -v taskset >/dev/null || die "--pin needs taskset (util-linux)"
     [ "$(nproc --all)" -ge 2 ] || die "--pin needs two CPUs"
@@ -156,10 +193,52 @@ for p in $PEERS; do
 done
 for p in "${!SKIP[@]}"; do echo "== skipping $p: ${SKIP[$p]}"; done
 
+# Stores for chat and group: MariaDB must answer on loopback.
+declare -A SKIP_STORE=()
+mariadb_cli() {
+    mariadb --protocol=tcp -h "$MARIADB_HOST" -P "$MARIADB_PORT" -u "$MARIADB_USER" --batch "$@"
+}
+RUN_STORES=()
+MARIADB_VERSION=
+MARIADB_PID=
+if [ -n "$CHAT_SCENARIOS" ]; then
+    for st in $STORES; do
+        if [ "$st" = mariadb ]; then
+            if ! command -v mariadb >/dev/null; then
+                SKIP_STORE[mariadb]="the mariadb client is not installed"
+            elif ! mariadb_cli -e 'SELECT 1' >/dev/null 2>&1; then
+                SKIP_STORE[mariadb]="no MariaDB answering as $MARIADB_USER@$MARIADB_HOST:$MARIADB_PORT"
+            fi
+        fi
+        if [ "$st" = sqlite ] && ! python3 -c 'import sqlite3' 2>/dev/null; then
+            SKIP_STORE[sqlite]="python3 with sqlite3 is needed to insert the friendships"
+        fi
+        if [ "$st" = mariadb ] && [ -z "${SKIP_STORE[$st]+x}" ]; then
+            MARIADB_VERSION=$(mariadb_cli -N -e 'SELECT VERSION()' 2>/dev/null || true)
+            # Its CPU time is read from /proc (never signalled): it runs unpinned.
+            MARIADB_PID=$(pgrep -xo mariadbd || pgrep -xo mysqld || true)
+        fi
+        if [ -n "${SKIP_STORE[$st]+x}" ]; then
+            echo "== skipping chat and group on $st: ${SKIP_STORE[$st]}"
+        else
+            RUN_STORES+=("$st")
+        fi
+    done
+fi
+
 # --- servers --------------------------------------------------------------
 TMP=$(mktemp -d /tmp/weim-bench.XXXXXX)
 SERVER_PID=
 LOAD_PID=
+DB=
+DB_SEQ=0
+drop_db() {
+    if [ -n "$DB" ]; then
+        mariadb_cli -e "DROP DATABASE IF EXISTS \`$DB\`" >/dev/null 2>&1 ||
+            echo "   (could not drop database $DB)"
+        DB=
+    fi
+}
 stop_server() {
     if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
         kill "$SERVER_PID" 2>/dev/null || true
@@ -178,6 +257,7 @@ cleanup() {
         wait "$LOAD_PID" 2>/dev/null || true
     fi
     stop_server
+    drop_db
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -199,17 +279,25 @@ free_port() {
     die "no free port found"
 }
 
-# start_server NAME PINNED LOG: sets SERVER_PID and LISTEN.
+# start_server NAME PINNED LOG [STORE]: sets SERVER_PID and LISTEN (and
+# DATA, weim's data directory; DB, a fresh MariaDB database for STORE mariadb).
 start_server() {
-    local name=$1 pinned=$2 log=$3 port
+    local name=$1 pinned=$2 log=$3 store=${4:-sqlite} port
     port=$(free_port)
     local envs=(JWT_SECRET="$SECRET" ADMIN_TOKEN=bench) prog=()
     case "$name" in
     weim | weim-unpinned)
-        local data
-        data=$(mktemp -d "$TMP/weim-data.XXXXXX")
-        envs=(WEIM_HTTP_LISTEN="127.0.0.1:$port" WEIM_NODE_DATA_DIR="$data"
+        DATA=$(mktemp -d "$TMP/weim-data.XXXXXX")
+        envs=(WEIM_HTTP_LISTEN="127.0.0.1:$port" WEIM_NODE_DATA_DIR="$DATA"
             WEIM_HTTP_ADMIN_TOKEN=bench WEIM_AUTH_JWT_SECRET="$SECRET" WEIM_LIMITS_CONNS_PER_USER=8)
+        if [ "$store" = mariadb ]; then
+            DB_SEQ=$((DB_SEQ + 1))
+            DB=weim_bench_$$_$DB_SEQ
+            mariadb_cli -e "CREATE DATABASE \`$DB\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci" ||
+                { DB= && return 1; }
+            envs+=(WEIM_STORE_KIND=mysql
+                WEIM_STORE_MYSQL_URL="mysql://$MARIADB_USER@$MARIADB_HOST:$MARIADB_PORT/$DB")
+        fi
         prog=("$WEIM" --config "$TMP/empty.yml")
         ;;
     tokio-ws) prog=("$TOKIO_WS" "127.0.0.1:$port") ;;
@@ -235,6 +323,55 @@ start_server() {
         tail -n 20 "$log" >&2
         stop_server
         return 1
+    fi
+}
+
+# setup_chat SCENARIO STORE: the friendships (chat: users 1+2k and 2+2k,
+# both directions) or the group (id 1, owner user 1, members 1..MEMBERS)
+# straight into the running node's store, which created its schema on start.
+# weim reads them from the store on every send; the users' own rows are not
+# needed (tokens are minted).
+setup_chat() {
+    local scenario=$1 store=$2 now
+    now=$(($(date +%s) * 1000))
+    if [ "$store" = sqlite ]; then
+        python3 - "$DATA/weim.db" "$scenario" "$PAIRS" "$MEMBERS" "$now" <<'PY'
+import sqlite3, sys
+path, scenario, pairs, members, now = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+db = sqlite3.connect(path, timeout=30)  # WAL: the node keeps running
+with db:
+    if scenario == "chat":
+        rows = []
+        for k in range(pairs):
+            a, b = 1 + 2 * k, 2 + 2 * k
+            rows += [(a, b, now), (b, a, now)]
+        db.executemany("INSERT INTO friends (user_id, friend_id, created_at) VALUES (?, ?, ?)", rows)
+    else:
+        db.execute("INSERT INTO chat_groups (id, owner_id, name, name_key, created_at) "
+                   "VALUES (1, 1, 'bench', 'bench', ?)", (now,))
+        db.executemany("INSERT INTO group_members (group_id, user_id, joined_at) VALUES (1, ?, ?)",
+                       [(u, now) for u in range(1, members + 1)])
+db.close()
+PY
+    else
+        # One statement of plain VALUES rows per table (10,000 friendship
+        # rows are about 300 KB, far below max_allowed_packet).
+        if [ "$scenario" = chat ]; then
+            awk -v p="$PAIRS" -v now="$now" 'BEGIN {
+                printf "INSERT INTO friends (user_id, friend_id, created_at) VALUES "
+                for (k = 0; k < p; k++)
+                    printf "%s(%d,%d,%d),(%d,%d,%d)", (k ? "," : ""), 1 + 2 * k, 2 + 2 * k, now, 2 + 2 * k, 1 + 2 * k, now
+                print ";"
+            }'
+        else
+            awk -v m="$MEMBERS" -v now="$now" -v q="'" 'BEGIN {
+                printf "INSERT INTO chat_groups (id, owner_id, name, name_key, created_at) "
+                printf "VALUES (1, 1, %sbench%s, %sbench%s, %d);\n", q, q, q, q, now
+                printf "INSERT INTO group_members (group_id, user_id, joined_at) VALUES "
+                for (u = 1; u <= m; u++) printf "%s(1,%d,%d)", (u > 1 ? "," : ""), u, now
+                print ";"
+            }'
+        fi | mariadb_cli "$DB"
     fi
 }
 
@@ -283,77 +420,14 @@ if [ "$PIN" = 1 ]; then
 else
     echo "== servers and load generator unpinned"
 fi
-echo "== $CONNS connections; scenarios: $SCENARIOS; servers: ${RUN_SERVERS[*]}"
-
-# children_ticks: CPU time of this script's children that it has waited for.
-children_ticks() { sed 's/.*) //' "/proc/$$/stat" | awk '{print $14 + $15}'; }
-NCPU=$(nproc --all)
-
-# run_one SERVER PINNED LABEL OUT: starts the server, runs weim-load against
-# it, stops it; writes OUT (weim-load's JSON) and OUT.cpu, and sets OTHER_PCT
-# (the share of the machine's CPU time that other work used meanwhile).
-# Fails when the server does not start.
-run_one() {
-    local server=$1 pinned=$2 label=$3 out=$4 args load rc=0 pct
-    OTHER_PCT=0
-    rm -f "$out" "$out.cpu"
-    wait_quiet
-    if ! start_server "$server" "$pinned" "$TMP/$server.$label.log"; then
-        echo "== $server did not start for $label; see above"
-        return 1
-    fi
-    [ $((SRC + SRC_STEP)) -le 250 ] || SRC=2
-    args=(--target "$LISTEN" --conns "$CONNS" --secret-file "$TMP/jwt_secret.bench"
-        --pid "$SERVER_PID" --timeout "$TIMEOUT" --src-first "$SRC" --json "$out")
-    SRC=$((SRC + SRC_STEP))
-    case "$label" in
-    idle) args=(idle "${args[@]}") ;;
-    broadcast) args=(broadcast "${args[@]}" --admin-token bench --rounds "$ROUNDS"
-        --body-bytes "$BODY_BYTES") ;;
-    slow-base | slow)
-        pct=$SLOW_PCT
-        [ "$label" = slow-base ] && pct=0
-        args=(slow "${args[@]}" --admin-token bench --rounds "$SLOW_ROUNDS"
-            --body-bytes "$SLOW_BODY_BYTES" --slow-pct "$pct")
-        ;;
-    esac
-    load=("$LOAD")
-    [ "$pinned" = 1 ] && load=(taskset -c 1 "$LOAD")
-    echo
-    echo "== $server: $label (pid $SERVER_PID on $LISTEN, CPUs $([ "$pinned" = 1 ] && echo 0 || echo all))"
-    local busy0 srv0 kids0 t0 busy srv kids wall other
-    busy0=$(busy_ticks) srv0=$(proc_ticks "$SERVER_PID") kids0=$(children_ticks) t0=$(date +%s%N)
-    # A hard bound on top of weim-load's own --timeout.
-    timeout -k 5 $((TIMEOUT + 60)) "${load[@]}" "${args[@]}" >"$TMP/$server.$label.out" 2>&1 &
-    LOAD_PID=$!
-    wait "$LOAD_PID" || rc=$?
-    LOAD_PID=
-    busy=$(($(busy_ticks) - busy0))
-    srv=$(($(proc_ticks "$SERVER_PID") - srv0))
-    kids=$(($(children_ticks) - kids0))
-    wall=$((($(date +%s%N) - t0) * HZ * NCPU / 1000000000))
-    other=$((busy - srv - kids))
-    [ "$other" -gt 0 ] || other=0
-    [ "$wall" -gt 0 ] && OTHER_PCT=$((other * 100 / wall))
-    awk -v b="$busy" -v s="$srv" -v l="$kids" -v o="$other" -v hz="$HZ" 'BEGIN {
-        printf "{\"machine_busy_s\": %.2f, \"server_cpu_s\": %.2f, \"loadgen_cpu_s\": %.2f, \"other_cpu_s\": %.2f}\n",
-            b / hz, s / hz, l / hz, o / hz }' >"$out.cpu"
-    grep -E 'signed in|failed|per second|RSS|fan-out completion|receiver latency|messages|slow readers|closed' \
-        "$TMP/$server.$label.out" | sed 's/^/   /' || true
-    echo "   other work: $OTHER_PCT % of the CPU time"
-    [ "$rc" = 0 ] || { echo "   weim-load exited with $rc:"; tail -n 5 "$TMP/$server.$label.out"; }
-    kill -0 "$SERVER_PID" 2>/dev/null || {
-        echo "   the server died during $label:"
-        tail -n 10 "$TMP/$server.$label.log"
-    }
-    stop_server
-    sleep 1
-}
+echo "== scenarios: $SCENARIOS; servers: ${RUN_SERVERS[*]}"
+[ -n "$PEER_SCENARIOS" ] && echo "== $CONNS connections for $PEER_SCENARIOS"
+[ -n "$CHAT_SCENARIOS" ] && echo "== chat: $PAIRS pairs × $MESSAGES messages, window $WINDOW;" \
+    "group: $MEMBERS members, $GROUP_ROUNDS messages every $INTERVAL_MS ms; stores: ${RUN_STORES[*]:-none}"
 
 # Each run uses fresh source addresses, so that an earlier run's TIME_WAIT
 # sockets never collide with its ports.
 SRC=2
-SRC_STEP=$(((CONNS + 4999) / 5000)) # weim-load's default --per-src is 5000
 mkdir -p "$TMP/runs"
 declare -A RUNS=()
 for server in "${RUN_SERVERS[@]}"; do
@@ -361,17 +435,96 @@ for server in "${RUN_SERVERS[@]}"; do
     [ "$server" = weim-unpinned ] && pinned=0
     RUNS[$server]=
     for s in $SCENARIOS; do
-        labels=$s
-        [ "$s" = slow ] && labels="slow-base slow"
+        case "$s" in
+        slow) labels="slow-base slow" ;;
+        chat | group)
+            # The peers have no chat.
+            [[ "$server" == weim* ]] || continue
+            labels=
+            for st in "${RUN_STORES[@]}"; do labels+="$s-$st "; done
+            ;;
+        *) labels=$s ;;
+        esac
         for label in $labels; do
+            store=sqlite
+            case "$label" in
+            chat-*) store=${label#chat-} conns=$((2 * PAIRS)) ;;
+            group-*) store=${label#group-} conns=$MEMBERS ;;
+            *) conns=$CONNS ;;
+            esac
+            src_step=$(((conns + 4999) / 5000)) # weim-load's default --per-src is 5000
+            wait_quiet
+            if ! start_server "$server" "$pinned" "$TMP/$server.$label.log" "$store"; then
+                echo "== $server did not start for $label; see above"
+                stop_server
+                drop_db
+                continue
+            fi
+            case "$label" in
+            chat-* | group-*)
+                if ! setup_chat "${label%%-*}" "$store" >"$TMP/$server.$label.setup" 2>&1; then
+                    echo "== $server: $label: inserting the friendships or the group failed:"
+                    tail -n 5 "$TMP/$server.$label.setup"
+                    stop_server
+                    drop_db
+                    continue
+                fi
+                ;;
+            esac
+            [ $((SRC + src_step)) -le 250 ] || SRC=2
             out=$TMP/runs/$server.$label.json
-            try=0
-            while run_one "$server" "$pinned" "$label" "$out"; do
-                try=$((try + 1))
-                [ "$OTHER_PCT" -gt "$OTHER_MAX" ] && [ "$try" -le "$RETRIES" ] || break
-                echo "   other work used $OTHER_PCT % of the CPU time during this run: measuring again"
-            done
+            args=(--target "$LISTEN" --secret-file "$TMP/jwt_secret.bench"
+                --pid "$SERVER_PID" --timeout "$TIMEOUT" --src-first "$SRC" --json "$out")
+            case "$label" in
+            idle) args=(idle "${args[@]}" --conns "$CONNS") ;;
+            broadcast) args=(broadcast "${args[@]}" --conns "$CONNS" --admin-token bench
+                --rounds "$ROUNDS" --body-bytes "$BODY_BYTES") ;;
+            slow-base | slow)
+                pct=$SLOW_PCT
+                [ "$label" = slow-base ] && pct=0
+                args=(slow "${args[@]}" --conns "$CONNS" --admin-token bench --rounds "$SLOW_ROUNDS"
+                    --body-bytes "$SLOW_BODY_BYTES" --slow-pct "$pct")
+                ;;
+            chat-*) args=(chat "${args[@]}" --pairs "$PAIRS" --messages "$MESSAGES"
+                --window "$WINDOW" --body-bytes "$CHAT_BODY_BYTES" --settle 1) ;;
+            group-*) args=(group "${args[@]}" --members "$MEMBERS" --rounds "$GROUP_ROUNDS"
+                --interval-ms "$INTERVAL_MS" --body-bytes "$CHAT_BODY_BYTES" --settle 1) ;;
+            esac
+            load=("$LOAD")
+            [ "$pinned" = 1 ] && load=(taskset -c 1 "$LOAD")
+            echo
+            echo "== $server: $label (pid $SERVER_PID on $LISTEN, CPUs $([ "$pinned" = 1 ] && echo 0 || echo all))"
+            rc=0
+            busy0=$(busy_ticks)
+            srv0=$(proc_ticks "$SERVER_PID")
+            store_pid=
+            [ "$store" = mariadb ] && [[ "$label" == chat-* || "$label" == group-* ]] && store_pid=$MARIADB_PID
+            st0=0
+            [ -n "$store_pid" ] && st0=$(proc_ticks "$store_pid")
+            # A hard bound on top of weim-load's own --timeout.
+            timeout -k 5 $((TIMEOUT + 60)) "${load[@]}" "${args[@]}" >"$TMP/$server.$label.out" 2>&1 &
+            LOAD_PID=$!
+            wait "$LOAD_PID" || rc=$?
+            LOAD_PID=
+            busy=$(($(busy_ticks) - busy0))
+            srv=$(($(proc_ticks "$SERVER_PID") - srv0))
+            st=0
+            [ -n "$store_pid" ] && st=$(($(proc_ticks "$store_pid") - st0))
+            secs() { awk -v t="$1" -v hz="$HZ" 'BEGIN {printf "%.2f", t / hz}'; }
+            printf '{"machine_busy_s": %s, "server_cpu_s": %s, "store_cpu_s": %s}\n' \
+                "$(secs "$busy")" "$(secs "$srv")" "$([ -n "$store_pid" ] && secs "$st" || echo null)" >"$out.cpu"
+            grep -E 'signed in|failed|per second|RSS|fan-out completion|receiver latency|messages|slow readers|closed|deliveries|latency|completion|behind|Cmd 2|stopped' \
+                "$TMP/$server.$label.out" | sed 's/^/   /' || true
+            [ "$rc" = 0 ] || { echo "   weim-load exited with $rc:"; tail -n 5 "$TMP/$server.$label.out"; }
+            kill -0 "$SERVER_PID" 2>/dev/null || {
+                echo "   the server died during $label:"
+                tail -n 10 "$TMP/$server.$label.log"
+            }
+            stop_server
+            drop_db
             [ -s "$out" ] && RUNS[$server]+="$label "
+            SRC=$((SRC + src_step))
+            sleep 1
         done
     done
 done
@@ -397,16 +550,24 @@ describe() {
 {
     printf '{\n"date": "%s",\n"commit": "%s",\n"pinned": %s,\n' "$STAMP" "$COMMIT" \
         "$([ "$PIN" = 1 ] && echo true || echo false)"
-    printf '"machine": {"cpus": %s, "mem_kib": %s, "kernel": "%s"},\n' "$(nproc --all)" \
-        "$(awk '/^MemTotal/ {print $2}' /proc/meminfo)" "$(uname -r)"
+    printf '"machine": {"cpus": %s, "mem_kib": %s, "kernel": "%s", "mariadb": "%s"},\n' "$(nproc --all)" \
+        "$(awk '/^MemTotal/ {print $2}' /proc/meminfo)" "$(uname -r)" "$(printf '%s' "$MARIADB_VERSION" | tr -d '"\\')"
     printf '"params": {"conns": %s, "rounds": %s, "body_bytes": %s, "slow_pct": %s, ' \
         "$CONNS" "$ROUNDS" "$BODY_BYTES" "$SLOW_PCT"
-    printf '"slow_rounds": %s, "slow_body_bytes": %s, "timeout_s": %s},\n' \
+    printf '"slow_rounds": %s, "slow_body_bytes": %s, "timeout_s": %s, ' \
         "$SLOW_ROUNDS" "$SLOW_BODY_BYTES" "$TIMEOUT"
+    printf '"stores": "%s", "pairs": %s, "messages": %s, "window": %s, "members": %s, ' \
+        "${RUN_STORES[*]:-}" "$PAIRS" "$MESSAGES" "$WINDOW" "$MEMBERS"
+    printf '"group_rounds": %s, "interval_ms": %s, "chat_body_bytes": %s},\n' \
+        "$GROUP_ROUNDS" "$INTERVAL_MS" "$CHAT_BODY_BYTES"
     printf '"skipped": {'
     sep=
     for p in "${!SKIP[@]}"; do
         printf '%s"%s": "%s"' "$sep" "$p" "$(printf '%s' "${SKIP[$p]}" | tr -d '"\\')"
+        sep=', '
+    done
+    for st in "${!SKIP_STORE[@]}"; do
+        printf '%s"store %s": "%s"' "$sep" "$st" "$(printf '%s' "${SKIP_STORE[$st]}" | tr -d '"\\')"
         sep=', '
     done
     printf '},\n"servers": ['

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Prints the tables of a bench/run.sh result file (Markdown), one per
-scenario, every server a row, plus the ratio weim : best peer.
+scenario, every server a row, plus the ratio weim : best peer; chat and
+group (weim only) one row per server and store.
 
 usage: python3 bench/tables.py bench/results/<date>.json
 """
@@ -57,8 +58,8 @@ def table(title, columns, rows, ratio_row=None):
 
 
 def other_cpu(run):
-    """CPU seconds that processes other than the server and the load
-    generator used during a run (other work on the machine)."""
+    """CPU seconds that processes other than the server, its store (MariaDB)
+    and the load generator used during a run (other work on the machine)."""
     cpu, rep = run.get("cpu") or {}, run.get("report") or {}
     if cpu.get("other_cpu_s") is not None:
         return cpu["other_cpu_s"]
@@ -66,7 +67,7 @@ def other_cpu(run):
     lg = get(rep, "loadgen", "cpu_total_s")
     if busy is None or srv is None or lg is None:
         return None
-    return max(0.0, busy - srv - lg)
+    return max(0.0, busy - srv - lg - (cpu.get("store_cpu_s") or 0.0))
 
 
 def with_other(vals, *runs):
@@ -138,6 +139,69 @@ def slow_row(base, slow):
     }
 
 
+def p50_99(q):
+    q = q or {}
+    return (q.get("p99"), f"{fmt(q.get('p50'))} / {fmt(q.get('p99'))}")
+
+
+def chat_row(run):
+    r = run["report"]
+    c = r.get("chat") or {}
+    cpu = run.get("cpu") or {}
+    fails = c.get("failures") or {}
+    refused = c.get("refused")
+    return {
+        "got": (c.get("delivered"), f"{fmt(c.get('delivered'))} of {fmt(c.get('expected'))}"),
+        "rate": (c.get("per_second"), fmt(c.get("per_second"))),
+        "ack": p50_99(c.get("ack_ms")),
+        "lat": p50_99(c.get("delivery_ms")),
+        "lost": (c.get("lost"), f"{fmt(c.get('lost'))} / {fmt(c.get('duplicates'))}"),
+        "refused": (refused, fmt(refused) + (" (" + ", ".join(f"{k} ×{v}" for k, v in fails.items()) + ")"
+                                             if fails else "")),
+        "compl": (c.get("completion_p50_ms"),
+                  f"{fmt(c.get('completion_p50_ms'))} / {fmt(c.get('completion_max_ms'))}"),
+        "full": (c.get("messages_complete"),
+                 f"{fmt(c.get('messages_complete'))} of {fmt(c.get('messages_per_sender'))}"),
+        "lag": (c.get("send_lag_max_ms"), fmt(c.get("send_lag_max_ms"))),
+        "cpu": (get(r, "node", "cpu_chat_s"), fmt(get(r, "node", "cpu_chat_s"), 2)),
+        "scpu": (cpu.get("store_cpu_s"), fmt(cpu.get("store_cpu_s"), 2)),
+        "lcpu": (get(r, "loadgen", "cpu_total_s"), fmt(get(r, "loadgen", "cpu_total_s"), 2)),
+    }
+
+
+def chat_tables(res, servers):
+    p = res["params"]
+    for kind in ("chat", "group"):
+        rows = []
+        for name, runs in servers:
+            for label, run in sorted(runs.items()):
+                if label.startswith(kind + "-"):
+                    store = label[len(kind) + 1:]
+                    rows.append((f"{name} · {store}", with_other(chat_row(run), run)))
+        if not rows:
+            continue
+        if kind == "chat":
+            title = (f"chat: {p.get('pairs', 0):,} pairs × {p.get('messages')} messages each way, "
+                     f"window {p.get('window')}, {p.get('chat_body_bytes')} B")
+            cols = [("delivered", "got"), ("msg/s end to end", "rate"),
+                    ("ack p50 / p99 ms", "ack"), ("delivery p50 / p99 ms", "lat"),
+                    ("lost / dup", "lost"), ("refused", "refused"), ("server CPU s", "cpu"),
+                    ("MariaDB CPU s", "scpu"), ("client CPU s", "lcpu"), ("other CPU s", "other")]
+        else:
+            title = (f"group: {p.get('members', 0):,} members, {p.get('group_rounds')} messages "
+                     f"one every {p.get('interval_ms')} ms, {p.get('chat_body_bytes')} B")
+            cols = [("delivered", "got"), ("deliveries/s", "rate"),
+                    ("delivery p50 / p99 ms", "lat"), ("completion p50 / max ms", "compl"),
+                    ("reached all", "full"), ("lost / dup", "lost"), ("ack p50 / p99 ms", "ack"),
+                    ("sender late max ms", "lag"), ("server CPU s", "cpu"),
+                    ("MariaDB CPU s", "scpu"), ("client CPU s", "lcpu"), ("other CPU s", "other")]
+        print(f"\n### {title}\n")
+        print("| server · store | " + " | ".join(c[0] for c in cols) + " |")
+        print("| --- | " + " | ".join("---:" for _ in cols) + " |")
+        for name, vals in rows:
+            print(f"| {name} | " + " | ".join(vals[c[1]][1] for c in cols) + " |")
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -145,7 +209,10 @@ def main():
         res = json.load(f)
     p = res["params"]
     pinned = res.get("pinned")
-    print(f"## {res['date']} — {p['conns']:,} connections "
+    labels = {r["label"] for s in res["servers"] for r in s["runs"]}
+    conns = (f"{p['conns']:,} connections "
+             if labels & {"idle", "broadcast", "slow", "slow-base"} else "")
+    print(f"## {res['date']} — {conns}"
           f"({'servers on CPU 0, load generator on CPU 1' if pinned else 'unpinned'}; commit {res['commit']})")
     for k, v in (res.get("skipped") or {}).items():
         print(f"\nskipped {k}: {v}")
@@ -200,6 +267,7 @@ def main():
                       ("readers lost none / slow", "lost", None),
                       ("other CPU s", "other", None),
                   ], rows, ratio_row)
+    chat_tables(res, servers)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 //! connections (bound to their source addresses, a bounded number of
 //! connects in flight), upgrades them, signs them in, then records every
 //! broadcast frame; slow readers stop reading after sign-in and are drained
-//! at the end to see whether the gateway closed them.
+//! at the end to see whether the gateway closed them. In the chat scenarios
+//! the connections send messages over the socket after `go` (see
+//! [`crate::chat`]).
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, Read, Write};
@@ -17,6 +19,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use serde::Deserialize;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::chat::Chat;
 use crate::host::{err_name, own_cpu_s, raise_nofile, unix_ns};
 use crate::opts::source_addr;
 use crate::proto::{bump, is_slow, ChildMsg, ChildReport, Plan, RoundStat};
@@ -126,17 +129,23 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// A server frame; only `Cmd` and `Body` matter here, other keys are ignored.
+/// A server frame; only `Cmd`, `Body` and, for chat, `FromId` and `Id`
+/// matter here, other keys are ignored.
 #[derive(Deserialize)]
 struct ServerFrame {
     #[serde(rename = "Cmd", alias = "cmd")]
     cmd: i64,
     #[serde(rename = "Body", alias = "body", default)]
     body: String,
+    #[serde(rename = "FromId", alias = "fromId", default)]
+    from_id: u64,
+    #[serde(rename = "Id", alias = "id", default)]
+    id: u64,
 }
 
 enum Command {
     Round(u32),
+    Go,
     Finish,
 }
 
@@ -162,6 +171,9 @@ struct Child {
     stdout_ok: bool,
     last_drain_read: Instant,
     cpu_start_s: f64,
+    /// The chat scenarios' sending and counting.
+    chat: Option<Chat>,
+    done_sent: bool,
 }
 
 /// Entry point of `weim-load --child`; returns the exit code.
@@ -200,6 +212,7 @@ pub fn main() -> i32 {
             let cmd = match line.trim().split_once(' ') {
                 Some(("round", n)) => n.parse().ok().map(Command::Round),
                 _ if line.trim() == "finish" => Some(Command::Finish),
+                _ if line.trim() == "go" => Some(Command::Go),
                 _ => None,
             };
             if let Some(cmd) = cmd {
@@ -299,6 +312,11 @@ impl Child {
             stdout_ok: true,
             last_drain_read: Instant::now(),
             cpu_start_s: 0.0,
+            chat: plan
+                .chat
+                .clone()
+                .map(|cp| Chat::new(cp, plan.from, plan.to, plan.first_user)),
+            done_sent: false,
             plan,
         })
     }
@@ -339,11 +357,14 @@ impl Child {
         let mut next_hb = hb;
         loop {
             self.start_more(deadline);
-            let timeout = if self.next < self.conns.len() {
+            let mut timeout = if self.next < self.conns.len() {
                 Duration::from_millis(if self.plan.rate > 0.0 { 1 } else { 5 })
             } else {
                 Duration::from_millis(50)
             };
+            if let Some(due) = self.chat_tick() {
+                timeout = timeout.min(Duration::from_nanos(due.saturating_sub(unix_ns())));
+            }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     bump(&mut self.report.errors, "poll", 1);
@@ -352,6 +373,7 @@ impl Child {
             for ev in events.iter() {
                 if ev.token() != WAKER {
                     self.on_event(ev.token().0, ev);
+                    self.chat_flush();
                 }
             }
             let mut finish = !self.stdout_ok;
@@ -361,6 +383,12 @@ impl Child {
                         if r >= 1 && r <= self.plan.rounds && !self.pending_rounds.contains(&r) {
                             self.pending_rounds.push(r);
                         }
+                    }
+                    Ok(Command::Go) => {
+                        if let Some(chat) = self.chat.as_mut() {
+                            chat.go(unix_ns());
+                        }
+                        self.chat_flush();
                     }
                     Ok(Command::Finish) | Err(TryRecvError::Disconnected) => finish = true,
                     Err(TryRecvError::Empty) => break,
@@ -372,6 +400,7 @@ impl Child {
             self.expire();
             self.check_ready();
             self.check_rounds();
+            self.check_chat();
             if !hb.is_zero() && self.t0.elapsed() >= next_hb {
                 self.heartbeat();
                 next_hb += hb;
@@ -768,6 +797,9 @@ impl Child {
     }
 
     fn on_message(&mut self, i: usize, payload: &[u8], now: u64) {
+        if self.chat.is_some() && self.conns[i].state == State::Reader {
+            return self.on_chat_frame(i, payload, now);
+        }
         if payload.len() >= QUICK_MIN {
             if let Some((cmd, body)) = quick_frame(payload) {
                 return self.dispatch(i, cmd, body, now);
@@ -801,6 +833,75 @@ impl Child {
         }
     }
 
+    /// A frame on a signed-in connection of a chat scenario (always parsed
+    /// in full: `Id` and `FromId` follow the body).
+    fn on_chat_frame(&mut self, i: usize, payload: &[u8], now: u64) {
+        let m: ServerFrame = match serde_json::from_slice(payload) {
+            Ok(m) => m,
+            Err(_) => {
+                return bump(
+                    &mut self.report.errors,
+                    "frame: not a server JSON object",
+                    1,
+                )
+            }
+        };
+        let Some(chat) = self.chat.as_mut() else {
+            return;
+        };
+        match m.cmd {
+            21 => chat.on_ack(i, &m.body, now),
+            2 => chat.on_fail(i, &m.body, now),
+            6 | 10 => chat.on_message(i, m.cmd, m.from_id, m.id, &m.body, now),
+            c => bump(&mut self.report.other_cmds, &c.to_string(), 1),
+        }
+    }
+
+    /// Group: sends the messages that are due; returns when the next is.
+    fn chat_tick(&mut self) -> Option<u64> {
+        let due = self.chat.as_mut()?.tick(unix_ns());
+        self.chat_flush();
+        due
+    }
+
+    /// Writes the Cmd 20 frames the chat engine queued.
+    fn chat_flush(&mut self) {
+        let Some(chat) = self.chat.as_mut() else {
+            return;
+        };
+        if chat.outbox.is_empty() {
+            return;
+        }
+        let out = std::mem::take(&mut chat.outbox);
+        let mut frame = Vec::new();
+        for (i, text) in &out {
+            frame.clear();
+            let mask = self.mask();
+            ws::encode_client_frame(&mut frame, ws::OP_TEXT, text.as_bytes(), mask);
+            self.send(*i, &frame);
+        }
+        if let Some(chat) = self.chat.as_mut() {
+            if chat.outbox.is_empty() {
+                // Keep the allocation for the next round of sends.
+                chat.outbox = out;
+                chat.outbox.clear();
+            }
+        }
+    }
+
+    /// Chat: tells the parent once everything is sent and received.
+    fn check_chat(&mut self) {
+        if self.done_sent {
+            return;
+        }
+        if let Some(chat) = self.chat.as_mut() {
+            if chat.finished(unix_ns()) {
+                self.done_sent = true;
+                self.emit(&ChildMsg::Done);
+            }
+        }
+    }
+
     fn signed_in(&mut self, i: usize, now: u64) {
         let latency = self.mono_us().saturating_sub(self.conns[i].start_us);
         self.report.signin_us.record(latency);
@@ -815,6 +916,9 @@ impl Child {
             c.state = State::Reader;
             self.report.readers += 1;
             self.live_readers += 1;
+            if let Some(chat) = self.chat.as_mut() {
+                chat.signed_in(i);
+            }
         }
     }
 
@@ -882,6 +986,9 @@ impl Child {
                 let who = if state == State::Reader {
                     self.report.readers_closed += 1;
                     self.live_readers -= 1;
+                    if let Some(chat) = self.chat.as_mut() {
+                        chat.closed(i);
+                    }
                     "reader"
                 } else {
                     self.report.slow_closed += 1;
@@ -1000,6 +1107,7 @@ impl Child {
             }
         }
         self.report.cpu_total_s = own_cpu_s();
+        self.report.chat = self.chat.take().map(|c| c.stat);
         let report = std::mem::take(&mut self.report);
         self.emit(&ChildMsg::Report(Box::new(report)));
     }

@@ -1,10 +1,12 @@
 //! `weim-load`: the load generator of the weim gateway benchmarks.
 //!
-//! `weim-load <idle|broadcast|slow> [options]` runs one scenario against one
-//! node on loopback: it re-executes itself as `--child` processes that hold
-//! the connections (at most 19,000 each), paces the broadcast rounds, prints
-//! a table and optionally writes the full result as JSON.
+//! `weim-load <idle|broadcast|slow|chat|group> [options]` runs one scenario
+//! against one node on loopback: it re-executes itself as `--child` processes
+//! that hold the connections (at most 19,000 each), paces the broadcast
+//! rounds or starts the chat, prints a table and optionally writes the full
+//! result as JSON.
 
+mod chat;
 mod child;
 mod hist;
 mod host;

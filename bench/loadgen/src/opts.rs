@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub const USAGE: &str = "\
-usage: weim-load <idle|broadcast|slow> [options]
+usage: weim-load <idle|broadcast|slow|chat|group> [options]
 
   --target ADDR          gateway address, loopback only (default 127.0.0.1:8080)
   --path PATH            WebSocket path (default /ws)
@@ -24,7 +24,9 @@ usage: weim-load <idle|broadcast|slow> [options]
   --round-wait SECS      wait per round for every frame (default 10)
   --gap-ms MS            pause between rounds (default 200)
   --settle SECS          pause after sign-in before the RSS sample (default 2)
-  --window N             connects in flight over all processes (default 2000)
+  --window N             connects in flight over all processes (default 2000);
+                         in chat: unacknowledged messages per connection (default 16)
+  --connect-window N     connects in flight over all processes, in any scenario
   --rate N               connects per second over all processes, 0 = no limit (default 0)
   --connect-timeout SECS connect + upgrade + sign-in, per connection (default 15)
   --per-proc N           connections per process, at most 19000 (default 19000)
@@ -36,15 +38,32 @@ usage: weim-load <idle|broadcast|slow> [options]
                          (default 50, below the gateway's 120 s idle timeout)
   --timeout SECS         bound of the whole run (default 120)
   --json PATH            write the full result as JSON
+
+chat (P pairs of friends, users first_user.. in pairs (2k, 2k+1), over the socket):
+  --pairs P              pairs, 2P connections (default 1000)
+  --messages M           messages each connection sends its partner (default 50)
+  --window W             unacknowledged (Cmd 21) messages in flight per connection (default 16)
+group (G members of one group; connection 0, user first_user, is the sender):
+  --members G            members online, sender included (default 5000)
+  --rounds R             messages the sender posts (default 200)
+  --interval-ms MS       one message every MS (default 10)
+  --group-id ID          the group (default 1)
+both: --body-bytes B (default 100), --round-wait SECS (a child that counts nothing
+for this long after the start stops waiting; default 10). The friendships and the
+group must exist in the node's store (bench/run.sh inserts them).
 ";
 
-/// The three scenarios.
+/// The scenarios.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scenario {
     Idle,
     Broadcast,
     Slow,
+    /// Pairs of friends sending over the socket.
+    Chat,
+    /// One sender, one group.
+    Group,
 }
 
 impl Scenario {
@@ -53,11 +72,19 @@ impl Scenario {
             Scenario::Idle => "idle",
             Scenario::Broadcast => "broadcast",
             Scenario::Slow => "slow",
+            Scenario::Chat => "chat",
+            Scenario::Group => "group",
         }
     }
 
+    /// Broadcast rounds through `POST /ws/sendToAll`.
     pub fn has_rounds(self) -> bool {
-        self != Scenario::Idle
+        matches!(self, Scenario::Broadcast | Scenario::Slow)
+    }
+
+    /// Messages sent over the socket (Cmd 20).
+    pub fn is_chat(self) -> bool {
+        matches!(self, Scenario::Chat | Scenario::Group)
     }
 }
 
@@ -93,6 +120,15 @@ pub struct Opts {
     pub heartbeat_s: f64,
     pub timeout_s: f64,
     pub json: Option<PathBuf>,
+    /// chat: pairs of friends (`conns` = 2 × pairs).
+    pub pairs: u64,
+    /// chat: messages per connection; group: `rounds`.
+    pub messages: u32,
+    /// chat: unacknowledged messages in flight per connection.
+    pub msg_window: usize,
+    /// group: pause between messages.
+    pub interval_ms: u64,
+    pub group_id: u64,
 }
 
 pub const MAX_CONNS: u64 = 500_000;
@@ -104,6 +140,10 @@ pub const MAX_PER_SRC: u64 = 25_000;
 pub const DEFAULT_PER_SRC: u64 = 5_000;
 pub const MAX_ROUNDS: u32 = 10_000;
 pub const MAX_BODY: usize = 1 << 20;
+/// Longest chat body: weim's default `chat.max_body_chars` is 4096.
+pub const MAX_CHAT_BODY: usize = 64 * 1024;
+pub const MAX_MESSAGES: u32 = 100_000;
+pub const MAX_MSG_WINDOW: usize = 1024;
 pub const MAX_TIMEOUT_S: f64 = 3600.0;
 
 fn num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String> {
@@ -143,6 +183,8 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
         Some("idle") => Scenario::Idle,
         Some("broadcast") => Scenario::Broadcast,
         Some("slow") => Scenario::Slow,
+        Some("chat") => Scenario::Chat,
+        Some("group") => Scenario::Group,
         Some("-h") | Some("--help") | None => return Err(String::new()),
         Some(other) => return Err(format!("unknown scenario {other:?}")),
     };
@@ -156,7 +198,7 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
         secret_file: None,
         pid: None,
         admin_token: None,
-        rounds: 20,
+        rounds: if scenario == Scenario::Group { 200 } else { 20 },
         body_bytes: 100,
         slow_pct: if scenario == Scenario::Slow { 1.0 } else { 0.0 },
         slow_rcvbuf: 4096,
@@ -173,8 +215,15 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
         heartbeat_s: 50.0,
         timeout_s: 120.0,
         json: None,
+        pairs: 1000,
+        messages: 50,
+        msg_window: 16,
+        interval_ms: 10,
+        group_id: 1,
     };
     let mut slow_pct_given = false;
+    let mut conns_given = false;
+    let mut members = 5000;
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
             return Err(String::new());
@@ -186,7 +235,10 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
         match flag.as_str() {
             "--target" => o.target = num(flag, v)?,
             "--path" => o.path = v.to_string(),
-            "--conns" => o.conns = num(flag, v)?,
+            "--conns" => {
+                o.conns = num(flag, v)?;
+                conns_given = true;
+            }
             "--first-user" => o.first_user = num(flag, v)?,
             "--secret" => o.secret = v.as_bytes().to_vec(),
             "--secret-file" => o.secret_file = Some(PathBuf::from(v)),
@@ -202,7 +254,13 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
             "--round-wait" => o.round_wait_s = secs(flag, v)?,
             "--gap-ms" => o.gap_ms = num(flag, v)?,
             "--settle" => o.settle_s = secs(flag, v)?,
-            "--window" => o.window = num(flag, v)?,
+            "--window" if scenario == Scenario::Chat => o.msg_window = num(flag, v)?,
+            "--window" | "--connect-window" => o.window = num(flag, v)?,
+            "--pairs" if scenario == Scenario::Chat => o.pairs = num(flag, v)?,
+            "--messages" if scenario == Scenario::Chat => o.messages = num(flag, v)?,
+            "--members" if scenario == Scenario::Group => members = num(flag, v)?,
+            "--interval-ms" if scenario == Scenario::Group => o.interval_ms = num(flag, v)?,
+            "--group-id" if scenario == Scenario::Group => o.group_id = num(flag, v)?,
             "--rate" => o.rate = num(flag, v)?,
             "--connect-timeout" => o.connect_timeout_s = secs(flag, v)?,
             "--per-proc" => o.per_proc = num(flag, v)?,
@@ -217,6 +275,17 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
     }
     if let Some(p) = &o.secret_file {
         o.secret = read_secret_file(p)?;
+    }
+    match scenario {
+        Scenario::Chat | Scenario::Group if conns_given => {
+            return Err("--conns: chat takes --pairs, group --members".into())
+        }
+        Scenario::Chat => o.conns = o.pairs.saturating_mul(2),
+        Scenario::Group => {
+            o.conns = members;
+            o.messages = o.rounds;
+        }
+        _ => {}
     }
     validate(&mut o, slow_pct_given)?;
     Ok(o)
@@ -256,8 +325,41 @@ fn validate(o: &mut Opts, slow_pct_given: bool) -> Result<(), String> {
         if o.body_bytes > MAX_BODY {
             return Err(format!("--body-bytes: at most {MAX_BODY}"));
         }
+    } else if o.scenario == Scenario::Group {
+        if o.rounds == 0 || o.rounds > MAX_MESSAGES {
+            return Err(format!("--rounds: 1..={MAX_MESSAGES}"));
+        }
+        if o.conns < 2 {
+            return Err("--members: at least 2 (the sender and a reader)".into());
+        }
+        if o.interval_ms > 60_000 {
+            return Err("--interval-ms: at most 60000".into());
+        }
+        if o.group_id == 0 {
+            return Err("--group-id: at least 1".into());
+        }
+        o.rounds = 0;
     } else {
         o.rounds = 0;
+    }
+    if o.scenario == Scenario::Chat {
+        if o.pairs == 0 || o.conns > MAX_CONNS {
+            return Err(format!("--pairs: 1..={}", MAX_CONNS / 2));
+        }
+        if o.messages == 0 || o.messages > MAX_MESSAGES {
+            return Err(format!("--messages: 1..={MAX_MESSAGES}"));
+        }
+        if o.msg_window == 0 || o.msg_window > MAX_MSG_WINDOW {
+            return Err(format!("--window: 1..={MAX_MSG_WINDOW}"));
+        }
+    }
+    if o.scenario.is_chat() && o.body_bytes > MAX_CHAT_BODY {
+        return Err(format!(
+            "--body-bytes: at most {MAX_CHAT_BODY} in chat and group"
+        ));
+    }
+    if !o.scenario.is_chat() {
+        o.messages = 0;
     }
     if o.scenario != Scenario::Slow && slow_pct_given {
         return Err("--slow-pct belongs to the slow scenario".into());
@@ -282,6 +384,13 @@ fn validate(o: &mut Opts, slow_pct_given: bool) -> Result<(), String> {
     }
     if o.per_src == 0 || o.per_src > MAX_PER_SRC {
         return Err(format!("--per-src: 1..={MAX_PER_SRC}"));
+    }
+    if o.scenario == Scenario::Chat && o.per_proc % 2 == 1 {
+        // Both sides of a pair live in one process.
+        o.per_proc -= 1;
+        if o.per_proc == 0 {
+            return Err("--per-proc: at least 2 in chat".into());
+        }
     }
     let min_procs = o.conns.div_ceil(o.per_proc) as usize;
     if o.procs == 0 {
@@ -341,6 +450,21 @@ mod tests {
         assert!(parse(&args("broadcast --secret s --admin-token t --rounds 0")).is_err());
         assert!(parse(&args("idle --secret s --per-proc 20000")).is_err());
         assert!(parse(&args("idle --secret s --slow-pct 1")).is_err());
+        let o = parse(&args("chat --secret s --pairs 10000 --window 4")).unwrap();
+        assert_eq!((o.conns, o.msg_window, o.window), (20_000, 4, 2000));
+        assert_eq!((o.messages, o.rounds, o.procs), (50, 0, 2));
+        let o = parse(&args("chat --secret s --pairs 3 --per-proc 3")).unwrap();
+        assert_eq!((o.per_proc, o.procs), (2, 3));
+        assert!(parse(&args("chat --secret s --conns 10")).is_err());
+        assert!(parse(&args("chat --secret s --window 0")).is_err());
+        assert!(parse(&args("chat --secret s --members 10")).is_err());
+        let o = parse(&args("group --secret s --members 5000 --connect-window 50")).unwrap();
+        assert_eq!(
+            (o.conns, o.messages, o.interval_ms, o.window),
+            (5000, 200, 10, 50)
+        );
+        assert!(parse(&args("group --secret s --members 1")).is_err());
+        assert!(parse(&args("group --secret s --rounds 0")).is_err());
         let o = parse(&args("slow --secret s --admin-token t --heartbeat 0")).unwrap();
         assert_eq!(o.slow_pct, 1.0);
         assert_eq!(o.heartbeat_s, 0.0);

@@ -1,7 +1,7 @@
 //! The parent process: splits the connections over `--child` processes
-//! (re-executions of this binary), paces the broadcast rounds, samples the
-//! node's memory and CPU, and merges the children's reports into one
-//! [`Summary`].
+//! (re-executions of this binary), paces the broadcast rounds or starts the
+//! chat, samples the node's memory and CPU, and merges the children's
+//! reports into one [`Summary`].
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -12,12 +12,16 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::chat::{ChatPlan, ChatStat};
 use crate::hist::Hist;
 use crate::host::{host_facts, proc_cpus, proc_sample, unix_ns, ProcSample};
 use crate::http::{send_to_all, PostResult};
+use crate::opts::Scenario;
 use crate::opts::{source_addr, Opts};
 use crate::proto::{bump, ChildMsg, ChildReport, Plan};
-use crate::report::{Conns, Loadgen, Node, Quantiles, Round, Rounds, SignIn, Slow, Summary};
+use crate::report::{
+    ChatSummary, Conns, Loadgen, Node, Quantiles, Round, Rounds, SignIn, Slow, Summary,
+};
 
 /// Time the children get to report after `finish` (the slow drain is ≤ 2 s).
 const REPORT_GRACE: Duration = Duration::from_secs(15);
@@ -37,6 +41,8 @@ struct Kid {
     alive: bool,
     ready: Option<(u64, u64, u64)>,
     rounds_done: Vec<bool>,
+    /// Chat: the child has sent and received everything.
+    done: bool,
     report: Option<ChildReport>,
 }
 
@@ -127,6 +133,7 @@ impl Parent {
                         *d = true;
                     }
                 }
+                Ok(ChildMsg::Done) => self.kids[k].done = true,
                 Ok(ChildMsg::Report(r)) => self.kids[k].report = Some(*r),
                 Err(_) => bump(&mut self.errors, "loadgen: unreadable child line", 1),
             },
@@ -177,13 +184,28 @@ fn spawn_kid(k: usize, plan: &Plan, tx: mpsc::Sender<Msg>) -> Result<Kid, String
         alive: true,
         ready: None,
         rounds_done: vec![false; plan.rounds as usize + 1],
+        done: false,
         report: None,
     })
 }
 
-fn plans(o: &Opts, deadline_ms: u64) -> Vec<Plan> {
+fn plans(o: &Opts, deadline_ms: u64, nonce: &str) -> Vec<Plan> {
     let procs = o.procs as u64;
-    let chunk = o.conns.div_ceil(procs);
+    let mut chunk = o.conns.div_ceil(procs);
+    if o.scenario == Scenario::Chat {
+        // Both sides of a pair in one process (per_proc is even).
+        chunk += chunk % 2;
+    }
+    let chat = o.scenario.is_chat().then(|| ChatPlan {
+        group: o.scenario == Scenario::Group,
+        messages: o.messages,
+        window: o.msg_window,
+        interval_ms: o.interval_ms,
+        body_bytes: o.body_bytes,
+        group_id: o.group_id,
+        nonce: nonce.to_string(),
+        stall_ms: (o.round_wait_s * 1000.0) as u64,
+    });
     let window = o.window.div_ceil(o.procs).max(1);
     let rate = o.rate / o.procs as f64;
     (0..procs)
@@ -207,6 +229,7 @@ fn plans(o: &Opts, deadline_ms: u64) -> Vec<Plan> {
             max_frame: (o.body_bytes * 2 + 64 * 1024).max(1 << 20),
             deadline_ms,
             secret: o.secret.clone(),
+            chat: chat.clone(),
         })
         .filter(|p| p.to > p.from)
         .collect()
@@ -236,7 +259,9 @@ pub fn run(opts: Opts) -> Summary {
         errors: BTreeMap::new(),
     };
     let mut failures: BTreeMap<String, u64> = BTreeMap::new();
-    for plan in plans(&opts, child_deadline_ms) {
+    // Part of every Cid: a second run against the same store sends fresh ids.
+    let nonce = format!("{:x}", unix_ns() / 1000);
+    for plan in plans(&opts, child_deadline_ms, &nonce) {
         match spawn_kid(plan.child, &plan, tx.clone()) {
             Ok(kid) => p.kids.push(kid),
             Err(e) => bump(
@@ -315,6 +340,26 @@ pub fn run(opts: Opts) -> Summary {
     }
     let rounds_end_cpu = sample().map(|s| s.cpu_s);
 
+    // Chat: every child starts sending at once and says when it is done.
+    let mut chat_cpu = None;
+    if opts.scenario.is_chat() && all_ready && readers == 0 {
+        bump(&mut p.errors, "chat skipped: no connection signed in", 1);
+    }
+    if opts.scenario.is_chat() && all_ready && readers > 0 {
+        let start = sample().map(|s| s.cpu_s);
+        for kid in p.kids.iter_mut().filter(|k| k.alive) {
+            kid.send("go");
+        }
+        let done = p.wait(deadline, |kids| {
+            kids.iter().filter(|k| k.alive).all(|k| k.done)
+        });
+        timed_out |= !done;
+        chat_cpu = match (start, sample().map(|s| s.cpu_s)) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        };
+    }
+
     // Finish: every child drains, reports and exits.
     for kid in p.kids.iter_mut() {
         kid.send("finish");
@@ -368,6 +413,7 @@ pub fn run(opts: Opts) -> Summary {
     let mut readers_closed = 0;
     let mut slow_closed = 0;
     let mut slow_frames = 0;
+    let mut chat = ChatStat::default();
     let mut loadgen = Loadgen {
         cpus: host.loadgen_cpus,
         ..Loadgen::default()
@@ -413,6 +459,9 @@ pub fn run(opts: Opts) -> Summary {
         readers_closed += r.readers_closed;
         slow_closed += r.slow_closed;
         slow_frames += r.slow_frames;
+        if let Some(c) = &r.chat {
+            chat.merge(c);
+        }
         loadgen.cpu_signin_s += r.cpu_signin_s;
         loadgen.cpu_total_s += r.cpu_total_s;
         for (i, acc) in per_round.iter_mut().enumerate() {
@@ -465,7 +514,12 @@ pub fn run(opts: Opts) -> Summary {
             (Some(a), Some(b)) if o.scenario.has_rounds() => Some(b - a),
             _ => None,
         },
+        cpu_chat_s: chat_cpu,
     };
+    let chat = o
+        .scenario
+        .is_chat()
+        .then(|| ChatSummary::new(o, &conns, chat));
 
     let expected = readers;
     let rounds = o.scenario.has_rounds().then(|| {
@@ -544,8 +598,38 @@ pub fn run(opts: Opts) -> Summary {
         loadgen,
         rounds,
         slow,
+        chat,
         close_reasons,
         errors,
         other_cmds,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(s: &str) -> Opts {
+        let args: Vec<String> = s.split_whitespace().map(String::from).collect();
+        crate::opts::parse(&args).unwrap()
+    }
+
+    #[test]
+    fn pairs_stay_in_one_process() {
+        let o = opts("chat --secret s --pairs 3 --procs 2");
+        let p = plans(&o, 1000, "n");
+        let ranges: Vec<(u64, u64)> = p.iter().map(|p| (p.from, p.to)).collect();
+        assert_eq!(ranges, vec![(0, 4), (4, 6)]);
+        let c = p[0].chat.as_ref().unwrap();
+        assert!(!c.group);
+        assert_eq!((c.messages, c.window, c.nonce.as_str()), (50, 16, "n"));
+        let o = opts("group --secret s --members 5 --rounds 7 --procs 2");
+        let p = plans(&o, 1000, "n");
+        assert_eq!((p[0].from, p[0].to, p[1].to), (0, 3, 5));
+        let c = p[1].chat.as_ref().unwrap();
+        assert!(c.group);
+        assert_eq!((c.messages, c.interval_ms, c.group_id), (7, 10, 1));
+        assert_eq!(p[1].rounds, 0);
+        assert!(plans(&opts("idle --secret s"), 1000, "n")[0].chat.is_none());
     }
 }

@@ -1,13 +1,14 @@
 //! What the parent and its `--child` processes say to each other: one JSON
 //! line each. The parent writes the [`Plan`] as the child's first stdin line,
-//! then commands (`round N`, `finish`); the child answers on stdout with
-//! [`ChildMsg`] lines.
+//! then commands (`round N`, `go`, `finish`); the child answers on stdout
+//! with [`ChildMsg`] lines.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::chat::{ChatPlan, ChatStat};
 use crate::hist::Hist;
 
 /// Everything a child needs; the secret travels here rather than in argv.
@@ -38,6 +39,9 @@ pub struct Plan {
     /// normally ends it sooner with `finish`).
     pub deadline_ms: u64,
     pub secret: Vec<u8>,
+    /// The chat scenarios: what the connections send after `go`.
+    #[serde(default)]
+    pub chat: Option<ChatPlan>,
 }
 
 /// Whether global connection `i` is a slow reader: spread evenly so that
@@ -64,6 +68,8 @@ pub enum ChildMsg {
     },
     /// Every live reader of the child has received round `round`.
     Round { round: u32 },
+    /// Chat: the child has sent and received everything (or stopped waiting).
+    Done,
     /// The final report, after `finish`.
     Report(Box<ChildReport>),
 }
@@ -116,6 +122,9 @@ pub struct ChildReport {
     pub cpu_total_s: f64,
     /// The child stopped on its own deadline instead of `finish`.
     pub timed_out: bool,
+    /// The chat scenarios' numbers.
+    #[serde(default)]
+    pub chat: Option<ChatStat>,
 }
 
 /// Adds `n` to `map[key]`.

@@ -6,9 +6,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::chat::ChatStat;
 use crate::hist::Hist;
 use crate::host::HostFacts;
-use crate::opts::Opts;
+use crate::opts::{Opts, Scenario};
 
 /// Quantiles of a latency distribution, milliseconds.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -93,6 +94,8 @@ pub struct Node {
     /// Node CPU seconds (user + system) during sign-in and during the rounds.
     pub cpu_signin_s: Option<f64>,
     pub cpu_rounds_s: Option<f64>,
+    /// Node CPU seconds from `go` until every child was done (chat, group).
+    pub cpu_chat_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -143,6 +146,109 @@ pub struct Slow {
     pub frames_at_end: u64,
 }
 
+/// The chat scenarios' result.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChatSummary {
+    /// `pairs` or `group`.
+    pub kind: &'static str,
+    /// Messages each sender was to send.
+    pub messages_per_sender: u32,
+    /// Pairs: unacknowledged messages per connection.
+    pub window: Option<usize>,
+    /// Group: planned pause between messages.
+    pub interval_ms: Option<u64>,
+    pub body_bytes: usize,
+    /// Deliveries expected: 2·P·M, or (G − 1)·R.
+    pub expected: u64,
+    pub sent: u64,
+    pub acked: u64,
+    pub refused: u64,
+    pub stray_acks: u64,
+    /// Deliveries received (first copy each).
+    pub delivered: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub unexpected: u64,
+    /// Cmd 2 answers by text.
+    pub failures: BTreeMap<String, u64>,
+    /// First send to last receive.
+    pub seconds: Option<f64>,
+    /// Deliveries per second over `seconds` (end to end: stored and
+    /// delivered; for pairs each message has one recipient).
+    pub per_second: Option<f64>,
+    /// Send → Cmd 21.
+    pub ack_ms: Quantiles,
+    /// Send → Cmd 6/10 at the recipient.
+    pub delivery_ms: Quantiles,
+    /// Group: per message, send → the last member received it, over the
+    /// messages at least one member received.
+    pub completion_p50_ms: Option<f64>,
+    pub completion_max_ms: Option<f64>,
+    /// Group: messages every member received.
+    pub messages_complete: Option<u64>,
+    /// Group: most the sender fell behind its schedule.
+    pub send_lag_max_ms: Option<f64>,
+    /// Group: per message (received, completion ms).
+    pub per_message: Vec<(u64, f64)>,
+    /// Some child stopped waiting for lack of progress.
+    pub stalled: bool,
+}
+
+impl ChatSummary {
+    pub fn new(o: &Opts, conns: &Conns, s: ChatStat) -> ChatSummary {
+        let group = o.scenario == Scenario::Group;
+        let m = u64::from(o.messages);
+        let expected = if group {
+            (conns.requested - 1) * m
+        } else {
+            conns.requested * m
+        };
+        let seconds = (s.first_send_ns > 0 && s.last_recv_ns > s.first_send_ns)
+            .then(|| (s.last_recv_ns - s.first_send_ns) as f64 / 1e9);
+        let mut done: Vec<f64> = s
+            .per_msg
+            .iter()
+            .filter(|x| x.received > 0)
+            .map(|x| x.max_us as f64 / 1000.0)
+            .collect();
+        done.sort_by(|a, b| a.total_cmp(b));
+        ChatSummary {
+            kind: if group { "group" } else { "pairs" },
+            messages_per_sender: o.messages,
+            window: (!group).then_some(o.msg_window),
+            interval_ms: group.then_some(o.interval_ms),
+            body_bytes: o.body_bytes,
+            expected,
+            sent: s.sent,
+            acked: s.acked,
+            refused: s.refused,
+            stray_acks: s.stray_acks,
+            delivered: s.delivered,
+            lost: expected.saturating_sub(s.delivered),
+            duplicates: s.duplicates,
+            unexpected: s.unexpected,
+            per_second: seconds.filter(|x| *x > 0.0).map(|x| s.delivered as f64 / x),
+            seconds,
+            ack_ms: Quantiles::from_us(&s.ack_us),
+            delivery_ms: Quantiles::from_us(&s.delivery_us),
+            completion_p50_ms: (!done.is_empty()).then(|| done[(done.len() - 1) / 2]),
+            completion_max_ms: done.last().copied(),
+            messages_complete: group.then(|| {
+                let all = conns.requested - 1;
+                s.per_msg.iter().filter(|x| x.received >= all).count() as u64
+            }),
+            send_lag_max_ms: group.then_some(s.send_lag_max_us as f64 / 1000.0),
+            per_message: s
+                .per_msg
+                .iter()
+                .map(|x| (x.received, x.max_us as f64 / 1000.0))
+                .collect(),
+            stalled: s.stalled,
+            failures: s.failures,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub tool: &'static str,
@@ -158,6 +264,7 @@ pub struct Summary {
     pub loadgen: Loadgen,
     pub rounds: Option<Rounds>,
     pub slow: Option<Slow>,
+    pub chat: Option<ChatSummary>,
     pub close_reasons: BTreeMap<String, u64>,
     pub errors: BTreeMap<String, u64>,
     pub other_cmds: BTreeMap<String, u64>,
@@ -270,10 +377,19 @@ impl Summary {
             );
             let _ = writeln!(
                 t,
-                "{:<28} sign-in {} / rounds {}",
+                "{:<28} sign-in {} / {} {}",
                 "node CPU (s)",
                 ms3(n.cpu_signin_s),
-                ms3(n.cpu_rounds_s)
+                if self.chat.is_some() {
+                    "chat"
+                } else {
+                    "rounds"
+                },
+                ms3(if self.chat.is_some() {
+                    n.cpu_chat_s
+                } else {
+                    n.cpu_rounds_s
+                })
             );
         }
         let _ = writeln!(
@@ -349,6 +465,9 @@ impl Summary {
             );
             let _ = writeln!(t, "{:<28} {}", "readers closed by node", r.readers_closed);
         }
+        if let Some(c) = &self.chat {
+            c.table(&mut t);
+        }
         if let Some(s) = &self.slow {
             let _ = writeln!(
                 t,
@@ -371,6 +490,109 @@ impl Summary {
             let _ = writeln!(t, "{:<28} {}", "errors", map_line(&self.errors));
         }
         t
+    }
+}
+
+impl ChatSummary {
+    fn table(&self, t: &mut String) {
+        let group = self.kind == "group";
+        let _ = writeln!(t);
+        let what = if group {
+            format!(
+                "1 sender, {} messages, one every {} ms, {} B",
+                self.messages_per_sender,
+                self.interval_ms.unwrap_or(0),
+                self.body_bytes
+            )
+        } else {
+            format!(
+                "{} messages per connection, window {}, {} B",
+                self.messages_per_sender,
+                self.window.unwrap_or(0),
+                self.body_bytes
+            )
+        };
+        let _ = writeln!(t, "{:<28} {what}", self.kind);
+        let _ = writeln!(
+            t,
+            "{:<28} {} sent, {} acknowledged, {} refused{}",
+            "messages",
+            self.sent,
+            self.acked,
+            self.refused,
+            if self.stray_acks > 0 {
+                format!(", {} stray acks", self.stray_acks)
+            } else {
+                String::new()
+            }
+        );
+        let _ = writeln!(
+            t,
+            "{:<28} {} of {} expected; {} lost, {} duplicates, {} unexpected",
+            "deliveries",
+            self.delivered,
+            self.expected,
+            self.lost,
+            self.duplicates,
+            self.unexpected
+        );
+        let _ = writeln!(
+            t,
+            "{:<28} {} in {} s",
+            if group {
+                "deliveries per second"
+            } else {
+                "messages per second"
+            },
+            self.per_second
+                .map(|x| format!("{x:.0}"))
+                .unwrap_or_else(|| "-".into()),
+            ms3(self.seconds)
+        );
+        let _ = writeln!(
+            t,
+            "{:<28} p50 {} / p99 {} / max {}",
+            "ack latency (ms)",
+            ms(self.ack_ms.p50),
+            ms(self.ack_ms.p99),
+            ms(self.ack_ms.max)
+        );
+        let _ = writeln!(
+            t,
+            "{:<28} p50 {} / p99 {} / p99.9 {} / max {}",
+            "delivery latency (ms)",
+            ms(self.delivery_ms.p50),
+            ms(self.delivery_ms.p99),
+            ms(self.delivery_ms.p999),
+            ms(self.delivery_ms.max)
+        );
+        if group {
+            let _ = writeln!(
+                t,
+                "{:<28} p50 {} / max {} ({} of {} messages reached every member)",
+                "message completion (ms)",
+                ms(self.completion_p50_ms),
+                ms(self.completion_max_ms),
+                self.messages_complete.unwrap_or(0),
+                self.messages_per_sender
+            );
+            let _ = writeln!(
+                t,
+                "{:<28} {}",
+                "sender behind schedule (ms)",
+                ms(self.send_lag_max_ms)
+            );
+        }
+        if !self.failures.is_empty() {
+            let _ = writeln!(t, "{:<28} {}", "Cmd 2 answers", map_line(&self.failures));
+        }
+        if self.stalled {
+            let _ = writeln!(
+                t,
+                "{:<28} stopped waiting: nothing arrived for --round-wait",
+                ""
+            );
+        }
     }
 }
 
