@@ -49,6 +49,8 @@ const SCRATCH: usize = 64 * 1024;
 const SWEEP: Duration = Duration::from_millis(250);
 const LINGER: Duration = Duration::from_secs(2);
 const MAX_IOVECS: usize = 64;
+/// Poll timeout while connections wait for room in the job queue.
+const PAUSED_RETRY: Duration = Duration::from_millis(1);
 
 /// A connection as seen from outside its reactor. The generation makes a
 /// stale reference to a reused slab slot harmless.
@@ -243,6 +245,9 @@ struct Conn {
     /// Live message frames (and their ids) waiting for the catching up;
     /// counted in `pending`.
     held: Vec<(SharedFrame, u64)>,
+    /// A Cmd 20 waiting for room in the job queue; the connection is not
+    /// read meanwhile.
+    deferred: Option<Box<ClientMsg>>,
 }
 
 /// How a write went.
@@ -422,6 +427,8 @@ pub struct Reactor {
     /// Connections to catch up once more, from their stored cursor, when
     /// their current catching up ends (see `resync_all`).
     rescan: HashSet<ConnRef>,
+    /// Connections not read while their Cmd 20 waits for room in the queue.
+    paused: Vec<ConnRef>,
 }
 
 impl Reactor {
@@ -452,6 +459,7 @@ impl Reactor {
             advances: HashMap::new(),
             resync: Vec::new(),
             rescan: HashSet::new(),
+            paused: Vec::new(),
         })
     }
 
@@ -464,7 +472,11 @@ impl Reactor {
         let mut events = Events::with_capacity(1024);
         let mut next_sweep = Instant::now() + SWEEP;
         loop {
-            let timeout = next_sweep.saturating_duration_since(Instant::now());
+            let timeout = if self.paused.is_empty() {
+                next_sweep.saturating_duration_since(Instant::now())
+            } else {
+                PAUSED_RETRY
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("reactor {}: poll: {e}", self.id);
@@ -489,6 +501,9 @@ impl Reactor {
             }
             if woken && !self.drain_inbox() {
                 return;
+            }
+            if !self.paused.is_empty() {
+                self.resume_paused();
             }
             if self.now >= next_sweep {
                 self.sweep();
@@ -542,6 +557,7 @@ impl Reactor {
                 pending: 0,
                 frag: None,
                 held: Vec::new(),
+                deferred: None,
             });
             self.stats().open.fetch_add(1, Relaxed);
         }
@@ -551,7 +567,7 @@ impl Reactor {
     fn read_ready(&mut self, key: usize) {
         let mut scratch = std::mem::take(&mut self.scratch);
         while let Some(conn) = self.conns.get_mut(key) {
-            if conn.state == (State::Http { inflight: true }) {
+            if conn.state == (State::Http { inflight: true }) || conn.deferred.is_some() {
                 break;
             }
             let n = match conn.stream.read(&mut scratch) {
@@ -646,6 +662,9 @@ impl Reactor {
                             let payload = &mut data[start..off];
                             ws::unmask(payload, info.mask);
                             self.on_frame(key, info.fin, info.opcode, payload);
+                            if self.conns.get(key).is_some_and(|c| c.deferred.is_some()) {
+                                return off;
+                            }
                         }
                     }
                 }
@@ -677,24 +696,26 @@ impl Reactor {
         conn.state = State::Http { inflight: true };
         let me = conn.conn_ref(id, key);
         let keep_alive = req.keep_alive && !draining;
-        if !self.queue(me, Task::Http { req, keep_alive }) {
+        if self.queue(me, Task::Http { req, keep_alive }).is_err() {
             let bytes = Response::error(503).encode(keep_alive);
             self.on_reply(key, bytes, keep_alive);
         }
     }
 
-    /// Hands a task to the workers; `false` (and counted) when the queue is full.
-    fn queue(&self, conn: ConnRef, task: Task) -> bool {
+    /// Hands a task to the workers; on a full queue (counted) the task comes
+    /// back by value, so a waiting Cmd 20 needs no copy.
+    #[allow(clippy::result_large_err)]
+    fn queue(&self, conn: ConnRef, task: Task) -> Result<(), Task> {
         let job = Job {
             conn,
             task,
             enqueued: Instant::now(),
         };
         match self.shared.jobs.try_send(job) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => {
                 self.stats().jobs_rejected.fetch_add(1, Relaxed);
-                false
+                Err(job.task)
             }
         }
     }
@@ -804,8 +825,11 @@ impl Reactor {
             (State::WsReady { .. }, cmd::PING) => self.reply(key, &Push::system(cmd::PONG, "")),
             (State::WsReady { uid, .. }, cmd::SEND) => {
                 let me = conn.conn_ref(self.id, key);
-                if !self.queue(me, Task::Send { uid, msg }) {
-                    self.reply(key, &Push::system(cmd::FAIL, "服务繁忙，请稍后重试"));
+                if let Err(Task::Send { msg, .. }) = self.queue(me, Task::Send { uid, msg }) {
+                    // Backpressure: the connection stops being read until
+                    // its send finds room in the queue.
+                    self.conns[key].deferred = Some(Box::new(msg));
+                    self.paused.push(me);
                 }
             }
             (State::WsReady { uid, .. }, cmd::DELIVERED) => match msg.body.trim().parse::<u64>() {
@@ -869,10 +893,36 @@ impl Reactor {
         }
     }
 
+    /// Retries the sends of connections paused on a full queue; a connection
+    /// whose send is queued carries on with its buffered input.
+    fn resume_paused(&mut self) {
+        for conn in std::mem::take(&mut self.paused) {
+            let Some(key) = self.live(conn) else {
+                continue;
+            };
+            let State::WsReady { uid, .. } = self.conns[key].state else {
+                continue;
+            };
+            let Some(msg) = self.conns[key].deferred.take() else {
+                continue;
+            };
+            if let Err(Task::Send { msg, .. }) = self.queue(conn, Task::Send { uid, msg: *msg }) {
+                self.conns[key].deferred = Some(Box::new(msg));
+                self.paused.push(conn);
+                continue;
+            }
+            let buf = std::mem::take(&mut self.conns[key].inbuf);
+            if !buf.is_empty() {
+                self.consume_inbuf(key, buf);
+            }
+            self.read_ready(key);
+        }
+    }
+
     /// Starts (or continues) pushing a connection's pending messages; when
     /// the queue is full the sweep tries again.
     fn catch_up(&mut self, conn: ConnRef, uid: u64, after: Option<u64>) {
-        if !self.queue(conn, Task::Pending { uid, after }) {
+        if self.queue(conn, Task::Pending { uid, after }).is_err() {
             self.resync.push((conn, after));
         }
     }
@@ -1004,6 +1054,7 @@ impl Reactor {
         conn.inbuf = Vec::new();
         conn.frag = None;
         conn.held = Vec::new();
+        conn.deferred = None;
         if conn.out.is_empty() {
             let _ = conn.stream.shutdown(Shutdown::Write);
         }
@@ -1236,7 +1287,7 @@ impl Reactor {
                 token: u32::MAX,
                 generation: 0,
             };
-            if !self.queue(me, Task::Delivered(updates.clone())) {
+            if let Err(Task::Delivered(updates)) = self.queue(me, Task::Delivered(updates)) {
                 self.advances.extend(updates);
             }
         }

@@ -693,3 +693,35 @@ mod mariadb {
         history_and_sync_page(Store::Mysql);
     }
 }
+
+/// A client sending faster than the workers take its messages is slowed
+/// down (its socket is not read while its send waits for room in the job
+/// queue), never refused: every send is acknowledged, in order.
+#[test]
+fn a_full_job_queue_slows_senders_down_instead_of_refusing() {
+    let node = Node::builder()
+        .env("WEIM_NODE_JOB_QUEUE", "1")
+        .env("WEIM_NODE_WORKERS", "1")
+        .start();
+    let (alice, bob) = (node.new_account(), node.new_account());
+    befriend(&node, &alice, &bob);
+    let mut alice_ws = caught_up(&node, &alice);
+    for i in 0..200 {
+        socket_send(
+            &mut alice_ws,
+            0,
+            bob.id,
+            &format!("burst {i}"),
+            &format!("q{i}"),
+        );
+    }
+    let mut last = 0;
+    for i in 0..200 {
+        let ack = alice_ws.recv_json();
+        assert_system_frame(&ack, CMD_SEND_ACK);
+        assert_eq!(ack["Body"], format!("q{i}"), "{ack}");
+        let id = ack["Id"].as_i64().unwrap();
+        assert!(id > last, "{ack}");
+        last = id;
+    }
+}
