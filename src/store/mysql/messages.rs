@@ -3,6 +3,8 @@
 //! therefore takes the `message_seq` row lock first, so ids become visible
 //! in id order (the delivery cursor relies on it).
 
+use std::collections::{HashMap, HashSet};
+
 use ::mysql::prelude::Queryable;
 use ::mysql::{Row, TxOpts};
 
@@ -31,6 +33,24 @@ fn message_from_row(row: Row) -> Result<Message, StoreError> {
     })
 }
 
+/// Indexes of the batch's messages to insert: not known by their `cid`
+/// already, and not repeating a `cid` met earlier in the batch.
+fn fresh_rows(batch: &[NewMessage<'_>], known: &HashSet<(u64, Vec<u8>)>) -> Vec<usize> {
+    let mut seen: HashSet<(u64, &[u8])> = HashSet::new();
+    batch
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| match m.cid {
+            None => true,
+            Some(c) => {
+                !known.contains(&(m.from_id, c.as_bytes().to_vec()))
+                    && seen.insert((m.from_id, c.as_bytes()))
+            }
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
 fn messages(rows: Vec<Row>) -> Result<Vec<Message>, StoreError> {
     rows.into_iter().map(message_from_row).collect()
 }
@@ -41,37 +61,98 @@ impl Messages for MysqlStore {
         batch: &[NewMessage<'_>],
     ) -> Result<Vec<(Message, bool)>, StoreError> {
         batch.iter().try_for_each(check_new_message)?;
-        let select_cid = format!("SELECT {COLUMNS} FROM messages WHERE from_id = ? AND cid = ?");
-        // Per message: the earlier row for a known cid, or the new id.
-        let results: Vec<Result<Row, u64>> = self.run(|c| {
+        // Under the message_seq lock no other message insert runs, so the
+        // one multi-row INSERT gets ids first, first + step, ... in row order.
+        let keyed: Vec<(u64, &str)> = batch
+            .iter()
+            .filter_map(|m| m.cid.map(|c| (m.from_id, c)))
+            .collect();
+        let (earlier, first, step): (Vec<Row>, u64, u64) = self.run(|c| {
             let mut tx = c.start_transaction(TxOpts::default())?;
-            tx.query_drop("SELECT n FROM message_seq WHERE id = 1 FOR UPDATE")?;
-            let mut out = Vec::with_capacity(batch.len());
-            for m in batch {
-                if let Some(cid) = m.cid {
-                    if let Some(row) = tx.exec_first::<Row, _, _>(&select_cid, (m.from_id, cid))? {
-                        out.push(Ok(row));
-                        continue;
-                    }
-                }
+            let step: Option<u64> = tx.query_first(
+                "SELECT @@auto_increment_increment FROM message_seq WHERE id = 1 FOR UPDATE",
+            )?;
+            let earlier: Vec<Row> = if keyed.is_empty() {
+                Vec::new()
+            } else {
+                let cond = vec!["(from_id = ? AND cid = ?)"; keyed.len()].join(" OR ");
+                let params: Vec<::mysql::Value> = keyed
+                    .iter()
+                    .flat_map(|(f, cid)| [(*f).into(), cid.as_bytes().into()])
+                    .collect();
+                tx.exec(
+                    format!("SELECT {COLUMNS}, cid FROM messages WHERE {cond}"),
+                    params,
+                )?
+            };
+            let known: HashSet<(u64, Vec<u8>)> = earlier
+                .iter()
+                .filter_map(|r| Some((r.get::<u64, _>(1)?, r.get::<Vec<u8>, _>(8)?)))
+                .collect();
+            let fresh = fresh_rows(batch, &known);
+            let mut first = 0;
+            if !fresh.is_empty() {
+                let values = vec!["(?, ?, ?, ?, ?, ?, ?)"; fresh.len()].join(", ");
+                let params: Vec<::mysql::Value> = fresh
+                    .iter()
+                    .flat_map(|&i| {
+                        let m = &batch[i];
+                        [
+                            m.from_id.into(),
+                            m.to_id.into(),
+                            m.ope.into(),
+                            m.kind.into(),
+                            m.body.into(),
+                            m.cid.map(str::as_bytes).into(),
+                            m.now_ms.into(),
+                        ]
+                    })
+                    .collect();
                 tx.exec_drop(
-                    "INSERT INTO messages (from_id, to_id, ope, kind, body, cid, created_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (m.from_id, m.to_id, m.ope, m.kind, m.body, m.cid, m.now_ms),
+                    format!(
+                        "INSERT INTO messages (from_id, to_id, ope, kind, body, cid, created_at) \
+                         VALUES {values}"
+                    ),
+                    params,
                 )?;
-                out.push(Err(tx.last_insert_id().unwrap_or(0)));
+                first = tx.last_insert_id().unwrap_or(0);
             }
             tx.commit()?;
-            Ok(out)
+            Ok((earlier, first, step.unwrap_or(1).max(1)))
         })?;
-        batch
-            .iter()
-            .zip(results)
-            .map(|(m, r)| match r {
-                Ok(row) => Ok((message_from_row(row)?, false)),
-                Err(id) => Ok((stored(m, id), true)),
-            })
-            .collect()
+        let mut found: HashMap<(u64, Vec<u8>), Message> = HashMap::new();
+        for row in earlier {
+            let (id, from_id, to_id, ope, kind, body, status, created_at, cid) =
+                ::mysql::from_row_opt::<(u64, u64, u64, i64, i64, String, i64, i64, Vec<u8>)>(row)
+                    .map_err(|e| StoreError::Other(format!("unexpected messages row: {e}")))?;
+            let m = Message {
+                id,
+                from_id,
+                to_id,
+                ope,
+                kind,
+                body,
+                status,
+                created_at,
+            };
+            found.insert((from_id, cid), m);
+        }
+        let mut out: Vec<(Message, bool)> = Vec::with_capacity(batch.len());
+        let mut next = first;
+        for m in batch {
+            let key = m.cid.map(|c| (m.from_id, c.as_bytes().to_vec()));
+            if let Some(earlier) = key.as_ref().and_then(|k| found.get(k)) {
+                out.push((earlier.clone(), false));
+                continue;
+            }
+            let stored_now = stored(m, next);
+            next += step;
+            if let Some(k) = key {
+                found.insert(k, stored_now.clone());
+            }
+            out.push((stored_now, true));
+        }
+        Ok(out)
     }
 
     fn message_by_id(&self, id: u64) -> Result<Option<Message>, StoreError> {
