@@ -9,6 +9,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -20,6 +21,8 @@ use crate::store::{Message, NewMessage, StoreError};
 
 /// Most messages stored in one transaction.
 const MAX_BATCH: usize = 512;
+/// How long a worker waits for room in a full committer queue.
+const SUBMIT_WAIT: Duration = Duration::from_secs(5);
 
 /// A checked message waiting to be stored.
 #[derive(Debug)]
@@ -72,9 +75,12 @@ impl Committer {
         )
     }
 
-    /// Queues a message; `false` when the queue is full.
+    /// Queues a message, waiting up to [`SUBMIT_WAIT`] for room: a full
+    /// queue holds the worker, so the job queue fills and the reactors stop
+    /// reading senders (backpressure) instead of refusing; `false` when the
+    /// wait ran out.
     pub fn submit(&self, s: Submission) -> bool {
-        self.tx.try_send(s).is_ok()
+        self.tx.send_timeout(s, SUBMIT_WAIT).is_ok()
     }
 
     /// Nothing queued and no batch being stored.
