@@ -17,11 +17,8 @@ const M_COLUMNS: &str = "m.id, m.from_id, m.to_id, m.ope, m.kind, m.body, m.stat
 
 type MessageRow = (u64, u64, u64, i64, i64, String, i64, i64);
 
-fn message_from_row(row: Row) -> Result<Message, StoreError> {
-    let (id, from_id, to_id, ope, kind, body, status, created_at) =
-        ::mysql::from_row_opt::<MessageRow>(row)
-            .map_err(|e| StoreError::Other(format!("unexpected messages row: {e}")))?;
-    Ok(Message {
+fn message((id, from_id, to_id, ope, kind, body, status, created_at): MessageRow) -> Message {
+    Message {
         id,
         from_id,
         to_id,
@@ -30,7 +27,13 @@ fn message_from_row(row: Row) -> Result<Message, StoreError> {
         body,
         status,
         created_at,
-    })
+    }
+}
+
+fn message_from_row(row: Row) -> Result<Message, StoreError> {
+    ::mysql::from_row_opt::<MessageRow>(row)
+        .map(message)
+        .map_err(|e| StoreError::Other(format!("unexpected messages row: {e}")))
 }
 
 /// Indexes of the batch's messages to insert: not known by their `cid`
@@ -125,16 +128,7 @@ impl Messages for MysqlStore {
             let (id, from_id, to_id, ope, kind, body, status, created_at, cid) =
                 ::mysql::from_row_opt::<(u64, u64, u64, i64, i64, String, i64, i64, Vec<u8>)>(row)
                     .map_err(|e| StoreError::Other(format!("unexpected messages row: {e}")))?;
-            let m = Message {
-                id,
-                from_id,
-                to_id,
-                ope,
-                kind,
-                body,
-                status,
-                created_at,
-            };
+            let m = message((id, from_id, to_id, ope, kind, body, status, created_at));
             found.insert((from_id, cid), m);
         }
         let mut out: Vec<(Message, bool)> = Vec::with_capacity(batch.len());
