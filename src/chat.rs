@@ -83,82 +83,73 @@ pub fn message_push(m: &Message) -> Push {
     }
 }
 
-/// Checks a message against the rules and the sender's relation to the
-/// recipient; returns who receives it.
-fn check(node: &Shared, out: &Outgoing<'_>) -> Result<Vec<u64>, ChatError> {
+/// Checks a message against the rules that need no store (the sender's
+/// relation to the recipient is checked by the committer, once per batch).
+fn validate(node: &Shared, out: &Outgoing<'_>) -> Result<(), ChatError> {
     if out.body.is_empty() {
         return Err(ChatError::Rule("请输入内容"));
     }
-    if out.body.chars().count() > node.config.chat.max_body_chars {
+    if out.body.len() > node.config.chat.max_body_chars
+        && out.body.chars().count() > node.config.chat.max_body_chars
+    {
         return Err(ChatError::Rule("内容过长"));
     }
     if !CLIENT_TYPES.contains(&out.kind) || out.cid.is_some_and(|c| c.len() > MAX_CID_LEN) {
         return Err(ChatError::Rule("非法参数"));
     }
     match out.ope {
-        OPE_FRIEND => {
-            if out.to == out.from || !node.store.are_friends(out.from, out.to)? {
-                return Err(ChatError::Rule("对方不是你的好友"));
-            }
-            Ok(vec![out.to, out.from])
-        }
-        OPE_GROUP => {
-            let members = node.store.group_member_ids(out.to)?;
-            if members.is_empty() {
-                return Err(ChatError::Rule("群组不存在"));
-            }
-            if !members.contains(&out.from) {
-                return Err(ChatError::Rule("您不是群成员"));
-            }
-            Ok(members)
-        }
+        OPE_FRIEND if out.to == out.from => Err(ChatError::Rule("对方不是你的好友")),
+        OPE_FRIEND | OPE_GROUP => Ok(()),
         _ => Err(ChatError::Rule("非法参数")),
     }
 }
 
-/// Checks a message and hands it to the committer, which stores it, pushes
-/// it and answers `answer`. A retry with a known `cid` is answered with the
-/// stored message and not pushed again.
-fn submit(
+/// A validated message ready for the committer.
+fn submission(
     node: &Shared,
     out: &Outgoing<'_>,
     origin: Option<ConnRef>,
     answer: Answer,
-) -> Result<(), ChatError> {
-    let recipients = check(node, out)?;
-    let queued = node.committer.submit(Submission {
+) -> Result<Submission, ChatError> {
+    validate(node, out)?;
+    Ok(Submission {
         from_id: out.from,
         to_id: out.to,
         ope: out.ope,
         kind: out.kind,
         body: out.body.to_string(),
         cid: out.cid.filter(|c| !c.is_empty()).map(str::to_string),
-        recipients,
         origin,
         answer,
-    });
-    if queued {
-        Ok(())
-    } else {
-        Err(ChatError::Rule("服务繁忙，请稍后重试"))
-    }
+    })
 }
 
 /// Sends a message for a REST caller: waits until it is stored (and pushed).
+/// A retry with a known `cid` is answered with the stored message and not
+/// pushed again.
 pub fn send(node: &Shared, out: &Outgoing<'_>) -> Result<Message, ChatError> {
     let (tx, rx) = crossbeam_channel::bounded(1);
-    submit(node, out, None, Answer::Caller(tx))?;
+    let sub = submission(node, out, None, Answer::Caller(tx))?;
+    if !node.committer.submit(sub) {
+        return Err(ChatError::Rule("服务繁忙，请稍后重试"));
+    }
     match rx.recv_timeout(STORE_WAIT) {
-        Ok(stored) => stored.map_err(ChatError::Store),
+        Ok(stored) => stored,
         Err(_) => Err(ChatError::Store(StoreError::Unavailable(
             "message store did not answer in time".into(),
         ))),
     }
 }
 
-/// Sends a message that arrived over the socket (Cmd 20): the committer
-/// answers with Cmd 21 once stored; a refusal is answered with Cmd 2 now.
-pub fn send_from_socket(node: &Shared, conn: ConnRef, uid: u64, msg: &ClientMsg) {
+/// The submission of a message that arrived over the socket (Cmd 20): the
+/// committer answers it with Cmd 21 once stored, or Cmd 2. A message the
+/// rules refuse comes back as the Cmd 2 frame to write now.
+pub fn from_socket(
+    node: &Shared,
+    conn: ConnRef,
+    uid: u64,
+    msg: &ClientMsg,
+) -> Result<Submission, SharedFrame> {
     let out = Outgoing {
         from: uid,
         ope: msg.ope,
@@ -167,10 +158,8 @@ pub fn send_from_socket(node: &Shared, conn: ConnRef, uid: u64, msg: &ClientMsg)
         body: &msg.body,
         cid: Some(msg.cid.as_str()),
     };
-    if let Err(e) = submit(node, &out, Some(conn), Answer::Socket(conn)) {
-        node.delivery
-            .reply(conn, Push::system(cmd::FAIL, e.text()).frame());
-    }
+    submission(node, &out, Some(conn), Answer::Socket(conn))
+        .map_err(|e| Push::system(cmd::FAIL, e.text()).frame())
 }
 
 /// Withdraws the caller's own message of kind `ope` within the window and

@@ -45,6 +45,9 @@ pub struct Chat {
     pub max_body_chars: usize,
     /// How long after sending a message may be withdrawn; default 2 m.
     pub withdraw_window: Duration,
+    /// Messages that may wait to be stored; a full queue slows senders
+    /// down (their sockets are not read); default 16384.
+    pub commit_queue: usize,
 }
 
 impl Default for Chat {
@@ -52,6 +55,7 @@ impl Default for Chat {
         Chat {
             max_body_chars: 4096,
             withdraw_window: Duration::from_secs(120),
+            commit_queue: 16 * 1024,
         }
     }
 }
@@ -459,6 +463,7 @@ const KEYS: &[Key] = keys![
     search.groups_index: Str,
     chat.max_body_chars: Usize >= 1,
     chat.withdraw_window: Dur,
+    chat.commit_queue: Usize >= 1,
 ];
 
 const SECTIONS: &[&str] = &[
@@ -978,7 +983,7 @@ mod tests {
         vars.dedup();
         assert_eq!(vars.len(), KEYS.len(), "ambiguous environment name");
         assert!(KEYS.iter().all(|k| SECTIONS.contains(&k.section)));
-        assert_eq!(KEYS.len(), 3 + 5 + 7 + 4 + 8 + 6 + 9 + 3 + 4 + 2);
+        assert_eq!(KEYS.len(), 3 + 5 + 7 + 4 + 8 + 6 + 9 + 3 + 4 + 3);
     }
 
     #[test]

@@ -88,6 +88,9 @@ pub struct ReactorStats {
     pub http_requests: AtomicU64,
     /// Requests answered 503 because the job queue was full.
     pub jobs_rejected: AtomicU64,
+    /// Chat messages (Cmd 20) that found the committer queue full and held
+    /// their connection's reading until there was room.
+    pub sends_deferred: AtomicU64,
     closes: [AtomicU64; CloseReason::ALL.len()],
 }
 
@@ -201,6 +204,12 @@ impl Metrics {
             "counter",
             "Requests answered 503 because the job queue was full.",
             self.sum(|r| r.jobs_rejected.load(Relaxed)),
+        );
+        metric(
+            "weim_sends_deferred_total",
+            "counter",
+            "Socket chat messages that waited for room in the committer queue (their connection not read meanwhile).",
+            self.sum(|r| r.sends_deferred.load(Relaxed)),
         );
         metric(
             "weim_job_queue_depth",

@@ -23,9 +23,6 @@ use crate::search::{Elasticsearch, RedisGeo, Search, SqlSearch};
 use crate::store::{self, Store};
 use crate::worker::{self, Job};
 
-/// Chat messages that may wait for the committer.
-const COMMIT_QUEUE: usize = 16 * 1024;
-
 /// What reactors and workers share.
 pub struct Shared {
     /// The node's configuration.
@@ -214,7 +211,7 @@ impl Node {
         if let Some(c) = &cluster {
             registry = registry.with_presence(c.notifier());
         }
-        let (committer, submissions) = Committer::new(COMMIT_QUEUE);
+        let (committer, submissions) = Committer::new(config.chat.commit_queue);
         let shared = Arc::new(Shared {
             throttle: Throttle::new(
                 config.auth.login_fail_limit_user,

@@ -36,6 +36,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::api;
+use crate::chat;
+use crate::commit::Submission;
 use crate::http::{self, Parsed, Request, Response};
 use crate::message::{cmd, parse_client, ClientMsg, Push};
 use crate::metrics::{CloseReason, ReactorStats};
@@ -49,6 +51,10 @@ const SCRATCH: usize = 64 * 1024;
 const SWEEP: Duration = Duration::from_millis(250);
 const LINGER: Duration = Duration::from_secs(2);
 const MAX_IOVECS: usize = 64;
+/// Bytes a connection may have corked before it is written at once.
+const CORK_BYTES: usize = 64 * 1024;
+/// Inbox messages handled before the corked connections are written.
+const INBOX_BATCH: usize = 1024;
 /// Poll timeout while connections wait for room in the job queue.
 const PAUSED_RETRY: Duration = Duration::from_millis(1);
 
@@ -245,9 +251,12 @@ struct Conn {
     /// Live message frames (and their ids) waiting for the catching up;
     /// counted in `pending`.
     held: Vec<(SharedFrame, u64)>,
-    /// A Cmd 20 waiting for room in the job queue; the connection is not
-    /// read meanwhile.
-    deferred: Option<Box<ClientMsg>>,
+    /// A Cmd 20 waiting for room in the committer queue; the connection is
+    /// not read meanwhile.
+    deferred: Option<Box<Submission>>,
+    /// Listed in the reactor's `corked`: frames queued in `out` during this
+    /// inbox batch are written when it ends.
+    corked: bool,
 }
 
 /// How a write went.
@@ -291,26 +300,6 @@ impl Conn {
         } else {
             Sent::Ok(written)
         }
-    }
-
-    /// Sends a shared frame without cloning it unless it must be queued.
-    fn send_frame(&mut self, frame: &SharedFrame, max_pending: usize) -> Sent {
-        if self.out.is_empty() {
-            match write_now(&mut self.stream, frame) {
-                Ok(n) if n == frame.len() => return Sent::Ok(n),
-                Ok(n) => {
-                    self.pending += frame.len() - n;
-                    self.out.push_back((Chunk::Shared(frame.clone()), n));
-                    return if self.pending > max_pending {
-                        Sent::Slow
-                    } else {
-                        Sent::Ok(n)
-                    };
-                }
-                Err(_) => return Sent::Failed,
-            }
-        }
-        self.send(Chunk::Shared(frame.clone()), max_pending)
     }
 
     /// Writes queued chunks, several per system call.
@@ -362,31 +351,40 @@ impl Conn {
     }
 }
 
-/// Writes a frame to a signed-in connection and keeps its delivery
-/// bookkeeping: the newest id written, and (for a client that does not
-/// acknowledge) the user's delivery cursor once the frame is fully out.
+/// Queues a frame for a signed-in connection (corked: written with the
+/// rest of its frames when the inbox batch ends, see
+/// [`Reactor::uncork`]) and records the newest message id it carries.
+/// Only a connection with more than [`CORK_BYTES`] queued is written at
+/// once; `Slow` when more than `max_pending` bytes still wait after that.
 fn write_message(
     conn: &mut Conn,
+    key: usize,
     frame: &SharedFrame,
     id: u64,
     max_pending: usize,
-    advances: &mut HashMap<u64, u64>,
+    corked: &mut Vec<usize>,
 ) -> Sent {
     let State::WsReady {
-        uid,
-        ref mut catchup,
+        ref mut catchup, ..
     } = conn.state
     else {
         return Sent::Ok(0);
     };
-    let acks = catchup.acks;
     catchup.sent = catchup.sent.max(id);
-    let sent = conn.send_frame(frame, max_pending);
-    if matches!(sent, Sent::Ok(_)) && id > 0 && !acks && conn.out.is_empty() {
-        let upto = advances.entry(uid).or_insert(0);
-        *upto = (*upto).max(id);
+    if !conn.corked {
+        conn.corked = true;
+        corked.push(key);
     }
-    sent
+    conn.pending += frame.len();
+    conn.out.push_back((Chunk::Shared(frame.clone()), 0));
+    if conn.pending <= CORK_BYTES {
+        return Sent::Ok(0);
+    }
+    match conn.flush() {
+        Ok(_) if conn.pending > max_pending => Sent::Slow,
+        Ok(n) => Sent::Ok(n),
+        Err(_) => Sent::Failed,
+    }
 }
 
 /// The `Sec-WebSocket-Key` of a valid upgrade request.
@@ -429,6 +427,8 @@ pub struct Reactor {
     rescan: HashSet<ConnRef>,
     /// Connections not read while their Cmd 20 waits for room in the queue.
     paused: Vec<ConnRef>,
+    /// Connections with frames queued by this inbox batch (see `uncork`).
+    corked: Vec<usize>,
 }
 
 impl Reactor {
@@ -460,6 +460,7 @@ impl Reactor {
             resync: Vec::new(),
             rescan: HashSet::new(),
             paused: Vec::new(),
+            corked: Vec::new(),
         })
     }
 
@@ -558,6 +559,7 @@ impl Reactor {
                 frag: None,
                 held: Vec::new(),
                 deferred: None,
+                corked: false,
             });
             self.stats().open.fetch_add(1, Relaxed);
         }
@@ -703,7 +705,7 @@ impl Reactor {
     }
 
     /// Hands a task to the workers; on a full queue (counted) the task comes
-    /// back by value, so a waiting Cmd 20 needs no copy.
+    /// back by value, so the sweep can keep unwritten cursors.
     #[allow(clippy::result_large_err)]
     fn queue(&self, conn: ConnRef, task: Task) -> Result<(), Task> {
         let job = Job {
@@ -825,11 +827,9 @@ impl Reactor {
             (State::WsReady { .. }, cmd::PING) => self.reply(key, &Push::system(cmd::PONG, "")),
             (State::WsReady { uid, .. }, cmd::SEND) => {
                 let me = conn.conn_ref(self.id, key);
-                if let Err(Task::Send { msg, .. }) = self.queue(me, Task::Send { uid, msg }) {
-                    // Backpressure: the connection stops being read until
-                    // its send finds room in the queue.
-                    self.conns[key].deferred = Some(Box::new(msg));
-                    self.paused.push(me);
+                match chat::from_socket(&self.shared, me, uid, &msg) {
+                    Ok(sub) => self.submit(key, sub),
+                    Err(refusal) => self.send(key, Chunk::Shared(refusal)),
                 }
             }
             (State::WsReady { uid, .. }, cmd::DELIVERED) => match msg.body.trim().parse::<u64>() {
@@ -893,6 +893,18 @@ impl Reactor {
         }
     }
 
+    /// Hands a Cmd 20 to the committer. Backpressure: when its queue is
+    /// full the connection stops being read until the message fits.
+    fn submit(&mut self, key: usize, sub: Submission) {
+        if let Err(sub) = self.shared.committer.try_submit(sub) {
+            self.stats().sends_deferred.fetch_add(1, Relaxed);
+            if let Some(conn) = self.conns.get_mut(key) {
+                self.paused.push(conn.conn_ref(self.id, key));
+                conn.deferred = Some(Box::new(sub));
+            }
+        }
+    }
+
     /// Retries the sends of connections paused on a full queue; a connection
     /// whose send is queued carries on with its buffered input.
     fn resume_paused(&mut self) {
@@ -900,14 +912,11 @@ impl Reactor {
             let Some(key) = self.live(conn) else {
                 continue;
             };
-            let State::WsReady { uid, .. } = self.conns[key].state else {
+            let Some(sub) = self.conns[key].deferred.take() else {
                 continue;
             };
-            let Some(msg) = self.conns[key].deferred.take() else {
-                continue;
-            };
-            if let Err(Task::Send { msg, .. }) = self.queue(conn, Task::Send { uid, msg: *msg }) {
-                self.conns[key].deferred = Some(Box::new(msg));
+            if let Err(sub) = self.shared.committer.try_submit(*sub) {
+                self.conns[key].deferred = Some(Box::new(sub));
                 self.paused.push(conn);
                 continue;
             }
@@ -953,7 +962,7 @@ impl Reactor {
                 let mut bytes = 0;
                 // What the catching up already wrote is not written again.
                 for (frame, id) in held.iter().filter(|(_, id)| *id > catchup.synced) {
-                    match write_message(c, frame, *id, max_pending, &mut self.advances) {
+                    match write_message(c, key, frame, *id, max_pending, &mut self.corked) {
                         Sent::Ok(n) => bytes += n,
                         Sent::Slow => {
                             self.drop_conn(key, Some(CloseReason::SlowConsumer));
@@ -1015,7 +1024,7 @@ impl Reactor {
             return;
         }
         match conn.flush() {
-            Ok(n) => self.after_send(key, Sent::Ok(n)),
+            Ok(n) => self.flushed(key, n),
             Err(_) => self.drop_conn(key, Some(CloseReason::Client)),
         }
     }
@@ -1082,52 +1091,106 @@ impl Reactor {
         let _ = self.poll.registry().deregister(&mut conn.stream);
     }
 
-    /// Handles the inbox; `false` when the reactor must stop.
+    /// Handles the inbox; `false` when the reactor must stop. Frames for
+    /// signed-in connections are corked: each connection gets one write
+    /// (`writev`) per batch of inbox messages, whatever number of frames
+    /// the batch brought it.
     fn drain_inbox(&mut self) -> bool {
         self.notified.store(false, Release);
-        while let Ok(msg) = self.inbox.try_recv() {
-            match msg {
-                Inbox::Reply {
-                    conn,
-                    bytes,
-                    keep_alive,
-                } => {
-                    if let Some(key) = self.live(conn) {
-                        self.on_reply(key, bytes, keep_alive);
-                    }
-                }
-                Inbox::Push {
-                    frame,
-                    to,
-                    ack,
-                    id,
-                    sync,
-                } => {
-                    let n = self.push(&frame, to, id, sync);
-                    if let Some(ack) = ack {
-                        let _ = ack.send(n);
-                    }
-                }
-                Inbox::SyncDone {
-                    conn,
-                    upto,
-                    outcome,
-                } => self.on_sync_done(conn, upto, outcome),
-                Inbox::Close { conn, code } => {
-                    if let Some(key) = self.live(conn) {
-                        if self.conns[key].state != State::Closing {
-                            self.close_ws(key, code, CloseReason::Replaced);
-                        }
-                    }
-                }
-                Inbox::Resync => self.resync_all(),
-                Inbox::Drain => self.drain(),
-                Inbox::Stop => {
-                    for (_, conn) in self.conns.iter_mut() {
-                        let _ = conn.flush();
-                    }
+        loop {
+            let mut handled = 0;
+            while handled < INBOX_BATCH {
+                let Ok(msg) = self.inbox.try_recv() else {
+                    break;
+                };
+                handled += 1;
+                if !self.on_inbox(msg) {
                     return false;
                 }
+            }
+            self.uncork();
+            if handled < INBOX_BATCH {
+                return true;
+            }
+        }
+    }
+
+    /// Writes every corked connection's queued frames.
+    fn uncork(&mut self) {
+        let max_pending = self.shared.config.limits.max_pending_bytes;
+        for key in std::mem::take(&mut self.corked) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            conn.corked = false;
+            match conn.flush() {
+                Ok(_) if conn.pending > max_pending => {
+                    self.drop_conn(key, Some(CloseReason::SlowConsumer))
+                }
+                Ok(n) => self.flushed(key, n),
+                Err(_) => self.drop_conn(key, Some(CloseReason::Client)),
+            }
+        }
+    }
+
+    /// `n` queued bytes went out: a closing connection with nothing left
+    /// shuts its write side, and a signed-in client that does not
+    /// acknowledge has received what was written to it.
+    fn flushed(&mut self, key: usize, n: usize) {
+        self.after_send(key, Sent::Ok(n));
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        if let State::WsReady { uid, catchup } = conn.state {
+            if conn.out.is_empty() && !catchup.acks && catchup.sent > 0 {
+                self.advance(uid, catchup.sent);
+            }
+        }
+    }
+
+    /// Handles one inbox message; `false` when the reactor must stop.
+    fn on_inbox(&mut self, msg: Inbox) -> bool {
+        match msg {
+            Inbox::Reply {
+                conn,
+                bytes,
+                keep_alive,
+            } => {
+                if let Some(key) = self.live(conn) {
+                    self.on_reply(key, bytes, keep_alive);
+                }
+            }
+            Inbox::Push {
+                frame,
+                to,
+                ack,
+                id,
+                sync,
+            } => {
+                let n = self.push(&frame, to, id, sync);
+                if let Some(ack) = ack {
+                    let _ = ack.send(n);
+                }
+            }
+            Inbox::SyncDone {
+                conn,
+                upto,
+                outcome,
+            } => self.on_sync_done(conn, upto, outcome),
+            Inbox::Close { conn, code } => {
+                if let Some(key) = self.live(conn) {
+                    if self.conns[key].state != State::Closing {
+                        self.close_ws(key, code, CloseReason::Replaced);
+                    }
+                }
+            }
+            Inbox::Resync => self.resync_all(),
+            Inbox::Drain => self.drain(),
+            Inbox::Stop => {
+                for (_, conn) in self.conns.iter_mut() {
+                    let _ = conn.flush();
+                }
+                return false;
             }
         }
         true
@@ -1151,7 +1214,7 @@ impl Reactor {
         let mut count = 0;
         let mut bytes = 0;
         let mut doomed = std::mem::take(&mut self.doomed);
-        let advances = &mut self.advances;
+        let corked = &mut self.corked;
         let mut one = |key: usize, conn: &mut Conn| {
             let State::WsReady { catchup, .. } = conn.state else {
                 return;
@@ -1169,7 +1232,7 @@ impl Reactor {
                     return;
                 }
             }
-            match write_message(conn, frame, id, max_pending, advances) {
+            match write_message(conn, key, frame, id, max_pending, corked) {
                 Sent::Ok(n) => {
                     count += 1;
                     bytes += n;

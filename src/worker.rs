@@ -12,7 +12,6 @@ use crossbeam_channel::Receiver;
 
 use crate::chat;
 use crate::http::{Request, Response};
-use crate::message::ClientMsg;
 use crate::node::Shared;
 use crate::reactor::{ConnRef, Inbox};
 
@@ -25,13 +24,6 @@ pub enum Task {
         req: Request,
         /// Whether the connection stays open after the answer.
         keep_alive: bool,
-    },
-    /// A message sent over the socket (Cmd 20) by a signed-in user.
-    Send {
-        /// The sender.
-        uid: u64,
-        /// What they sent.
-        msg: ClientMsg,
     },
     /// Push a user's pending messages to one connection, after this id
     /// (the user's delivery cursor when `None`).
@@ -119,7 +111,6 @@ fn work(shared: &Shared, conn: ConnRef, task: Task) {
 fn socket_task(shared: &Shared, conn: ConnRef, task: Task) {
     match task {
         Task::Http { .. } => {}
-        Task::Send { uid, msg } => chat::send_from_socket(shared, conn, uid, &msg),
         Task::Pending { uid, after } => {
             if after.is_none() {
                 // First catch-up of this connection: presence before the read.

@@ -140,6 +140,7 @@ const SERIES: &[&str] = &[
     "weim_bytes_out_total",
     "weim_slow_consumer_drops_total",
     "weim_job_queue_depth",
+    "weim_sends_deferred_total",
     "weim_job_latency_seconds_sum",
     "weim_job_latency_seconds_count",
 ];

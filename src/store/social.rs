@@ -168,8 +168,13 @@ pub enum Left {
 /// Friendships (stored in both directions), groups, their members and the
 /// requests that change them.
 pub trait Social {
+    /// For each `(a, b)`, whether `a` has `b` as a friend, in one query.
+    fn friendships(&self, pairs: &[(u64, u64)]) -> Result<Vec<bool>, StoreError>;
+
     /// Whether `a` has `b` as a friend.
-    fn are_friends(&self, a: u64, b: u64) -> Result<bool, StoreError>;
+    fn are_friends(&self, a: u64, b: u64) -> Result<bool, StoreError> {
+        Ok(self.friendships(&[(a, b)])?.first() == Some(&true))
+    }
 
     /// Whether `user` is a member of `group` (the owner is a member).
     fn is_group_member(&self, group: u64, user: u64) -> Result<bool, StoreError>;

@@ -171,6 +171,7 @@ conformance!(
     social: [
         user_search_is_literal_and_paginated,
         friend_request_accept_delete,
+        friendships_answer_each_pair,
         friend_request_reject_and_retry,
         crossed_requests_are_settled_together,
         friend_request_lengths_are_checked,

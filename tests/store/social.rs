@@ -137,6 +137,34 @@ pub fn friend_request_accept_delete(store: &dyn Store) {
     assert!(!store.delete_friend(a, b).unwrap());
 }
 
+/// `friendships` answers each asked pair, in order, whatever other
+/// friendships the senders and recipients have, over any number of pairs.
+pub fn friendships_answer_each_pair(store: &dyn Store) {
+    let [a, b, c, d] = ["pa", "pb", "pc", "pd"].map(|p| user(store, p));
+    let now = now_secs();
+    for (x, y) in [(a, b), (c, d)] {
+        store
+            .request_friend(x, y, "search", "", now)
+            .expect("request");
+        assert!(store.accept_friend_request(x, y, now).expect("accept"));
+    }
+    assert!(store.friendships(&[]).unwrap().is_empty());
+    assert_eq!(
+        store
+            .friendships(&[(a, b), (a, d), (c, d), (b, a), (a, b), (d, a), (a, a)])
+            .unwrap(),
+        vec![true, false, true, true, true, false, false]
+    );
+    // More pairs than one query takes: a is friends with b only.
+    let mut pairs: Vec<(u64, u64)> = (1..=1200).map(|i| (a, d + i)).collect();
+    pairs.insert(700, (a, b));
+    pairs.push((c, d));
+    let found = store.friendships(&pairs).unwrap();
+    assert_eq!(found.len(), pairs.len());
+    let yes: Vec<usize> = (0..found.len()).filter(|&i| found[i]).collect();
+    assert_eq!(yes, vec![700, pairs.len() - 1]);
+}
+
 pub fn friend_request_reject_and_retry(store: &dyn Store) {
     let (a, b) = (user(store, "ra"), user(store, "rb"));
     let now = now_secs();

@@ -44,6 +44,13 @@ const ER_DUP_ENTRY: u16 = 1062;
 const ER_LOCK_DEADLOCK: u16 = 1213;
 /// How many times a deadlock victim is run again before giving up.
 const DEADLOCK_RETRIES: u64 = 3;
+/// Most values in one `IN (…)` list.
+const IN_CHUNK: usize = 500;
+
+/// `?, ?, …`: `n` placeholders for an `IN (…)` list.
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
 
 /// [`Store`] on a MySQL or MariaDB database. Cheap to share: wrap it in an
 /// `Arc`.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use ::mysql::prelude::Queryable;
 use ::mysql::{PooledConn, Row};
 
-use super::{user_from_row, MysqlStore};
+use super::{placeholders, user_from_row, MysqlStore, IN_CHUNK};
 use crate::geo::Point;
 use crate::store::profile::{check_len, lon_weight, DLON_SQL};
 use crate::store::{
@@ -175,9 +175,11 @@ impl Profiles for MysqlStore {
 
     fn users_by_ids(&self, ids: &[u64]) -> Result<Vec<User>, StoreError> {
         let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(500) {
-            let marks = vec!["?"; chunk.len()].join(", ");
-            let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id IN ({marks})");
+        for chunk in ids.chunks(IN_CHUNK) {
+            let sql = format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE id IN ({})",
+                placeholders(chunk.len())
+            );
             let rows: Vec<Row> = self.run(|c| c.exec(&sql, chunk.to_vec()))?;
             for row in rows {
                 out.push(user_from_row(row)?);

@@ -7,7 +7,9 @@
 use ::mysql::prelude::{FromRow, Queryable};
 use ::mysql::{Params, Row, TxOpts};
 
-use super::MysqlStore;
+use std::collections::{BTreeSet, HashSet};
+
+use super::{placeholders, MysqlStore, IN_CHUNK};
 use crate::store::social::{
     check_friend_request, check_group_name, group_name_key, judge_join, judge_leave, like_pattern,
     sql, StoredJoin, ACCEPTED, REJECTED,
@@ -99,14 +101,23 @@ impl MysqlStore {
 }
 
 impl Social for MysqlStore {
-    fn are_friends(&self, a: u64, b: u64) -> Result<bool, StoreError> {
-        let row: Option<u8> = self.run(|c| {
-            c.exec_first(
-                "SELECT 1 FROM friends WHERE user_id = ? AND friend_id = ?",
-                (a, b),
-            )
-        })?;
-        Ok(row.is_some())
+    fn friendships(&self, pairs: &[(u64, u64)]) -> Result<Vec<bool>, StoreError> {
+        // One query per chunk: every friendship among the senders and the
+        // recipients, then the asked pairs picked out of it.
+        let mut found = HashSet::new();
+        for chunk in pairs.chunks(IN_CHUNK) {
+            let users: BTreeSet<u64> = chunk.iter().map(|p| p.0).collect();
+            let friends: BTreeSet<u64> = chunk.iter().map(|p| p.1).collect();
+            let query = format!(
+                "SELECT user_id, friend_id FROM friends WHERE user_id IN ({}) AND friend_id IN ({})",
+                placeholders(users.len()),
+                placeholders(friends.len())
+            );
+            let args: Vec<mysql::Value> = users.iter().chain(&friends).map(|&v| v.into()).collect();
+            let rows: Vec<(u64, u64)> = self.select(&query, args)?;
+            found.extend(rows);
+        }
+        Ok(pairs.iter().map(|p| found.contains(p)).collect())
     }
 
     fn is_group_member(&self, group: u64, user: u64) -> Result<bool, StoreError> {

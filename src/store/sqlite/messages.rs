@@ -73,21 +73,14 @@ impl Messages for SqliteStore {
                 let mut earlier = tx.prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM messages WHERE from_id = ?1 AND cid = ?2"
                 ))?;
+                // A known cid inserts nothing (its unique index) and is
+                // then read back: one statement per new message.
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO messages (from_id, to_id, ope, kind, body, cid, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (from_id, cid) DO NOTHING",
                 )?;
                 for m in batch {
-                    if let Some(cid) = m.cid {
-                        let found = earlier
-                            .query_row(params![id(m.from_id), cid], message_from_row)
-                            .optional()?;
-                        if let Some(found) = found {
-                            out.push((found, false));
-                            continue;
-                        }
-                    }
-                    insert.execute(params![
+                    let inserted = insert.execute(params![
                         id(m.from_id),
                         id(m.to_id),
                         m.ope,
@@ -96,7 +89,13 @@ impl Messages for SqliteStore {
                         m.cid,
                         m.now_ms
                     ])?;
-                    out.push((stored(m, tx.last_insert_rowid() as u64), true));
+                    if inserted == 1 {
+                        out.push((stored(m, tx.last_insert_rowid() as u64), true));
+                    } else {
+                        let found =
+                            earlier.query_row(params![id(m.from_id), m.cid], message_from_row)?;
+                        out.push((found, false));
+                    }
                 }
             }
             tx.commit()?;

@@ -153,13 +153,18 @@ fn group_owner(c: &Connection, group: u64) -> rusqlite::Result<Option<u64>> {
 }
 
 impl Social for SqliteStore {
-    fn are_friends(&self, a: u64, b: u64) -> Result<bool, StoreError> {
+    fn friendships(&self, pairs: &[(u64, u64)]) -> Result<Vec<bool>, StoreError> {
         self.with_conn(|c| {
-            exists(
-                c,
-                "SELECT 1 FROM friends WHERE user_id = ?1 AND friend_id = ?2",
-                params![id(a), id(b)],
-            )
+            pairs
+                .iter()
+                .map(|&(a, b)| {
+                    exists(
+                        c,
+                        "SELECT 1 FROM friends WHERE user_id = ?1 AND friend_id = ?2",
+                        params![id(a), id(b)],
+                    )
+                })
+                .collect()
         })
     }
 
