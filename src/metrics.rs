@@ -110,6 +110,10 @@ pub struct Metrics {
     pub job_latency_us: AtomicU64,
     /// Jobs finished.
     pub jobs_done: AtomicU64,
+    /// Batches the committer stored (group commits).
+    pub commit_batches: AtomicU64,
+    /// Messages in those batches.
+    pub commit_messages: AtomicU64,
 }
 
 impl Metrics {
@@ -210,6 +214,18 @@ impl Metrics {
             "counter",
             "Socket chat messages that waited for room in the committer queue (their connection not read meanwhile).",
             self.sum(|r| r.sends_deferred.load(Relaxed)),
+        );
+        metric(
+            "weim_commit_batches_total",
+            "counter",
+            "Transactions the committer stored chat messages in (group commits).",
+            self.commit_batches.load(Relaxed) as i128,
+        );
+        metric(
+            "weim_commit_messages_total",
+            "counter",
+            "Chat messages taken by the committer (stored or refused), over weim_commit_batches_total: the mean batch size.",
+            self.commit_messages.load(Relaxed) as i128,
         );
         metric(
             "weim_job_queue_depth",

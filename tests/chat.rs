@@ -721,8 +721,12 @@ fn a_full_commit_queue_slows_senders_down_instead_of_refusing() {
         assert!(id > last, "{ack}");
         last = id;
     }
+    let metrics = node.metrics();
     assert!(
-        node.metrics().value("weim_sends_deferred_total") > 0.0,
+        metrics.value("weim_sends_deferred_total") > 0.0,
         "200 sends into a queue of one never waited for room"
     );
+    let batches = metrics.value("weim_commit_batches_total");
+    assert!((1.0..=200.0).contains(&batches), "{batches} batches");
+    assert!(metrics.value("weim_commit_messages_total") >= 200.0);
 }

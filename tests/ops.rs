@@ -141,6 +141,8 @@ const SERIES: &[&str] = &[
     "weim_slow_consumer_drops_total",
     "weim_job_queue_depth",
     "weim_sends_deferred_total",
+    "weim_commit_batches_total",
+    "weim_commit_messages_total",
     "weim_job_latency_seconds_sum",
     "weim_job_latency_seconds_count",
 ];

@@ -66,7 +66,7 @@ impl Messages for SqliteStore {
         batch: &[NewMessage<'_>],
     ) -> Result<Vec<(Message, bool)>, StoreError> {
         batch.iter().try_for_each(check_new_message)?;
-        self.with_conn(|c| {
+        self.with_committer_conn(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut out = Vec::with_capacity(batch.len());
             {

@@ -31,6 +31,8 @@ use super::{
 
 /// How long a statement waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Page cache of the committer's connection (others keep SQLite's 2 MiB).
+const COMMITTER_CACHE_KIB: u32 = 16 * 1024;
 
 /// The SQLite schema; mirrors `database.sql` (same tables, columns, indexes
 /// and defaults). Idempotent: applied on every open.
@@ -88,20 +90,26 @@ impl fmt::Debug for SqliteStore {
 
 /// Opens (creating if needed) the database at `path` and its parent
 /// directory, applies the schema, and opens `pool_size` connections
-/// (0 = one per default worker thread).
+/// (0 = one per default worker thread) plus one kept for the committer.
 pub fn open_sqlite(path: &Path, pool_size: usize) -> Result<SqliteStore, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Unavailable(format!("cannot create directory {}: {e}", dir.display()))
         })?;
     }
-    let size = if pool_size == 0 {
+    // One more than asked: the committer's own connection.
+    let size = 1 + if pool_size == 0 {
         default_pool_size()
     } else {
         pool_size
     };
     let mut first = open_connection(path)?;
     apply_schema(&mut first)?;
+    // The committer's connection (the first) holds the hot pages of the
+    // message tables and their indexes between batches.
+    first
+        .execute_batch(&format!("PRAGMA cache_size = -{COMMITTER_CACHE_KIB}"))
+        .map_err(map_err)?;
     let mut conns = Vec::with_capacity(size);
     conns.push(Mutex::new(first));
     for _ in 1..size {
@@ -195,21 +203,34 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
 }
 
 impl SqliteStore {
-    /// Runs `f` on a free connection: tries each once without waiting,
-    /// starting at a rotating index, then waits for the first one tried.
+    /// Runs `f` on a free connection of the shared pool: tries each once
+    /// without waiting, starting at a rotating index, then waits for the
+    /// first one tried.
     pub(super) fn with_conn<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
-        let n = self.conns.len();
+        let pool = &self.conns[1..];
+        let n = pool.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
         for i in 0..n {
-            if let Some(mut conn) = self.conns[(start + i) % n].try_lock() {
+            if let Some(mut conn) = pool[(start + i) % n].try_lock() {
                 return f(&mut conn).map_err(map_err);
             }
         }
-        let mut conn = self.conns[start].lock();
+        let mut conn = pool[start].lock();
         f(&mut conn).map_err(map_err)
+    }
+
+    /// Runs `f` on the connection kept for the chat committer (message
+    /// inserts and the checks before them). Its page cache stays warm: a
+    /// connection's cache is dropped whenever another one has written, and
+    /// the committer writes far more often than anyone else.
+    pub(super) fn with_committer_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        f(&mut self.conns[0].lock()).map_err(map_err)
     }
 }
 
