@@ -25,7 +25,7 @@
 #   STORES="sqlite mariadb"   MariaDB through the mariadb CLI: a fresh
 #                      database weim_bench_<pid>_<n> per run, dropped after it
 #   MARIADB_HOST=127.0.0.1 MARIADB_PORT=3306 MARIADB_USER=root (no password)
-#   PAIRS=1000 MESSAGES=50 WINDOW=16   chat: pairs of friends, messages per
+#   PAIRS=1000 MESSAGES=50 WINDOW=1    chat: pairs of friends, messages per
 #                      connection, unacknowledged messages per connection
 #   MEMBERS=5000 GROUP_ROUNDS=200 INTERVAL_MS=10   group: members online,
 #                      messages, one every INTERVAL_MS
@@ -74,7 +74,7 @@ MARIADB_PORT=${MARIADB_PORT:-3306}
 MARIADB_USER=${MARIADB_USER:-root}
 PAIRS=${PAIRS:-1000}
 MESSAGES=${MESSAGES:-50}
-WINDOW=${WINDOW:-16}
+WINDOW=${WINDOW:-1}
 MEMBERS=${MEMBERS:-5000}
 GROUP_ROUNDS=${GROUP_ROUNDS:-200}
 INTERVAL_MS=${INTERVAL_MS:-10}
