@@ -2,7 +2,7 @@
 //! the delivery cursor.
 
 use weim::store::messages::{OPE_FRIEND, STATUS_WITHDRAWN};
-use weim::store::{Feed, NewMessage, Store};
+use weim::store::{Feed, Message, NewMessage, Store};
 
 use crate::common::{now_secs, unique_name};
 
@@ -61,6 +61,24 @@ pub fn messages_are_stored_in_order_and_once_per_cid(store: &dyn Store) {
         store.message_by_id(two.0.id).expect("by id"),
         Some(two.0.clone())
     );
+    // A batch mixing a known cid with new messages: the known one is the
+    // earlier message, the others are stored in order under their own ids.
+    let mixed = store
+        .insert_messages(&[
+            friend_message(a, b, "three", Some("c2")),
+            friend_message(a, b, "one, third try", Some("c1")),
+            friend_message(a, b, "four", None),
+            friend_message(a, b, "five", Some("c3")),
+        ])
+        .expect("mixed batch");
+    assert_eq!((mixed[1].0.id, mixed[1].1), (one.0.id, false));
+    assert_eq!(mixed[1].0.body, "one");
+    let new: Vec<&Message> = [0, 2, 3].iter().map(|&i| &mixed[i].0).collect();
+    assert!([0, 2, 3].iter().all(|&i| mixed[i].1));
+    assert!(new[0].id > two.0.id && new[0].id < new[1].id && new[1].id < new[2].id);
+    for m in new {
+        assert_eq!(store.message_by_id(m.id).expect("by id").as_ref(), Some(m));
+    }
 }
 
 pub fn friend_history_pages_newest_first(store: &dyn Store) {

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use ::mysql::prelude::Queryable;
-use ::mysql::{Row, TxOpts};
+use ::mysql::{Row, Transaction, TxOpts};
 
 use super::MysqlStore;
 use crate::store::messages::{check_new_message, stored};
@@ -54,6 +54,49 @@ fn fresh_rows(batch: &[NewMessage<'_>], known: &HashSet<(u64, Vec<u8>)>) -> Vec<
         .collect()
 }
 
+/// Takes the message_seq row lock (every message insert runs under it, so
+/// ids become visible in id order) and returns the id step.
+fn lock_message_seq(tx: &mut Transaction<'_>) -> ::mysql::Result<u64> {
+    let step: Option<u64> = tx.query_first(
+        "SELECT @@auto_increment_increment FROM message_seq WHERE id = 1 FOR UPDATE",
+    )?;
+    Ok(step.unwrap_or(1).max(1))
+}
+
+/// Inserts the batch's rows `fresh` with one multi-row INSERT (`suffix`
+/// appended). Under the message_seq lock no other message insert runs, so
+/// the rows get ids first, first + step, … in row order.
+fn insert_rows(
+    tx: &mut Transaction<'_>,
+    batch: &[NewMessage<'_>],
+    fresh: &[usize],
+    suffix: &str,
+) -> ::mysql::Result<()> {
+    let values = vec!["(?, ?, ?, ?, ?, ?, ?)"; fresh.len()].join(", ");
+    let params: Vec<::mysql::Value> = fresh
+        .iter()
+        .flat_map(|&i| {
+            let m = &batch[i];
+            [
+                m.from_id.into(),
+                m.to_id.into(),
+                m.ope.into(),
+                m.kind.into(),
+                m.body.into(),
+                m.cid.map(str::as_bytes).into(),
+                m.now_ms.into(),
+            ]
+        })
+        .collect();
+    tx.exec_drop(
+        format!(
+            "INSERT INTO messages (from_id, to_id, ope, kind, body, cid, created_at) \
+             VALUES {values}{suffix}"
+        ),
+        params,
+    )
+}
+
 fn messages(rows: Vec<Row>) -> Result<Vec<Message>, StoreError> {
     rows.into_iter().map(message_from_row).collect()
 }
@@ -64,17 +107,29 @@ impl Messages for MysqlStore {
         batch: &[NewMessage<'_>],
     ) -> Result<Vec<(Message, bool)>, StoreError> {
         batch.iter().try_for_each(check_new_message)?;
-        // Under the message_seq lock no other message insert runs, so the
-        // one multi-row INSERT gets ids first, first + step, ... in row order.
         let keyed: Vec<(u64, &str)> = batch
             .iter()
             .filter_map(|m| m.cid.map(|c| (m.from_id, c)))
             .collect();
         let (earlier, first, step): (Vec<Row>, u64, u64) = self.run(|c| {
+            // First try: no cid of the batch is known yet (a retry is rare),
+            // so the batch goes in without looking its cids up. A known cid
+            // leaves its row out (ON DUPLICATE KEY: affected rows fall
+            // short); then the batch is stored again after the lookup.
+            if !keyed.is_empty() {
+                let mut tx = c.start_transaction(TxOpts::default())?;
+                let step = lock_message_seq(&mut tx)?;
+                let fresh = fresh_rows(batch, &HashSet::new());
+                insert_rows(&mut tx, batch, &fresh, " ON DUPLICATE KEY UPDATE id = id")?;
+                if tx.affected_rows() == fresh.len() as u64 {
+                    let first = tx.last_insert_id().unwrap_or(0);
+                    tx.commit()?;
+                    return Ok((Vec::new(), first, step));
+                }
+                tx.rollback()?;
+            }
             let mut tx = c.start_transaction(TxOpts::default())?;
-            let step: Option<u64> = tx.query_first(
-                "SELECT @@auto_increment_increment FROM message_seq WHERE id = 1 FOR UPDATE",
-            )?;
+            let step = lock_message_seq(&mut tx)?;
             let earlier: Vec<Row> = if keyed.is_empty() {
                 Vec::new()
             } else {
@@ -95,33 +150,11 @@ impl Messages for MysqlStore {
             let fresh = fresh_rows(batch, &known);
             let mut first = 0;
             if !fresh.is_empty() {
-                let values = vec!["(?, ?, ?, ?, ?, ?, ?)"; fresh.len()].join(", ");
-                let params: Vec<::mysql::Value> = fresh
-                    .iter()
-                    .flat_map(|&i| {
-                        let m = &batch[i];
-                        [
-                            m.from_id.into(),
-                            m.to_id.into(),
-                            m.ope.into(),
-                            m.kind.into(),
-                            m.body.into(),
-                            m.cid.map(str::as_bytes).into(),
-                            m.now_ms.into(),
-                        ]
-                    })
-                    .collect();
-                tx.exec_drop(
-                    format!(
-                        "INSERT INTO messages (from_id, to_id, ope, kind, body, cid, created_at) \
-                         VALUES {values}"
-                    ),
-                    params,
-                )?;
+                insert_rows(&mut tx, batch, &fresh, "")?;
                 first = tx.last_insert_id().unwrap_or(0);
             }
             tx.commit()?;
-            Ok((earlier, first, step.unwrap_or(1).max(1)))
+            Ok((earlier, first, step))
         })?;
         let mut found: HashMap<(u64, Vec<u8>), Message> = HashMap::new();
         for row in earlier {
