@@ -107,10 +107,6 @@ pub fn spawn(rx: Receiver<Submission>, shared: Arc<Shared>) -> std::io::Result<(
         .spawn(move || {
             while let Ok(first) = rx.recv() {
                 shared.committer.busy.store(true, Relaxed);
-                // The sender that woke this thread may share its core: let
-                // it finish its turn (and queue the rest of what it read)
-                // before the batch is taken. Returns at once on an idle CPU.
-                std::thread::yield_now();
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
                     match rx.try_recv() {
