@@ -31,8 +31,17 @@ CREATE TABLE IF NOT EXISTS delivery_cursors (
 ) STRICT, WITHOUT ROWID;
 ";
 
-const COLUMNS: &str = "id, from_id, to_id, ope, kind, body, status, created_at";
-const M_COLUMNS: &str = "m.id, m.from_id, m.to_id, m.ope, m.kind, m.body, m.status, m.created_at";
+/// The columns a [`Message`] is read from (`m.`-qualified with `m`), as a
+/// literal for `concat!`.
+macro_rules! columns {
+    () => {
+        "id, from_id, to_id, ope, kind, body, status, created_at"
+    };
+    (m) => {
+        "m.id, m.from_id, m.to_id, m.ope, m.kind, m.body, m.status, m.created_at"
+    };
+}
+const COLUMNS: &str = columns!();
 
 fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
     Ok(Message {
@@ -58,6 +67,47 @@ fn collect(
     params: impl rusqlite::Params,
 ) -> rusqlite::Result<Vec<Message>> {
     stmt.query_map(params, message_from_row)?.collect()
+}
+
+/// The queries of [`Messages::feed`], each ordered by id and limited (?3):
+/// the feed is their merge. Separate queries, not one `UNION ALL … ORDER
+/// BY`, so that SQLite needs no temporary table for a feed (measured: a
+/// temporary b-tree and its page cache per query on every sign-in).
+fn feed_parts(feed: Feed) -> &'static [&'static str] {
+    const FRIEND_TO: &str = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM messages WHERE ope = 0 AND to_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+    );
+    const PENDING_FRIEND: &str = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM messages WHERE ope = 0 AND to_id = ?1 AND id > ?2 AND status = 0 \
+         ORDER BY id LIMIT ?3"
+    );
+    const FRIEND_FROM: &str = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM messages WHERE ope = 0 AND from_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+    );
+    const PENDING_GROUP: &str = concat!(
+        "SELECT ",
+        columns!(m),
+        " FROM group_members g JOIN messages m ON m.ope = 1 AND m.to_id = g.group_id \
+         AND m.id > ?2 WHERE g.user_id = ?1 AND m.created_at >= g.joined_at * 1000 \
+         AND m.from_id <> ?1 AND m.status = 0 ORDER BY m.id LIMIT ?3"
+    );
+    const GROUP: &str = concat!(
+        "SELECT ",
+        columns!(m),
+        " FROM group_members g JOIN messages m ON m.ope = 1 AND m.to_id = g.group_id \
+         AND m.id > ?2 WHERE g.user_id = ?1 AND m.created_at >= g.joined_at * 1000 \
+         ORDER BY m.id LIMIT ?3"
+    );
+    match feed {
+        Feed::Pending => &[PENDING_FRIEND, PENDING_GROUP],
+        Feed::Sync => &[FRIEND_TO, FRIEND_FROM, GROUP],
+    }
 }
 
 impl Messages for SqliteStore {
@@ -165,31 +215,15 @@ impl Messages for SqliteStore {
         limit: u32,
         feed: Feed,
     ) -> Result<Vec<Message>, StoreError> {
-        let sql = match feed {
-            Feed::Pending => format!(
-                "SELECT * FROM (SELECT {COLUMNS} FROM messages WHERE ope = 0 AND to_id = ?1 \
-                 AND id > ?2 AND status = 0 ORDER BY id LIMIT ?3) \
-                 UNION ALL SELECT * FROM (SELECT {M_COLUMNS} FROM group_members g \
-                 JOIN messages m ON m.ope = 1 AND m.to_id = g.group_id AND m.id > ?2 \
-                 WHERE g.user_id = ?1 AND m.created_at >= g.joined_at * 1000 \
-                 AND m.from_id <> ?1 AND m.status = 0 ORDER BY m.id LIMIT ?3) \
-                 ORDER BY id LIMIT ?3"
-            ),
-            Feed::Sync => format!(
-                "SELECT * FROM (SELECT {COLUMNS} FROM messages WHERE ope = 0 AND to_id = ?1 \
-                 AND id > ?2 ORDER BY id LIMIT ?3) \
-                 UNION ALL SELECT * FROM (SELECT {COLUMNS} FROM messages WHERE ope = 0 \
-                 AND from_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3) \
-                 UNION ALL SELECT * FROM (SELECT {M_COLUMNS} FROM group_members g \
-                 JOIN messages m ON m.ope = 1 AND m.to_id = g.group_id AND m.id > ?2 \
-                 WHERE g.user_id = ?1 AND m.created_at >= g.joined_at * 1000 \
-                 ORDER BY m.id LIMIT ?3) \
-                 ORDER BY id LIMIT ?3"
-            ),
-        };
         self.with_conn(|c| {
-            let mut stmt = c.prepare_cached(&sql)?;
-            collect(&mut stmt, params![id(user), id(after), limit])
+            let mut all = Vec::new();
+            for sql in feed_parts(feed) {
+                let mut stmt = c.prepare_cached(sql)?;
+                all.extend(collect(&mut stmt, params![id(user), id(after), limit])?);
+            }
+            all.sort_unstable_by_key(|m| m.id);
+            all.truncate(limit as usize);
+            Ok(all)
         })
     }
 
@@ -219,5 +253,47 @@ impl Messages for SqliteStore {
             }
             tx.commit()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pending-messages queries run on every sign-in: binding other
+    /// values must not make SQLite prepare them again (see
+    /// `open_connection`).
+    #[test]
+    fn the_pending_queries_are_prepared_once() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = crate::store::open_sqlite(&dir.path().join("weim.db"), 1).expect("open");
+        let news: Vec<NewMessage<'_>> = (0..100u64)
+            .map(|i| NewMessage {
+                from_id: i % 5 + 1,
+                to_id: i % 4 + 1,
+                ope: (i % 2) as i64,
+                kind: 0,
+                body: "x",
+                cid: None,
+                now_ms: 0,
+            })
+            .collect();
+        store.insert_messages(&news).expect("insert");
+        for user in 1..=4 {
+            for after in [0, 10, 50] {
+                store.feed(user, after, 7, Feed::Pending).expect("feed");
+            }
+        }
+        let reprepared = store
+            .with_conn(|c| {
+                let mut reprepared = 0;
+                for sql in feed_parts(Feed::Pending) {
+                    let stmt = c.prepare_cached(sql)?;
+                    reprepared += stmt.get_status(rusqlite::StatementStatus::RePrepare);
+                }
+                Ok(reprepared)
+            })
+            .expect("status");
+        assert_eq!(reprepared, 0);
     }
 }
