@@ -74,36 +74,39 @@ fn collect(
 /// BY`, so that SQLite needs no temporary table for a feed (measured: a
 /// temporary b-tree and its page cache per query on every sign-in).
 fn feed_parts(feed: Feed) -> &'static [&'static str] {
-    const FRIEND_TO: &str = concat!(
-        "SELECT ",
-        columns!(),
-        " FROM messages WHERE ope = 0 AND to_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
-    );
-    const PENDING_FRIEND: &str = concat!(
-        "SELECT ",
-        columns!(),
-        " FROM messages WHERE ope = 0 AND to_id = ?1 AND id > ?2 AND status = 0 \
-         ORDER BY id LIMIT ?3"
-    );
-    const FRIEND_FROM: &str = concat!(
-        "SELECT ",
-        columns!(),
-        " FROM messages WHERE ope = 0 AND from_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
-    );
-    const PENDING_GROUP: &str = concat!(
-        "SELECT ",
-        columns!(m),
-        " FROM group_members g JOIN messages m ON m.ope = 1 AND m.to_id = g.group_id \
-         AND m.id > ?2 WHERE g.user_id = ?1 AND m.created_at >= g.joined_at * 1000 \
-         AND m.from_id <> ?1 AND m.status = 0 ORDER BY m.id LIMIT ?3"
-    );
-    const GROUP: &str = concat!(
-        "SELECT ",
-        columns!(m),
-        " FROM group_members g JOIN messages m ON m.ope = 1 AND m.to_id = g.group_id \
-         AND m.id > ?2 WHERE g.user_id = ?1 AND m.created_at >= g.joined_at * 1000 \
-         ORDER BY m.id LIMIT ?3"
-    );
+    /// Friend messages (`to_id` or `from_id` the user), with `$and`.
+    macro_rules! friend {
+        ($who:literal, $and:literal) => {
+            concat!(
+                "SELECT ",
+                columns!(),
+                " FROM messages WHERE ope = 0 AND ",
+                $who,
+                " = ?1 AND id > ?2",
+                $and,
+                " ORDER BY id LIMIT ?3"
+            )
+        };
+    }
+    /// Messages of the user's groups since they joined, with `$and`.
+    macro_rules! group {
+        ($and:literal) => {
+            concat!(
+                "SELECT ",
+                columns!(m),
+                " FROM group_members g JOIN messages m ON m.ope = 1 \
+                 AND m.to_id = g.group_id AND m.id > ?2 WHERE g.user_id = ?1 \
+                 AND m.created_at >= g.joined_at * 1000",
+                $and,
+                " ORDER BY m.id LIMIT ?3"
+            )
+        };
+    }
+    const PENDING_FRIEND: &str = friend!("to_id", " AND status = 0");
+    const PENDING_GROUP: &str = group!(" AND m.from_id <> ?1 AND m.status = 0");
+    const FRIEND_TO: &str = friend!("to_id", "");
+    const FRIEND_FROM: &str = friend!("from_id", "");
+    const GROUP: &str = group!("");
     match feed {
         Feed::Pending => &[PENDING_FRIEND, PENDING_GROUP],
         Feed::Sync => &[FRIEND_TO, FRIEND_FROM, GROUP],
