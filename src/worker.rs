@@ -1,7 +1,8 @@
-//! The blocking worker pool: REST handlers, socket commands that need the
-//! store, and every store call run here, fed by a bounded crossbeam queue.
-//! A worker answers through the connection's reactor inbox and never
-//! touches a client socket.
+//! The blocking worker pool: REST handlers, a signed-in connection's
+//! catching up on pending messages and the delivery cursors' updates run
+//! here, fed by a bounded crossbeam queue; chat messages are stored by the
+//! committer (`commit`). A worker answers through the connection's reactor
+//! inbox and never touches a client socket.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
