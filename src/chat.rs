@@ -104,33 +104,38 @@ fn validate(node: &Shared, out: &Outgoing<'_>) -> Result<(), ChatError> {
     }
 }
 
-/// A validated message ready for the committer.
+/// A message for the committer (validated by the caller).
 fn submission(
-    node: &Shared,
     out: &Outgoing<'_>,
+    body: String,
+    cid: Option<String>,
     origin: Option<ConnRef>,
     answer: Answer,
-) -> Result<Submission, ChatError> {
-    validate(node, out)?;
-    Ok(Submission {
+) -> Submission {
+    Submission {
         from_id: out.from,
         to_id: out.to,
         ope: out.ope,
         kind: out.kind,
-        body: out.body.to_string(),
-        cid: out.cid.filter(|c| !c.is_empty()).map(str::to_string),
+        body,
+        cid: cid.filter(|c| !c.is_empty()),
         origin,
         answer,
-    })
+    }
 }
 
 /// Sends a message for a REST caller: waits until it is stored (and pushed).
 /// A retry with a known `cid` is answered with the stored message and not
 /// pushed again.
 pub fn send(node: &Shared, out: &Outgoing<'_>) -> Result<Message, ChatError> {
+    validate(node, out)?;
     let (tx, rx) = crossbeam_channel::bounded(1);
-    let sub = submission(node, out, None, Answer::Caller(tx))?;
-    if !node.committer.submit(sub) {
+    let body = out.body.to_string();
+    let cid = out.cid.map(str::to_string);
+    if !node
+        .committer
+        .submit(submission(out, body, cid, None, Answer::Caller(tx)))
+    {
         return Err(ChatError::Rule("服务繁忙，请稍后重试"));
     }
     match rx.recv_timeout(STORE_WAIT) {
@@ -141,25 +146,37 @@ pub fn send(node: &Shared, out: &Outgoing<'_>) -> Result<Message, ChatError> {
     }
 }
 
-/// The submission of a message that arrived over the socket (Cmd 20): the
-/// committer answers it with Cmd 21 once stored, or Cmd 2. A message the
-/// rules refuse comes back as the Cmd 2 frame to write now.
+/// The submission of a message that arrived over the socket (Cmd 20), its
+/// body moved, not copied: the committer answers it with Cmd 21 once
+/// stored, or Cmd 2. A message the rules refuse comes back as the Cmd 2
+/// frame to write now.
 pub fn from_socket(
     node: &Shared,
     conn: ConnRef,
     uid: u64,
-    msg: &ClientMsg,
+    msg: ClientMsg,
 ) -> Result<Submission, SharedFrame> {
-    let out = Outgoing {
+    let head = Outgoing {
         from: uid,
         ope: msg.ope,
         to: msg.to_id,
         kind: msg.kind,
-        body: &msg.body,
-        cid: Some(msg.cid.as_str()),
+        body: "",
+        cid: None,
     };
-    submission(node, &out, Some(conn), Answer::Socket(conn))
-        .map_err(|e| Push::system(cmd::FAIL, e.text()).frame())
+    let out = Outgoing {
+        body: &msg.body,
+        cid: Some(&msg.cid),
+        ..head
+    };
+    validate(node, &out).map_err(|e| Push::system(cmd::FAIL, e.text()).frame())?;
+    Ok(submission(
+        &head,
+        msg.body,
+        Some(msg.cid),
+        Some(conn),
+        Answer::Socket(conn),
+    ))
 }
 
 /// Withdraws the caller's own message of kind `ope` within the window and

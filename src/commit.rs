@@ -7,8 +7,8 @@
 //! Why: a disk sync costs 0.2–3 ms on the machines weim is measured on, so
 //! one transaction per message caps a node at a few hundred to a few
 //! thousand messages per second; a batch shares that cost, and so do the
-//! relation checks and the round trips to a MySQL server. Durability is unchanged: nothing is
-//! answered or pushed before its batch has committed.
+//! relation checks and the round trips to a MySQL server. Durability is
+//! unchanged: nothing is answered or pushed before its batch has committed.
 
 use std::collections::hash_map::{Entry, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -95,6 +95,11 @@ impl Committer {
         })
     }
 
+    /// No room in the queue now.
+    pub fn is_full(&self) -> bool {
+        self.tx.is_full()
+    }
+
     /// Nothing queued and no batch being stored.
     pub fn is_idle(&self) -> bool {
         self.tx.is_empty() && !self.busy.load(Relaxed)
@@ -171,7 +176,7 @@ fn commit(shared: &Shared, batch: Vec<Submission>) {
                 .filter(|(_, (_, new))| *new)
                 .map(|((s, uids), (msg, _))| {
                     let frame = message_push(msg).frame();
-                    (uids.as_slice(), frame, msg.id, s.origin)
+                    (&uids[..], frame, msg.id, s.origin)
                 })
                 .collect();
             shared.delivery.deliver_messages(&pushes);
@@ -188,26 +193,29 @@ fn commit(shared: &Shared, batch: Vec<Submission>) {
     }
 }
 
+/// A message's recipients, or the rule (its client-facing text) it breaks.
+type Verdict = Result<Arc<[u64]>, &'static str>;
+
 /// Who receives each message of the batch, or the rule it breaks: a friend
 /// message goes to both friends (every device of the sender too), a group
 /// message to every member. One friendship query for the batch and one
-/// member list per group.
+/// member list per group, shared by that group's messages.
 fn relations(
     shared: &Shared,
     batch: &[Submission],
-) -> Result<Vec<Result<Vec<u64>, &'static str>>, StoreError> {
+) -> Result<Vec<Verdict>, StoreError> {
     let pairs: Vec<(u64, u64)> = batch
         .iter()
         .filter(|s| s.ope != OPE_GROUP)
         .map(|s| (s.from_id, s.to_id))
         .collect();
     let mut friends = shared.store.friendships(&pairs)?.into_iter();
-    let mut groups: HashMap<u64, Vec<u64>> = HashMap::new();
+    let mut groups: HashMap<u64, Arc<[u64]>> = HashMap::new();
     let mut out = Vec::with_capacity(batch.len());
     for s in batch {
         if s.ope != OPE_GROUP {
             out.push(if friends.next() == Some(true) {
-                Ok(vec![s.to_id, s.from_id])
+                Ok(Arc::from([s.to_id, s.from_id]))
             } else {
                 Err("对方不是你的好友")
             });
@@ -215,14 +223,14 @@ fn relations(
         }
         let members = match groups.entry(s.to_id) {
             Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => e.insert(shared.store.group_member_ids(s.to_id)?),
+            Entry::Vacant(e) => e.insert(shared.store.group_member_ids(s.to_id)?.into()),
         };
         out.push(if members.is_empty() {
             Err("群组不存在")
         } else if members.binary_search(&s.from_id).is_err() {
             Err("您不是群成员")
         } else {
-            Ok(members.clone())
+            Ok(Arc::clone(members))
         });
     }
     Ok(out)

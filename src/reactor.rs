@@ -834,7 +834,7 @@ impl Reactor {
             (State::WsReady { .. }, cmd::PING) => self.reply(key, &Push::system(cmd::PONG, "")),
             (State::WsReady { uid, .. }, cmd::SEND) => {
                 let me = conn.conn_ref(self.id, key);
-                match chat::from_socket(&self.shared, me, uid, &msg) {
+                match chat::from_socket(&self.shared, me, uid, msg) {
                     Ok(sub) => self.submit(key, sub),
                     Err(refusal) => self.send(key, Chunk::Shared(refusal)),
                 }
@@ -916,6 +916,11 @@ impl Reactor {
     /// whose send is queued carries on with its buffered input.
     fn resume_paused(&mut self) {
         for conn in std::mem::take(&mut self.paused) {
+            if self.shared.committer.is_full() {
+                // Still no room: keep the rest waiting, as they are.
+                self.paused.push(conn);
+                continue;
+            }
             let Some(key) = self.live(conn) else {
                 continue;
             };
