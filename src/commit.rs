@@ -200,10 +200,7 @@ type Verdict = Result<Arc<[u64]>, &'static str>;
 /// message goes to both friends (every device of the sender too), a group
 /// message to every member. One friendship query for the batch and one
 /// member list per group, shared by that group's messages.
-fn relations(
-    shared: &Shared,
-    batch: &[Submission],
-) -> Result<Vec<Verdict>, StoreError> {
+fn relations(shared: &Shared, batch: &[Submission]) -> Result<Vec<Verdict>, StoreError> {
     let pairs: Vec<(u64, u64)> = batch
         .iter()
         .filter(|s| s.ope != OPE_GROUP)

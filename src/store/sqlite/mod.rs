@@ -237,8 +237,8 @@ impl SqliteStore {
         f(&mut conn).map_err(map_err)
     }
 
-    /// Runs `f` on the connection kept for the chat committer (message
-    /// inserts and the checks before them). Its page cache stays warm: a
+    /// Runs `f` on the connection kept for the chat committer's message
+    /// inserts. Its page cache stays warm: a
     /// connection's cache is dropped whenever another one has written, and
     /// the committer writes far more often than anyone else.
     pub(super) fn with_committer_conn<T>(

@@ -154,8 +154,7 @@ fn group_owner(c: &Connection, group: u64) -> rusqlite::Result<Option<u64>> {
 
 impl Social for SqliteStore {
     fn friendships(&self, pairs: &[(u64, u64)]) -> Result<Vec<bool>, StoreError> {
-        // Asked by the committer before each batch.
-        self.with_committer_conn(|c| {
+        self.with_conn(|c| {
             pairs
                 .iter()
                 .map(|&(a, b)| {
