@@ -1,24 +1,19 @@
-//! Chat: sending a message (REST and Cmd 20 share one path), withdrawing
-//! it, and pushing stored messages to their recipients — live, and the
-//! pending ones when a user signs in. A message is committed to the store
-//! before anyone is answered or pushed.
+//! Chat: sending a message (REST and Cmd 20 share one path) and
+//! withdrawing it. A message is committed to the store before anyone is
+//! answered or pushed; getting it to its recipients is `delivery`'s.
 
 use std::time::Duration;
 
 use crate::commit::{Answer, Submission};
 use crate::message::{cmd, now_millis, ope, ClientMsg, Push};
 use crate::node::Shared;
-use crate::reactor::{ConnRef, SyncOutcome};
+use crate::reactor::ConnRef;
 use crate::store::messages::{MAX_CID_LEN, OPE_FRIEND, OPE_GROUP};
-use crate::store::{Feed, Message, StoreError};
+use crate::store::{Message, StoreError};
 use crate::ws::SharedFrame;
 
 /// Message types a client may send: text, picture, voice, video, geo, file.
 const CLIENT_TYPES: &[i64] = &[0, 1, 2, 3, 4, 6];
-/// Pending messages pushed per store query on sign-in.
-const SYNC_BATCH: u32 = 100;
-/// Batches one sync job pushes before it yields the worker.
-const SYNC_BATCHES_PER_JOB: usize = 10;
 /// How long a REST send waits for its batch to be stored.
 const STORE_WAIT: Duration = Duration::from_secs(10);
 
@@ -220,48 +215,4 @@ pub fn withdraw(node: &Shared, caller: u64, id: u64, ope_kind: i64) -> Result<()
     };
     node.delivery.to_users(&recipients, notice.frame());
     Ok(())
-}
-
-/// Pushes a user's pending messages to one connection, oldest first, in
-/// batches (each batch one frame buffer and one inbox message), starting
-/// after `after` (the user's delivery cursor when `None`). Tells the
-/// reactor where it stopped and whether more is left.
-pub fn push_pending(node: &Shared, conn: ConnRef, uid: u64, after: Option<u64>) {
-    let mut last = match after {
-        Some(a) => a,
-        None => match node.store.delivered_upto(uid) {
-            Ok(a) => a,
-            Err(e) => {
-                log::warn!("pending for user {uid}: {e}");
-                node.delivery.sync_done(conn, 0, SyncOutcome::Failed);
-                return;
-            }
-        },
-    };
-    for _ in 0..SYNC_BATCHES_PER_JOB {
-        let batch = match node.store.feed(uid, last, SYNC_BATCH, Feed::Pending) {
-            Ok(b) => b,
-            Err(e) => {
-                log::warn!("pending for user {uid}: {e}");
-                node.delivery.sync_done(conn, last, SyncOutcome::Failed);
-                return;
-            }
-        };
-        let Some(newest) = batch.last().map(|m| m.id) else {
-            node.delivery.sync_done(conn, last, SyncOutcome::Done);
-            return;
-        };
-        let mut frames = Vec::new();
-        for m in &batch {
-            frames.extend_from_slice(&crate::ws::text_frame(&message_push(m).to_json()));
-        }
-        let frames: SharedFrame = frames.into();
-        node.delivery.sync_batch(conn, frames, newest);
-        last = newest;
-        if batch.len() < SYNC_BATCH as usize {
-            node.delivery.sync_done(conn, last, SyncOutcome::Done);
-            return;
-        }
-    }
-    node.delivery.sync_done(conn, last, SyncOutcome::More);
 }

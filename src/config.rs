@@ -143,7 +143,11 @@ pub struct Limits {
     pub max_pending_bytes: usize,
     /// Maximum simultaneous WebSocket connections per user; default 8, at least 1.
     pub conns_per_user: usize,
-    /// A connection silent for this long is closed; default 120 s.
+    /// A signed-in connection silent for this long gets a WebSocket ping;
+    /// default 30 s; 0 = no pings.
+    pub ping_interval: Duration,
+    /// A connection still silent this long after its ping (or after its last
+    /// frame, without pings) is closed; default 120 s.
     pub idle_timeout: Duration,
     /// A partial HTTP request older than this is closed; default 30 s.
     pub http_timeout: Duration,
@@ -329,6 +333,7 @@ impl Default for Limits {
             max_message: 64 << 10,
             max_pending_bytes: 256 << 10,
             conns_per_user: 8,
+            ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
             http_timeout: Duration::from_secs(30),
             max_connections: 0,
@@ -365,6 +370,8 @@ enum Slot<'a> {
     Size(&'a mut usize),
     /// Parsed by [`parse_duration`]; must be non-zero.
     Dur(&'a mut Duration),
+    /// Parsed by [`parse_duration`]; zero turns the feature off.
+    DurOff(&'a mut Duration),
     Kind(&'a mut StoreKind),
     AttachKind(&'a mut AttachKind),
     SearchKind(&'a mut SearchKind),
@@ -436,6 +443,7 @@ const KEYS: &[Key] = keys![
     limits.max_message: Size >= 126,
     limits.max_pending_bytes: Size >= 1,
     limits.conns_per_user: Usize >= 1,
+    limits.ping_interval: DurOff,
     limits.idle_timeout: Dur,
     limits.http_timeout: Dur,
     limits.max_connections: Usize,
@@ -502,7 +510,7 @@ fn assign(slot: Slot<'_>, input: Input) -> Result<(), String> {
         Slot::Usize(v) => *v = parse_int(&t)?,
         Slot::U32(v) => *v = parse_int(&t)?,
         Slot::Size(v) => *v = parse_size(&t)?,
-        Slot::Dur(v) => *v = parse_duration(&t)?,
+        Slot::Dur(v) | Slot::DurOff(v) => *v = parse_duration(&t)?,
         Slot::Kind(v) => {
             *v = match t.trim().to_ascii_lowercase().as_str() {
                 "sqlite" => StoreKind::Sqlite,
@@ -943,6 +951,7 @@ mod tests {
         assert_eq!(c.limits.max_pending_bytes, 256 << 10);
         assert_eq!(c.limits.conns_per_user, 8);
         assert_eq!(c.limits.idle_timeout, Duration::from_secs(120));
+        assert_eq!(c.limits.ping_interval, Duration::from_secs(30));
         assert_eq!(c.limits.http_timeout, Duration::from_secs(30));
         assert_eq!(c.limits.max_connections, 0);
         assert!(!c.cluster.enabled);
@@ -983,7 +992,7 @@ mod tests {
         vars.dedup();
         assert_eq!(vars.len(), KEYS.len(), "ambiguous environment name");
         assert!(KEYS.iter().all(|k| SECTIONS.contains(&k.section)));
-        assert_eq!(KEYS.len(), 3 + 5 + 7 + 4 + 8 + 6 + 9 + 3 + 4 + 3);
+        assert_eq!(KEYS.len(), 3 + 5 + 7 + 4 + 9 + 6 + 9 + 3 + 4 + 3);
     }
 
     #[test]
@@ -1149,7 +1158,7 @@ cluster:
                 Slot::Bool(_) => "true",
                 Slot::Usize(_) | Slot::U32(_) => "3",
                 Slot::Size(_) => "3MiB",
-                Slot::Dur(_) => "3d",
+                Slot::Dur(_) | Slot::DurOff(_) => "3d",
                 Slot::Kind(_) => "mysql",
                 Slot::AttachKind(_) => "s3",
                 Slot::SearchKind(_) => "elasticsearch",
@@ -1400,8 +1409,9 @@ cluster:
             "store.mysql_url:",
             "mysql",
         );
-        // Zero means "unlimited"/"automatic" for these.
+        // Zero means "unlimited"/"automatic"/"off" for these.
         assert!(load_env(&[
+            ("WEIM_LIMITS_PING_INTERVAL", "0s"),
             ("WEIM_LIMITS_MAX_CONNECTIONS", "0"),
             ("WEIM_STORE_POOL_SIZE", "0")
         ])

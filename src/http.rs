@@ -405,7 +405,7 @@ impl Params {
 }
 
 /// A response before encoding.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Response {
     /// HTTP status.
     pub status: u16,
@@ -413,8 +413,27 @@ pub struct Response {
     pub content_type: &'static str,
     /// Extra headers.
     pub headers: Vec<(&'static str, String)>,
-    /// The body.
+    /// The body (or its first part, when `stream` holds the rest).
     pub body: Vec<u8>,
+    /// The rest of a body too large to hold in memory.
+    pub stream: Option<BodyStream>,
+    /// An answer to `HEAD`: the head of this response, without its body.
+    pub head_only: bool,
+}
+
+/// The rest of a response body, read in pieces by workers: the reactor asks
+/// for the next piece only once the connection has room for it.
+pub struct BodyStream {
+    /// Where the bytes come from (a file, an object store's answer).
+    pub reader: Box<dyn std::io::Read + Send>,
+    /// Bytes still to come.
+    pub remaining: u64,
+}
+
+impl std::fmt::Debug for BodyStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BodyStream({} bytes)", self.remaining)
+    }
 }
 
 impl Response {
@@ -426,6 +445,8 @@ impl Response {
             content_type: "application/json; charset=utf-8",
             headers: Vec::new(),
             body: body.to_string().into_bytes(),
+            stream: None,
+            head_only: false,
         }
     }
 
@@ -442,21 +463,23 @@ impl Response {
             content_type: "text/plain; charset=utf-8",
             headers: Vec::new(),
             body: body.into(),
+            stream: None,
+            head_only: false,
         }
     }
 
-    /// Encodes status line, headers and body. `keep_alive: false` adds
-    /// `Connection: close`.
+    /// Encodes status line, headers and body (`Content-Length` counts the
+    /// streamed rest too). `keep_alive: false` adds `Connection: close`.
     pub fn encode(&self, keep_alive: bool) -> Vec<u8> {
         use std::io::Write;
         let mut out = Vec::with_capacity(160 + self.body.len());
+        let length = self.body.len() as u64 + self.stream.as_ref().map_or(0, |s| s.remaining);
         let _ = write!(
             out,
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {length}\r\n",
             self.status,
             reason(self.status),
             self.content_type,
-            self.body.len()
         );
         for (name, value) in &self.headers {
             let _ = write!(out, "{name}: {value}\r\n");
@@ -465,8 +488,18 @@ impl Response {
             out.extend_from_slice(b"Connection: close\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&self.body);
+        if !self.head_only {
+            out.extend_from_slice(&self.body);
+        }
         out
+    }
+
+    /// Splits the response into its encoded head (with what it holds of the
+    /// body) and the stream of the rest, if any (none for `HEAD`).
+    pub fn into_parts(mut self, keep_alive: bool) -> (Vec<u8>, Option<BodyStream>) {
+        let bytes = self.encode(keep_alive);
+        let stream = self.stream.take().filter(|_| !self.head_only);
+        (bytes, stream)
     }
 }
 
@@ -476,6 +509,7 @@ pub fn reason(status: u16) -> &'static str {
         101 => "Switching Protocols",
         200 => "OK",
         204 => "No Content",
+        206 => "Partial Content",
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
@@ -483,6 +517,7 @@ pub fn reason(status: u16) -> &'static str {
         408 => "Request Timeout",
         411 => "Length Required",
         413 => "Payload Too Large",
+        416 => "Range Not Satisfiable",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",

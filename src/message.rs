@@ -175,6 +175,9 @@ pub struct ClientMsg {
     pub kind: i64,
     /// Client message id, empty when absent.
     pub cid: String,
+    /// `Ack` of a sign-in (`true` or `1`): the client confirms what it
+    /// receives with Cmd 22.
+    pub ack: bool,
 }
 
 /// Reads a client message; `None` when it is not a JSON object with a
@@ -209,6 +212,12 @@ pub fn parse_client(text: &[u8]) -> Option<ClientMsg> {
                 msg.cid = match value {
                     Value::String(s) => s,
                     other => other.to_string(),
+                }
+            }
+            "ack" => {
+                msg.ack = match value {
+                    Value::Bool(b) => b,
+                    other => as_i64(&other) == Some(1) || other.as_str() == Some("true"),
                 }
             }
             _ => {}
@@ -247,6 +256,13 @@ mod tests {
         let m = parse_client(br#"{"Cmd":20,"ToId":"9","Ope":1,"Type":0,"Body":"hi","Cid":"c1"}"#)
             .unwrap();
         assert_eq!((m.to_id, m.ope, m.cid.as_str()), (9, 1, "c1"));
+        assert!(!m.ack);
+        for ack in [r#"true"#, "1", r#""1""#, r#""true""#] {
+            let m = parse_client(format!(r#"{{"Cmd":3,"Body":"t","Ack":{ack}}}"#).as_bytes());
+            assert!(m.unwrap().ack, "{ack}");
+        }
+        let m = parse_client(br#"{"Cmd":3,"Body":"t","Ack":false}"#).unwrap();
+        assert!(!m.ack);
         assert!(parse_client(b"not json").is_none());
         assert!(parse_client(b"[1,2]").is_none());
         assert!(parse_client(br#"{"Body":"x"}"#).is_none());

@@ -91,6 +91,15 @@ pub struct ReactorStats {
     /// Chat messages (Cmd 20) that found the committer queue full and held
     /// their connection's reading until there was room.
     pub sends_deferred: AtomicU64,
+    /// Keepalive pings sent to silent connections.
+    pub pings: AtomicU64,
+    /// Pending messages a connection never got (caught up again for them).
+    pub holes: AtomicU64,
+    /// Messages waiting in the inbox, at the last sweep.
+    pub inbox_depth: AtomicI64,
+    /// The longest turn of the event loop since the sweep before the last
+    /// one, in microseconds.
+    pub loop_lag_us: AtomicU64,
     closes: [AtomicU64; CloseReason::ALL.len()],
 }
 
@@ -216,6 +225,24 @@ impl Metrics {
             self.sum(|r| r.sends_deferred.load(Relaxed)),
         );
         metric(
+            "weim_pings_total",
+            "counter",
+            "Keepalive pings sent to silent signed-in connections.",
+            self.sum(|r| r.pings.load(Relaxed)),
+        );
+        metric(
+            "weim_delivery_holes_total",
+            "counter",
+            "Pending messages a connection never got, found when checking confirmations (the connection caught up again).",
+            self.sum(|r| r.holes.load(Relaxed)),
+        );
+        metric(
+            "weim_reactor_inbox_depth",
+            "gauge",
+            "Messages waiting in the reactors' inboxes (sum, at their last sweep).",
+            self.sum(|r| r.inbox_depth.load(Relaxed)),
+        );
+        metric(
             "weim_commit_batches_total",
             "counter",
             "Transactions the committer stored chat messages in (group commits).",
@@ -244,6 +271,17 @@ impl Metrics {
             "# HELP weim_job_latency_seconds Job latency from enqueue to answer.\n# TYPE weim_job_latency_seconds summary\nweim_job_latency_seconds_sum {:.6}\nweim_job_latency_seconds_count {}",
             self.job_latency_us.load(Relaxed) as f64 / 1e6,
             self.jobs_done.load(Relaxed)
+        );
+        let lag = self
+            .reactors
+            .iter()
+            .map(|r| r.loop_lag_us.load(Relaxed))
+            .max()
+            .unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "# HELP weim_reactor_loop_lag_seconds The longest turn of any reactor's event loop over its last sweep interval (250 ms).\n# TYPE weim_reactor_loop_lag_seconds gauge\nweim_reactor_loop_lag_seconds {:.6}",
+            lag as f64 / 1e6
         );
         let _ = writeln!(
             out,

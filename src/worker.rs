@@ -1,9 +1,11 @@
-//! The blocking worker pool: REST handlers, a signed-in connection's
-//! catching up on pending messages and the delivery cursors' updates run
-//! here, fed by a bounded crossbeam queue; chat messages are stored by the
-//! committer (`commit`). A worker answers through the connection's reactor
-//! inbox and never touches a client socket.
+//! The blocking worker pool: REST handlers, the pieces of streamed HTTP
+//! bodies, a signed-in connection's batches of pending messages and the
+//! checks of what connections confirmed run here, fed by a bounded
+//! crossbeam queue; chat messages are stored by the committer (`commit`).
+//! A worker answers through the connection's reactor inbox and never
+//! touches a client socket.
 
+use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -11,8 +13,8 @@ use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 
-use crate::chat;
-use crate::http::{Request, Response};
+use crate::delivery::pending::{self, Confirmed};
+use crate::http::{BodyStream, Request, Response};
 use crate::node::Shared;
 use crate::reactor::{ConnRef, Inbox};
 
@@ -26,17 +28,23 @@ pub enum Task {
         /// Whether the connection stays open after the answer.
         keep_alive: bool,
     },
-    /// Push a user's pending messages to one connection, after this id
-    /// (the user's delivery cursor when `None`).
+    /// Read the next piece of a streamed body; the piece (and the rest)
+    /// go back as `Inbox::Body`.
+    ReadBody(BodyStream),
+    /// Read one batch of a user's pending messages for one connection,
+    /// after this id (the user's delivery cursor when `None`).
     Pending {
         /// The user.
         uid: u64,
         /// Where to start.
         after: Option<u64>,
     },
-    /// Move delivery cursors forward (`(user, id)` pairs).
-    Delivered(Vec<(u64, u64)>),
+    /// Check what connections confirmed and move delivery cursors.
+    Confirmed(Vec<Confirmed>),
 }
+
+/// Largest piece of a streamed body read at once.
+const BODY_PIECE: usize = 256 * 1024;
 
 /// One queued task and the connection it came from.
 #[derive(Debug)]
@@ -92,11 +100,13 @@ fn work(shared: &Shared, conn: ConnRef, task: Task) {
                     log::error!("handler panicked on {} {}", req.method, req.path);
                     Response::error(500)
                 });
+            let (bytes, stream) = resp.into_parts(keep_alive);
             shared.delivery.send_to(
                 conn,
                 Inbox::Reply {
                     conn,
-                    bytes: resp.encode(keep_alive),
+                    bytes,
+                    stream,
                     keep_alive,
                 },
             );
@@ -112,20 +122,49 @@ fn work(shared: &Shared, conn: ConnRef, task: Task) {
 fn socket_task(shared: &Shared, conn: ConnRef, task: Task) {
     match task {
         Task::Http { .. } => {}
+        Task::ReadBody(body) => read_piece(shared, conn, body),
         Task::Pending { uid, after } => {
             if after.is_none() {
-                // First catch-up of this connection: presence before the read.
+                // Catching up from the cursor: presence before the read.
                 shared.delivery.announce(uid);
             }
-            chat::push_pending(shared, conn, uid, after)
+            pending::read_batch(shared, conn, uid, after)
         }
-        Task::Delivered(updates) => {
-            if let Err(e) = shared.store.advance_delivered(&updates) {
-                log::warn!(
-                    "delivery cursors not advanced ({} users): {e}",
-                    updates.len()
-                );
+        Task::Confirmed(list) => pending::check(shared, list),
+    }
+}
+
+/// Reads the next piece of a streamed body and hands it to the reactor.
+fn read_piece(shared: &Shared, conn: ConnRef, mut body: BodyStream) {
+    let want = body.remaining.min(BODY_PIECE as u64) as usize;
+    let mut bytes = vec![0; want];
+    let mut got = 0;
+    let mut failed = false;
+    while got < want {
+        match body.reader.read(&mut bytes[got..]) {
+            Ok(0) => {
+                failed = true;
+                break;
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                log::warn!("streamed body: {e}");
+                failed = true;
+                break;
             }
         }
     }
+    bytes.truncate(got);
+    body.remaining -= got as u64;
+    let rest = (!failed && body.remaining > 0).then_some(body);
+    shared.delivery.send_to(
+        conn,
+        Inbox::Body {
+            conn,
+            bytes,
+            stream: rest,
+            failed,
+        },
+    );
 }

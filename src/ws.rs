@@ -163,6 +163,11 @@ pub fn pong_frame(payload: &[u8]) -> Vec<u8> {
     encode(OpCode::Control(Control::Pong), payload)
 }
 
+/// A keepalive ping (empty payload).
+pub fn ping_frame() -> Vec<u8> {
+    encode(OpCode::Control(Control::Ping), &[])
+}
+
 /// A close frame with a status code and a short reason.
 pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
     let mut payload = Vec::with_capacity(2 + reason.len());

@@ -236,6 +236,7 @@ fn closes_are_counted_by_reason() {
     let node = Node::builder()
         .env("WEIM_AUTH_AUTH_TIMEOUT", "1s")
         .env("WEIM_LIMITS_IDLE_TIMEOUT", "2s")
+        .env("WEIM_LIMITS_PING_INTERVAL", "500ms")
         .env("WEIM_LIMITS_MAX_MESSAGE", "4KiB")
         .start();
     let account = node.new_account();
@@ -257,7 +258,7 @@ fn closes_are_counted_by_reason() {
     assert_eq!(ws.expect_close(), CLOSE_POLICY);
     node.wait_metric(&closes("auth_timeout"), 1.0);
 
-    // idle: signed in, then silent.
+    // idle: signed in, then silent (pings not answered).
     let mut ws = node.raw_ws();
     ws.send_json(&json!({"Cmd": 3, "Body": account.token}));
     assert_system_frame(&ws.recv_json(), 4);

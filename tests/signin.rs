@@ -525,8 +525,10 @@ fn signed_in_connection_outlives_the_auth_timeout() {
 
 #[test]
 fn silent_connection_is_closed_after_idle_timeout() {
+    // Without keepalive pings (tests/keepalive.rs has them).
     let node = Node::builder()
         .env("WEIM_LIMITS_IDLE_TIMEOUT", "1s")
+        .env("WEIM_LIMITS_PING_INTERVAL", "0s")
         .start();
     let account = node.new_account();
     let mut ws = node.raw_ws();

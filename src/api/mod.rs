@@ -91,6 +91,8 @@ fn find(path: &str) -> Option<&'static Route> {
 /// Answers one request.
 pub fn handle(node: &Shared, req: &Request) -> Response {
     let mut resp = route(node, req);
+    // A HEAD answer has the head of the GET answer and no body.
+    resp.head_only = req.method == "HEAD";
     let origins = &node.config.http.cors_origins;
     let allowed = if origins.iter().any(|o| o == "*") {
         Some("*".to_string())
@@ -129,8 +131,10 @@ fn route(node: &Shared, req: &Request) -> Response {
         "/healthz" | "/metrics" | "/ws/status" | "/ws/sendToAll" | "/cluster" | "/ws" => {
             Response::error(405)
         }
-        path if get && path.starts_with(node.config.attach.url_prefix.as_str()) => {
-            upload::serve(node, &path[node.config.attach.url_prefix.len()..])
+        path if (get || req.method == "HEAD")
+            && path.starts_with(node.config.attach.url_prefix.as_str()) =>
+        {
+            upload::serve(node, req, &path[node.config.attach.url_prefix.len()..])
         }
         path => match path.strip_prefix("/api/v1/").and_then(find) {
             None => Response::error(404),

@@ -1,13 +1,14 @@
 //! Uploads: `chat/upload`, the body limit of the upload routes, storing a
-//! checked file through the attachment backend, and serving files of the
-//! local backend back under `attach.url_prefix`.
+//! checked file through the attachment backend, and serving stored files
+//! back under `attach.url_prefix` (`GET` and `HEAD`, one byte range with
+//! `206`, the body streamed in pieces, never read whole).
 
 use serde_json::{json, Value};
 
 use super::{fail, ok, Caller, Route, Routes, FAIL};
-use crate::attach::{self, Category};
+use crate::attach::{self, Category, Opened, Range};
 use crate::config::Limits;
-use crate::http::{Params, Request, Response, Upload};
+use crate::http::{BodyStream, Params, Request, Response, Upload};
 use crate::node::Shared;
 
 /// Upload routes.
@@ -71,16 +72,43 @@ fn chat_upload(node: &Shared, _: &Caller, req: &Request, params: &Params) -> Res
 
 /// `GET <url_prefix><key>`: a file of the local backend, with its content
 /// type, `nosniff`, a sandboxing CSP, and `attachment` for plain files.
-pub(super) fn serve(node: &Shared, key: &str) -> Response {
-    let (Some((content_type, download)), Some(bytes)) =
-        (attach::served_as(key), node.attach.get(key))
-    else {
+pub(super) fn serve(node: &Shared, req: &Request, key: &str) -> Response {
+    let Some((content_type, download)) = attach::served_as(key) else {
         return Response::error(404);
     };
-    let mut resp = Response {
-        content_type,
-        ..Response::text(200, bytes)
+    let range = req.header("range").and_then(Range::parse);
+    let mut resp = match node.attach.open(key, range) {
+        Opened::Missing => return Response::error(404),
+        Opened::Unsatisfiable(total) => {
+            let mut resp = Response::error(416);
+            resp.headers
+                .push(("Content-Range", format!("bytes */{total}")));
+            return resp;
+        }
+        Opened::Found {
+            total,
+            start,
+            len,
+            reader,
+        } => {
+            let mut resp = Response {
+                content_type,
+                stream: Some(BodyStream {
+                    reader,
+                    remaining: len,
+                }),
+                ..Response::text(200, Vec::new())
+            };
+            if range.is_some() {
+                resp.status = 206;
+                let last = (start + len).saturating_sub(1);
+                resp.headers
+                    .push(("Content-Range", format!("bytes {start}-{last}/{total}")));
+            }
+            resp
+        }
     };
+    resp.headers.push(("Accept-Ranges", "bytes".into()));
     resp.headers
         .push(("X-Content-Type-Options", "nosniff".into()));
     resp.headers.push((

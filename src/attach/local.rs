@@ -1,10 +1,10 @@
 //! Attachments in a local directory, served back by the gateway under
 //! `attach.url_prefix`.
 
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
-use super::{served_as, AttachError, Attachments, Stored};
+use super::{served_as, AttachError, Attachments, Opened, Range, Stored};
 
 /// A directory of attachments.
 #[derive(Debug)]
@@ -47,10 +47,31 @@ impl Attachments for Local {
         Ok(format!("{}{}", self.url_prefix, stored.key))
     }
 
-    fn get(&self, key: &str) -> Option<Vec<u8>> {
+    fn open(&self, key: &str, range: Option<Range>) -> Opened {
         // Only keys of the generated shape are ever joined to the directory:
         // no `..`, no absolute path, no other file.
-        served_as(key)?;
-        std::fs::read(self.dir.join(key)).ok()
+        if served_as(key).is_none() {
+            return Opened::Missing;
+        }
+        let Ok(mut file) = std::fs::File::open(self.dir.join(key)) else {
+            return Opened::Missing;
+        };
+        let Ok(total) = file.metadata().map(|m| m.len()) else {
+            return Opened::Missing;
+        };
+        let (start, len) = match range.map(|r| r.within(total)) {
+            None => (0, total),
+            Some(Some(sel)) => sel,
+            Some(None) => return Opened::Unsatisfiable(total),
+        };
+        if start > 0 && file.seek(SeekFrom::Start(start)).is_err() {
+            return Opened::Missing;
+        }
+        Opened::Found {
+            total,
+            start,
+            len,
+            reader: Box::new(file.take(len)),
+        }
     }
 }

@@ -242,9 +242,74 @@ pub trait Attachments: Send + Sync {
     /// from.
     fn put(&self, stored: &Stored, data: &[u8]) -> Result<String, AttachError>;
 
-    /// The bytes of a stored key, for the gateway's own `GET` route; `None`
-    /// when the key is absent or the backend cannot be reached.
-    fn get(&self, key: &str) -> Option<Vec<u8>>;
+    /// Opens a stored key for the gateway's own `GET` route, the whole of it
+    /// or one byte range: its bytes are read in pieces, never whole.
+    fn open(&self, key: &str, range: Option<Range>) -> Opened;
+}
+
+/// A single byte range a client asked for (`Range: bytes=…`, RFC 9110).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Range {
+    /// `first-` or `first-last` (inclusive).
+    From(u64, Option<u64>),
+    /// `-n`: the last `n` bytes.
+    Last(u64),
+}
+
+impl Range {
+    /// Parses a `Range` header; `None` for anything but one range in bytes
+    /// (several ranges, other units: the whole file is sent instead).
+    pub fn parse(header: &str) -> Option<Range> {
+        let spec = header.trim().strip_prefix("bytes=")?.trim();
+        if spec.contains(',') {
+            return None;
+        }
+        let (a, b) = spec.split_once('-')?;
+        let num = |s: &str| -> Option<u64> {
+            let s = s.trim();
+            (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+                .then(|| s.parse().ok())
+                .flatten()
+        };
+        match (a.trim().is_empty(), b.trim().is_empty()) {
+            (true, false) => num(b).map(Range::Last),
+            (false, true) => num(a).map(|a| Range::From(a, None)),
+            (false, false) => {
+                let (a, b) = (num(a)?, num(b)?);
+                (a <= b).then_some(Range::From(a, Some(b)))
+            }
+            (true, true) => None,
+        }
+    }
+
+    /// The `(start, length)` this range selects from `total` bytes; `None`
+    /// when it selects nothing (416).
+    pub fn within(self, total: u64) -> Option<(u64, u64)> {
+        let (start, end) = match self {
+            Range::From(a, b) => (a, b.map_or(total, |b| b.saturating_add(1).min(total))),
+            Range::Last(n) => (total.saturating_sub(n), total),
+        };
+        (start < end).then_some((start, end - start))
+    }
+}
+
+/// What opening a stored key found.
+pub enum Opened {
+    /// Its bytes: `len` of them from `start`, of `total`.
+    Found {
+        /// Size of the whole object.
+        total: u64,
+        /// First byte sent.
+        start: u64,
+        /// Bytes sent.
+        len: u64,
+        /// Where they are read from.
+        reader: Box<dyn std::io::Read + Send>,
+    },
+    /// The range selects nothing of `total` bytes.
+    Unsatisfiable(u64),
+    /// No such key, or the backend cannot be reached.
+    Missing,
 }
 
 #[cfg(test)]
@@ -317,6 +382,29 @@ mod tests {
             check(Category::File, "a", b"").unwrap().key,
             check(Category::File, "a", b"").unwrap().key
         );
+    }
+
+    #[test]
+    fn byte_ranges() {
+        assert_eq!(Range::parse("bytes=0-9"), Some(Range::From(0, Some(9))));
+        assert_eq!(Range::parse("bytes=100-"), Some(Range::From(100, None)));
+        assert_eq!(Range::parse("bytes=-5"), Some(Range::Last(5)));
+        for bad in [
+            "bytes=9-0",
+            "bytes=0-1,4-5",
+            "items=0-1",
+            "bytes=-",
+            "bytes=+1-2",
+            "bytes=a-",
+        ] {
+            assert_eq!(Range::parse(bad), None, "{bad}");
+        }
+        assert_eq!(Range::From(0, Some(9)).within(5), Some((0, 5)));
+        assert_eq!(Range::From(3, None).within(10), Some((3, 7)));
+        assert_eq!(Range::Last(4).within(10), Some((6, 4)));
+        assert_eq!(Range::Last(40).within(10), Some((0, 10)));
+        assert_eq!(Range::From(10, None).within(10), None);
+        assert_eq!(Range::Last(0).within(10), None);
     }
 
     #[test]

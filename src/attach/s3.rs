@@ -12,7 +12,7 @@ use reqwest::blocking::Client;
 use reqwest::Url;
 use sha2::{Digest, Sha256};
 
-use super::{AttachError, Attachments, Stored};
+use super::{AttachError, Attachments, Opened, Range, Stored};
 use crate::idcard::{hex, hmac_sha256};
 
 /// What it takes to reach a bucket.
@@ -196,32 +196,81 @@ impl Attachments for S3 {
         Ok(format!("{}{}", self.public_url, stored.key))
     }
 
-    fn get(&self, key: &str) -> Option<Vec<u8>> {
+    fn open(&self, key: &str, range: Option<Range>) -> Opened {
         let path = self.path(key);
         let date = amz_date(crate::auth::now_secs());
         let payload = hex(&Sha256::digest(b""));
-        let headers = [
-            ("host", self.host.clone()),
-            ("x-amz-content-sha256", payload.clone()),
-            ("x-amz-date", date.clone()),
-        ];
+        let mut headers = vec![("host", self.host.clone())];
+        if let Some(r) = range {
+            headers.push(("range", range_header(r)));
+        }
+        headers.push(("x-amz-content-sha256", payload.clone()));
+        headers.push(("x-amz-date", date.clone()));
         let auth = authorization(&self.config, "GET", &path, &headers, &payload, &date);
         let mut url = self.base.clone();
         url.set_path(&path);
-        let resp = self
-            .client
-            .get(url)
-            .header("authorization", auth)
-            .header("x-amz-content-sha256", payload)
-            .header("x-amz-date", date)
-            .send()
-            .map_err(|e| log::warn!("GET {key}: {e}"))
-            .ok()?;
-        if !resp.status().is_success() {
-            return None;
+        let mut req = self.client.get(url).header("authorization", auth);
+        for (name, value) in headers.into_iter().filter(|(n, _)| *n != "host") {
+            req = req.header(name, value);
         }
-        resp.bytes().ok().map(|b| b.to_vec())
+        let resp = match req.send() {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!("GET {key}: {e}");
+                return Opened::Missing;
+            }
+        };
+        let content_range = resp
+            .headers()
+            .get("content-range")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let status = resp.status().as_u16();
+        match (
+            status,
+            content_range.as_deref().and_then(parse_content_range),
+        ) {
+            (200, _) => match resp.content_length() {
+                Some(total) => Opened::Found {
+                    total,
+                    start: 0,
+                    len: total,
+                    reader: Box::new(resp),
+                },
+                None => Opened::Missing,
+            },
+            (206, Some((Some((start, end)), total))) => Opened::Found {
+                total,
+                start,
+                len: end + 1 - start,
+                reader: Box::new(resp),
+            },
+            (416, Some((None, total))) => Opened::Unsatisfiable(total),
+            _ => Opened::Missing,
+        }
     }
+}
+
+/// The `Range` header of a byte range.
+fn range_header(r: Range) -> String {
+    match r {
+        Range::From(a, Some(b)) => format!("bytes={a}-{b}"),
+        Range::From(a, None) => format!("bytes={a}-"),
+        Range::Last(n) => format!("bytes=-{n}"),
+    }
+}
+
+/// `bytes first-last/total` or `bytes */total`: `(Some((first, last)) or
+/// None, total)`.
+fn parse_content_range(v: &str) -> Option<(Option<(u64, u64)>, u64)> {
+    let (span, total) = v.trim().strip_prefix("bytes ")?.split_once('/')?;
+    let total = total.trim().parse().ok()?;
+    if span.trim() == "*" {
+        return Some((None, total));
+    }
+    let (a, b) = span.split_once('-')?;
+    let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (a <= b).then_some((Some((a, b)), total))
 }
 
 #[cfg(test)]
@@ -241,6 +290,18 @@ mod tests {
         }
     }
     const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(
+            parse_content_range("bytes 0-9/100"),
+            Some((Some((0, 9)), 100))
+        );
+        assert_eq!(parse_content_range("bytes */100"), Some((None, 100)));
+        assert_eq!(parse_content_range("bytes 9-0/100"), None);
+        assert_eq!(parse_content_range("items 0-9/100"), None);
+        assert_eq!(range_header(Range::Last(5)), "bytes=-5");
+    }
 
     #[test]
     fn get_object_example() {

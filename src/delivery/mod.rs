@@ -1,103 +1,58 @@
-//! Delivery: the registry of signed-in connections on this node (user id →
-//! that user's connections, sharded so no global lock sits on the hot path)
-//! and the one API handlers use to push a frame to a user, to many users or
-//! to everyone. A delivery sends at most one inbox message per reactor, never
-//! one per connection. In cluster mode the registry also reports a user's
-//! first sign-in and last close here to the presence thread, and deliveries
-//! reach users on other nodes through [`Cluster`].
+//! Delivery: getting every stored message to its recipients, and knowing
+//! when it got there. Handlers push through [`Delivery`] (to a user, to
+//! many, to everyone; one inbox message per reactor, never one per
+//! connection); in cluster mode deliveries reach users on other nodes
+//! through [`Cluster`].
+//!
+//! # The contract
+//! 1. **Delivered means confirmed.** Each user has one stored cursor: every
+//!    message to them with an id at or below it is delivered; everything
+//!    above it is pending and is pushed again, oldest first, whenever one of
+//!    their connections signs in. A client that declares acknowledgements at
+//!    sign-in (`{"Cmd":3,"Body":token,"Ack":true}`, or from its first Cmd
+//!    22 on) confirms with Cmd 22 `<id>`: every message written to it up to
+//!    that one. For a client that never acknowledges (the old protocol) a
+//!    message is confirmed once the peer's TCP stack has acknowledged its
+//!    last byte (`SIOCOUTQ`). Writing bytes, or bytes waiting in a socket
+//!    that the node then drops or closes, confirm nothing.
+//! 2. **The cursor never passes a hole.** Confirmed ids are checked against
+//!    the store ([`pending::check`]): the cursor moves up to the newest id below
+//!    which every pending message was confirmed. A pending message that
+//!    the connection never got (a PUBLISH that failed, a node missing from
+//!    the sender's peer table, a lost presence record, a re-registered
+//!    lease) stops the cursor; once it is older than [`HOLE_GRACE`] (it was
+//!    not merely a bus hop behind a newer one) the connection catches up
+//!    again from the cursor, so it gets the message now. Delivery is
+//!    at-least-once with the same `Id`: clients drop duplicates by `Id`.
+//! 3. **What the node produces itself is flow-controlled, never dropped.**
+//!    Catching up pushes one batch at a time and reads the next only once
+//!    the connection's output is below the low-water mark; so are HTTP
+//!    bodies streamed from files. `limits.max_pending_bytes` bounds only
+//!    live pushes a client does not read: past it the connection is dropped
+//!    (`weim_slow_consumer_drops_total`), and what it had not confirmed
+//!    stays pending.
+//! 4. **Keepalive.** A signed-in connection silent for `limits.ping_interval`
+//!    gets a WebSocket ping; any frame counts as activity; it is closed only
+//!    after `limits.idle_timeout` more of silence.
+//!
+//! Where it lives: [`ledger`] (a connection's written, confirmed and held
+//! messages and its catching up, kept by its reactor), [`pending`] (the
+//! worker side: reading pending batches, checking confirmations and moving
+//! cursors), [`registry`] (who is connected where).
 
-use std::collections::HashMap;
+pub mod ledger;
+pub mod pending;
+pub mod registry;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-
-use crate::cluster::presence::{Event, Notifier};
 use crate::cluster::{Cluster, Outbound};
-use crate::reactor::{ConnRef, Inbox, ReactorHandle, SyncOutcome, Targets};
+use crate::reactor::{ConnRef, Inbox, ReactorHandle, Targets};
 use crate::ws::SharedFrame;
 
-const SHARDS: usize = 64;
-
-/// One shard: user id → that user's connections, oldest first.
-type Shard = Mutex<HashMap<u64, Vec<ConnRef>>>;
-
-/// Signed-in connections by user, oldest first.
-pub struct Registry {
-    shards: Box<[Shard]>,
-    conns_per_user: usize,
-    presence: Option<Notifier>,
-}
-
-impl Registry {
-    /// An empty registry keeping at most `conns_per_user` connections a user.
-    pub fn new(conns_per_user: usize) -> Registry {
-        Registry {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            conns_per_user: conns_per_user.max(1),
-            presence: None,
-        }
-    }
-
-    /// Reports each user's first sign-in and last close here to `presence`
-    /// (cluster mode). Sent under the shard lock, so a user's events keep
-    /// their order; sending never blocks.
-    pub fn with_presence(mut self, presence: Notifier) -> Registry {
-        self.presence = Some(presence);
-        self
-    }
-
-    fn shard(&self, uid: u64) -> &Shard {
-        &self.shards[(uid as usize) % SHARDS]
-    }
-
-    /// Adds a signed-in connection; returns the user's oldest connection
-    /// when this one takes them over the limit (the caller closes it).
-    pub fn add(&self, uid: u64, conn: ConnRef) -> Option<ConnRef> {
-        let mut shard = self.shard(uid).lock();
-        let conns = shard.entry(uid).or_default();
-        if conns.is_empty() {
-            if let Some(p) = &self.presence {
-                p.send(Event::Online(uid));
-            }
-        }
-        conns.push(conn);
-        (conns.len() > self.conns_per_user).then(|| conns.remove(0))
-    }
-
-    /// Removes exactly this connection (never another device of the user).
-    pub fn remove(&self, uid: u64, conn: ConnRef) {
-        let mut shard = self.shard(uid).lock();
-        if let Some(conns) = shard.get_mut(&uid) {
-            conns.retain(|c| *c != conn);
-            if conns.is_empty() {
-                shard.remove(&uid);
-                if let Some(p) = &self.presence {
-                    p.send(Event::Offline(uid));
-                }
-            }
-        }
-    }
-
-    /// Users with at least one connection here.
-    pub fn users(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
-    }
-
-    /// Whether the user has a connection on this node.
-    pub fn is_online(&self, uid: u64) -> bool {
-        self.shard(uid).lock().contains_key(&uid)
-    }
-
-    /// Every user with a connection here (one shard locked at a time).
-    pub fn user_ids(&self) -> Vec<u64> {
-        let mut ids = Vec::new();
-        for shard in self.shards.iter() {
-            ids.extend(shard.lock().keys().copied());
-        }
-        ids
-    }
-}
+pub use pending::{Batch, More, HOLE_GRACE};
+pub use registry::Registry;
 
 /// Pushes frames to signed-in connections through their reactors.
 pub struct Delivery {
@@ -251,7 +206,6 @@ impl Delivery {
                     to: Targets::Conns(list),
                     ack: None,
                     id,
-                    sync: false,
                 });
             }
         }
@@ -267,34 +221,20 @@ impl Delivery {
                 to: Targets::Conns(vec![(conn.token, conn.generation)]),
                 ack: None,
                 id: 0,
-                sync: false,
             },
         );
     }
 
-    /// One batch of pending messages (several frames in one buffer, the
-    /// newest id `newest`) for a connection catching up.
-    pub fn sync_batch(&self, conn: ConnRef, frames: SharedFrame, newest: u64) {
+    /// A batch of pending messages read for a connection catching up (or
+    /// none), how the reading ended and the newest id it reached.
+    pub fn caught_up(&self, conn: ConnRef, batch: Option<Batch>, upto: u64, more: More) {
         self.send_to(
             conn,
-            Inbox::Push {
-                frame: frames,
-                to: Targets::Conns(vec![(conn.token, conn.generation)]),
-                ack: None,
-                id: newest,
-                sync: true,
-            },
-        );
-    }
-
-    /// Tells a connection's reactor how its catching up ended.
-    pub fn sync_done(&self, conn: ConnRef, upto: u64, outcome: SyncOutcome) {
-        self.send_to(
-            conn,
-            Inbox::SyncDone {
+            Inbox::CatchUp {
                 conn,
+                batch,
                 upto,
-                outcome,
+                more,
             },
         );
     }
@@ -320,7 +260,6 @@ impl Delivery {
                 to: Targets::All,
                 ack: Some(tx.clone()),
                 id: 0,
-                sync: false,
             });
         }
         drop(tx);
@@ -344,7 +283,6 @@ impl Delivery {
                 to: Targets::All,
                 ack: None,
                 id: 0,
-                sync: false,
             });
         }
     }
@@ -372,60 +310,5 @@ impl Delivery {
     /// Asks a connection's reactor to close it with a WebSocket close code.
     pub fn close(&self, conn: ConnRef, code: u16) {
         self.send_to(conn, Inbox::Close { conn, code });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn conn(token: u32) -> ConnRef {
-        ConnRef {
-            reactor: 0,
-            token,
-            generation: 1,
-        }
-    }
-
-    #[test]
-    fn oldest_connection_is_evicted_over_the_limit() {
-        let r = Registry::new(2);
-        assert_eq!(r.add(7, conn(1)), None);
-        assert_eq!(r.add(7, conn(2)), None);
-        assert_eq!(r.add(7, conn(3)), Some(conn(1)));
-        assert!(r.is_online(7));
-        r.remove(7, conn(1));
-        r.remove(7, conn(2));
-        assert!(r.is_online(7));
-        r.remove(7, conn(3));
-        assert!(!r.is_online(7));
-        assert_eq!(r.users(), 0);
-    }
-
-    #[test]
-    fn presence_events_mark_first_sign_in_and_last_close() {
-        let (tx, rx) = crossbeam_channel::bounded(2);
-        let stats = Arc::new(crate::cluster::Stats::default());
-        let r = Registry::new(8).with_presence(Notifier::new(tx, stats.clone()));
-        r.add(7, conn(1));
-        r.add(7, conn(2));
-        r.remove(7, conn(1));
-        assert_eq!(r.user_ids(), vec![7]);
-        r.remove(7, conn(2));
-        assert_eq!(
-            rx.try_iter().collect::<Vec<_>>(),
-            vec![Event::Online(7), Event::Offline(7)]
-        );
-        // A full channel drops and counts, never blocks.
-        for uid in 1..=3 {
-            r.add(uid, conn(uid as u32));
-        }
-        assert_eq!(rx.len(), 2);
-        assert_eq!(
-            stats
-                .presence_dropped
-                .load(std::sync::atomic::Ordering::Relaxed),
-            1
-        );
     }
 }

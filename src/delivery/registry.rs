@@ -1,0 +1,149 @@
+//! The registry of signed-in connections on this node: user id → that
+//! user's connections, in shards so no global lock sits on the hot path. In
+//! cluster mode it reports a user's first sign-in and last close here to
+//! the presence thread.
+
+use std::collections::HashMap;
+
+use parking_lot::Mutex;
+
+use crate::cluster::presence::{Event, Notifier};
+use crate::reactor::ConnRef;
+
+const SHARDS: usize = 64;
+
+/// One shard: user id → that user's connections, oldest first.
+type Shard = Mutex<HashMap<u64, Vec<ConnRef>>>;
+
+/// Signed-in connections by user, oldest first.
+pub struct Registry {
+    shards: Box<[Shard]>,
+    conns_per_user: usize,
+    presence: Option<Notifier>,
+}
+
+impl Registry {
+    /// An empty registry keeping at most `conns_per_user` connections a user.
+    pub fn new(conns_per_user: usize) -> Registry {
+        Registry {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            conns_per_user: conns_per_user.max(1),
+            presence: None,
+        }
+    }
+
+    /// Reports each user's first sign-in and last close here to `presence`
+    /// (cluster mode). Sent under the shard lock, so a user's events keep
+    /// their order; sending never blocks.
+    pub fn with_presence(mut self, presence: Notifier) -> Registry {
+        self.presence = Some(presence);
+        self
+    }
+
+    pub(super) fn shard(&self, uid: u64) -> &Shard {
+        &self.shards[(uid as usize) % SHARDS]
+    }
+
+    /// Adds a signed-in connection; returns the user's oldest connection
+    /// when this one takes them over the limit (the caller closes it).
+    pub fn add(&self, uid: u64, conn: ConnRef) -> Option<ConnRef> {
+        let mut shard = self.shard(uid).lock();
+        let conns = shard.entry(uid).or_default();
+        if conns.is_empty() {
+            if let Some(p) = &self.presence {
+                p.send(Event::Online(uid));
+            }
+        }
+        conns.push(conn);
+        (conns.len() > self.conns_per_user).then(|| conns.remove(0))
+    }
+
+    /// Removes exactly this connection (never another device of the user).
+    pub fn remove(&self, uid: u64, conn: ConnRef) {
+        let mut shard = self.shard(uid).lock();
+        if let Some(conns) = shard.get_mut(&uid) {
+            conns.retain(|c| *c != conn);
+            if conns.is_empty() {
+                shard.remove(&uid);
+                if let Some(p) = &self.presence {
+                    p.send(Event::Offline(uid));
+                }
+            }
+        }
+    }
+
+    /// Users with at least one connection here.
+    pub fn users(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    /// Whether the user has a connection on this node.
+    pub fn is_online(&self, uid: u64) -> bool {
+        self.shard(uid).lock().contains_key(&uid)
+    }
+
+    /// Every user with a connection here (one shard locked at a time).
+    pub fn user_ids(&self) -> Vec<u64> {
+        let mut ids = Vec::new();
+        for shard in self.shards.iter() {
+            ids.extend(shard.lock().keys().copied());
+        }
+        ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn conn(token: u32) -> ConnRef {
+        ConnRef {
+            reactor: 0,
+            token,
+            generation: 1,
+        }
+    }
+
+    #[test]
+    fn oldest_connection_is_evicted_over_the_limit() {
+        let r = Registry::new(2);
+        assert_eq!(r.add(7, conn(1)), None);
+        assert_eq!(r.add(7, conn(2)), None);
+        assert_eq!(r.add(7, conn(3)), Some(conn(1)));
+        assert!(r.is_online(7));
+        r.remove(7, conn(1));
+        r.remove(7, conn(2));
+        assert!(r.is_online(7));
+        r.remove(7, conn(3));
+        assert!(!r.is_online(7));
+        assert_eq!(r.users(), 0);
+    }
+
+    #[test]
+    fn presence_events_mark_first_sign_in_and_last_close() {
+        let (tx, rx) = crossbeam_channel::bounded(2);
+        let stats = Arc::new(crate::cluster::Stats::default());
+        let r = Registry::new(8).with_presence(Notifier::new(tx, stats.clone()));
+        r.add(7, conn(1));
+        r.add(7, conn(2));
+        r.remove(7, conn(1));
+        assert_eq!(r.user_ids(), vec![7]);
+        r.remove(7, conn(2));
+        assert_eq!(
+            rx.try_iter().collect::<Vec<_>>(),
+            vec![Event::Online(7), Event::Offline(7)]
+        );
+        // A full channel drops and counts, never blocks.
+        for uid in 1..=3 {
+            r.add(uid, conn(uid as u32));
+        }
+        assert_eq!(rx.len(), 2);
+        assert_eq!(
+            stats
+                .presence_dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+    }
+}

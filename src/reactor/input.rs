@@ -1,0 +1,138 @@
+//! Reading: bytes from a socket into HTTP requests and WebSocket frames,
+//! check-then-parse. Reads land in the reactor's scratch buffer; only an
+//! incomplete request or frame is kept on the connection, and freed once
+//! consumed.
+
+use std::io::{self, Read};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use super::conn::{HttpPhase, State};
+use super::{reason_for, Reactor};
+use crate::api;
+use crate::http::{self, Parsed};
+use crate::metrics::CloseReason;
+use crate::ws;
+
+impl Reactor {
+    /// Reads until the socket is empty or the connection's input must wait.
+    pub(super) fn read_ready(&mut self, key: usize) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        while let Some(conn) = self.conns.get_mut(key) {
+            if conn.input_paused() {
+                break;
+            }
+            let n = match conn.stream.read(&mut scratch) {
+                Ok(0) => {
+                    let reason = match conn.state {
+                        State::Closing => None,
+                        _ => Some(CloseReason::Client),
+                    };
+                    self.drop_conn(key, reason);
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.drop_conn(key, Some(CloseReason::Client));
+                    break;
+                }
+            };
+            let kept = std::mem::take(&mut conn.inbuf);
+            self.stats().bytes_in.fetch_add(n as u64, Relaxed);
+            if kept.is_empty() {
+                let used = self.on_input(key, &mut scratch[..n]);
+                if used < n {
+                    if let Some(conn) = self.conns.get_mut(key) {
+                        conn.inbuf = scratch[used..n].to_vec();
+                    }
+                }
+            } else {
+                let mut buf = kept;
+                buf.extend_from_slice(&scratch[..n]);
+                self.consume_inbuf(key, buf);
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    /// Input may go on again: what is buffered first, then the socket.
+    pub(super) fn resume_input(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.input_paused() {
+            return;
+        }
+        let buf = std::mem::take(&mut conn.inbuf);
+        if !buf.is_empty() {
+            self.consume_inbuf(key, buf);
+        }
+        self.read_ready(key);
+    }
+
+    /// Processes bytes kept from earlier reads and keeps what is left.
+    fn consume_inbuf(&mut self, key: usize, mut buf: Vec<u8>) {
+        let used = self.on_input(key, &mut buf);
+        if let Some(conn) = self.conns.get_mut(key) {
+            if used < buf.len() && !matches!(conn.state, State::Closing) {
+                buf.drain(..used);
+                conn.inbuf = buf;
+            }
+        }
+    }
+
+    /// Handles as many complete requests or frames as `data` holds; returns
+    /// the bytes used.
+    fn on_input(&mut self, key: usize, data: &mut [u8]) -> usize {
+        let shared = Arc::clone(&self.shared);
+        let limits = &shared.config.limits;
+        let mut off = 0;
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return data.len();
+            };
+            if off == data.len() || conn.input_paused() {
+                return off;
+            }
+            match conn.state {
+                State::Closing => return data.len(),
+                State::Http(HttpPhase::Idle) => {
+                    match http::parse(
+                        &data[off..],
+                        |path| api::body_limit(limits, path),
+                        conn.peer,
+                    ) {
+                        Parsed::Partial => return off,
+                        Parsed::Reject(status) => {
+                            self.http_reject(key, status);
+                            return data.len();
+                        }
+                        Parsed::Complete(req, used) => {
+                            off += used;
+                            self.on_request(key, req);
+                        }
+                    }
+                }
+                State::Http(_) => return off,
+                State::WsPending | State::WsReady(_) => {
+                    match ws::check_frame(&data[off..], limits.max_message) {
+                        Ok(None) => return off,
+                        Err(code) => {
+                            self.close_ws(key, code, reason_for(code));
+                            return data.len();
+                        }
+                        Ok(Some(info)) => {
+                            let start = off + info.payload_start;
+                            off += info.total_len();
+                            let payload = &mut data[start..off];
+                            ws::unmask(payload, info.mask);
+                            self.on_frame(key, info.fin, info.opcode, payload);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! HTTP on a connection: a parsed request goes to a worker (or, for
+//! `GET /ws`, becomes a WebSocket); the reply is written and, when its body
+//! is streamed, each further piece is read by a worker only once the
+//! connection's output is below the low-water mark. Input is not read
+//! while a request is handled or its answer is being written, so pipelined
+//! requests wait in the connection's buffer.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::conn::{HttpPhase, State};
+use super::output::Chunk;
+use super::Reactor;
+use crate::http::{BodyStream, Request, Response};
+use crate::metrics::CloseReason;
+use crate::worker::Task;
+use crate::ws;
+
+/// The `Sec-WebSocket-Key` of a valid upgrade request.
+fn upgrade_key(req: &Request) -> Option<&str> {
+    let ok = req.header_has_token("upgrade", "websocket")
+        && req.header_has_token("connection", "upgrade")
+        && req.header("sec-websocket-version").map(str::trim) == Some("13");
+    let key = req.header("sec-websocket-key")?.trim();
+    (ok && key.len() == 24 && key.ends_with("==")).then_some(key)
+}
+
+impl Reactor {
+    pub(super) fn on_request(&mut self, key: usize, req: Request) {
+        self.stats().http_requests.fetch_add(1, Relaxed);
+        let id = self.id;
+        let draining = self.draining;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if req.method == "GET" && req.path == "/ws" {
+            if draining {
+                self.http_reject(key, 503);
+                return;
+            }
+            let Some(accept) = upgrade_key(&req).map(|k| ws::upgrade_response(k.as_bytes())) else {
+                self.http_reject(key, 400);
+                return;
+            };
+            conn.state = State::WsPending;
+            conn.since = self.now;
+            self.send(key, Chunk::Owned(accept), true);
+            return;
+        }
+        conn.state = State::Http(HttpPhase::Working);
+        let me = conn.conn_ref(id, key);
+        let keep_alive = req.keep_alive && !draining;
+        if self.queue(me, Task::Http { req, keep_alive }).is_err() {
+            let bytes = Response::error(503).encode(keep_alive);
+            self.on_reply(key, bytes, None, keep_alive);
+        }
+    }
+
+    /// A worker's (or the overload) answer: write it, stream the rest of
+    /// its body if it has one, then carry on with pipelined input.
+    pub(super) fn on_reply(
+        &mut self,
+        key: usize,
+        bytes: Vec<u8>,
+        stream: Option<BodyStream>,
+        keep_alive: bool,
+    ) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !matches!(conn.state, State::Http(HttpPhase::Working)) {
+            return;
+        }
+        conn.since = self.now;
+        match stream {
+            Some(stream) => {
+                conn.state = State::Http(HttpPhase::Streaming {
+                    stream: Some(stream),
+                    keep_alive,
+                });
+                self.send(key, Chunk::Owned(bytes), false);
+                self.drained(key);
+            }
+            None => {
+                conn.state = State::Http(HttpPhase::Idle);
+                self.send(key, Chunk::Owned(bytes), false);
+                self.reply_done(key, keep_alive);
+            }
+        }
+    }
+
+    /// Has a worker read the next piece of a streamed body.
+    pub(super) fn read_body(&mut self, key: usize) {
+        let id = self.id;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let me = conn.conn_ref(id, key);
+        let State::Http(HttpPhase::Streaming { stream, .. }) = &mut conn.state else {
+            return;
+        };
+        let Some(body) = stream.take() else {
+            return;
+        };
+        if let Err(Task::ReadBody(body)) = self.queue(me, Task::ReadBody(body)) {
+            if let State::Http(HttpPhase::Streaming { stream, .. }) = &mut self.conns[key].state {
+                *stream = Some(body);
+            }
+            self.retry.push(me);
+        }
+    }
+
+    /// The next piece of a streamed body.
+    pub(super) fn on_body(
+        &mut self,
+        key: usize,
+        bytes: Vec<u8>,
+        rest: Option<BodyStream>,
+        failed: bool,
+    ) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let State::Http(HttpPhase::Streaming {
+            stream: None,
+            keep_alive,
+        }) = conn.state
+        else {
+            return;
+        };
+        if failed {
+            // The head promised more bytes than can be sent: close.
+            self.drop_conn(key, Some(CloseReason::HttpError));
+            return;
+        }
+        conn.since = self.now;
+        match rest {
+            Some(rest) => {
+                conn.state = State::Http(HttpPhase::Streaming {
+                    stream: Some(rest),
+                    keep_alive,
+                });
+                self.send(key, Chunk::Owned(bytes), false);
+                self.drained(key);
+            }
+            None => {
+                conn.state = State::Http(HttpPhase::Idle);
+                self.send(key, Chunk::Owned(bytes), false);
+                self.reply_done(key, keep_alive);
+            }
+        }
+    }
+
+    /// A whole answer is queued: close, or go on with pipelined input.
+    fn reply_done(&mut self, key: usize, keep_alive: bool) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        if !keep_alive || self.draining {
+            self.stats().closed(CloseReason::HttpDone);
+            self.enter_closing(key);
+            return;
+        }
+        self.drained(key);
+    }
+
+    pub(super) fn http_reject(&mut self, key: usize, status: u16) {
+        self.stats().closed(CloseReason::HttpError);
+        self.send(
+            key,
+            Chunk::Owned(Response::error(status).encode(false)),
+            false,
+        );
+        self.enter_closing(key);
+    }
+}

@@ -1,0 +1,233 @@
+//! WebSocket on a connection: frames (control frames, fragments, UTF-8),
+//! the client's commands, sign-in, sends into the committer queue, and
+//! closing.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::conn::{Fragment, Session, State};
+use super::output::Chunk;
+use super::{reason_for, Reactor};
+use crate::chat;
+use crate::commit::Submission;
+use crate::delivery::ledger::Ledger;
+use crate::message::{cmd, parse_client, ClientMsg, Push};
+use crate::metrics::CloseReason;
+use crate::ws::{self, close, Opcode};
+
+impl Reactor {
+    pub(super) fn on_frame(&mut self, key: usize, fin: bool, opcode: Opcode, payload: &[u8]) {
+        self.stats().frames_in.fetch_add(1, Relaxed);
+        let max_message = self.shared.config.limits.max_message;
+        let now = self.now;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let State::WsReady(session) = &mut conn.state {
+            conn.since = now;
+            session.pinged = false;
+        }
+        match opcode {
+            Opcode::Ping => self.send(key, Chunk::Owned(ws::pong_frame(payload)), true),
+            Opcode::Pong => {}
+            Opcode::Close => {
+                let code = ws::close_reply_code(payload);
+                let reason = if code == close::PROTOCOL || code == close::INVALID_DATA {
+                    reason_for(code)
+                } else {
+                    CloseReason::Client
+                };
+                self.close_ws(key, code, reason);
+            }
+            Opcode::Text | Opcode::Binary => {
+                if conn.frag.is_some() {
+                    self.close_ws(key, close::PROTOCOL, CloseReason::Protocol);
+                } else if fin {
+                    self.on_message(key, opcode, payload);
+                } else {
+                    conn.frag = Some(Box::new(Fragment {
+                        opcode,
+                        data: payload.to_vec(),
+                    }));
+                }
+            }
+            Opcode::Continue => {
+                let Some(frag) = conn.frag.as_mut() else {
+                    self.close_ws(key, close::PROTOCOL, CloseReason::Protocol);
+                    return;
+                };
+                if frag.data.len() + payload.len() > max_message {
+                    self.close_ws(key, close::TOO_BIG, CloseReason::TooBig);
+                    return;
+                }
+                frag.data.extend_from_slice(payload);
+                if fin {
+                    if let Some(frag) = conn.frag.take() {
+                        self.on_message(key, frag.opcode, &frag.data);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_message(&mut self, key: usize, opcode: Opcode, payload: &[u8]) {
+        if opcode == Opcode::Text && std::str::from_utf8(payload).is_err() {
+            self.close_ws(key, close::INVALID_DATA, CloseReason::InvalidData);
+            return;
+        }
+        match parse_client(payload).filter(|_| opcode == Opcode::Text) {
+            Some(msg) => self.on_command(key, msg),
+            None => self.reply(key, &Push::system(cmd::FAIL, "消息格式错误")),
+        }
+    }
+
+    fn on_command(&mut self, key: usize, msg: ClientMsg) {
+        let id = self.id;
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        let me = conn.conn_ref(id, key);
+        let uid = match &conn.state {
+            State::WsPending if msg.cmd == cmd::SIGN_IN => {
+                self.sign_in(key, &msg.body, msg.ack);
+                return;
+            }
+            State::WsPending => {
+                self.reply(key, &Push::system(cmd::FAIL, "你还未认证"));
+                return;
+            }
+            State::WsReady(session) => session.uid,
+            _ => return,
+        };
+        match msg.cmd {
+            cmd::PING => self.reply(key, &Push::system(cmd::PONG, "")),
+            cmd::SEND => match chat::from_socket(&self.shared, me, uid, msg) {
+                Ok(sub) => self.submit(key, sub),
+                Err(refusal) => self.send(key, Chunk::Shared(refusal), true),
+            },
+            cmd::DELIVERED => match msg.body.trim().parse::<u64>() {
+                Ok(upto) => self.acknowledged(key, upto),
+                Err(_) => self.reply(key, &Push::system(cmd::FAIL, "消息格式错误")),
+            },
+            cmd::SIGN_IN => {
+                let same = self.shared.tokens.verify(&msg.body).map(|c| c.id) == Ok(uid);
+                let push = if same {
+                    Push::system(cmd::SIGNED_IN, "认证成功")
+                } else {
+                    Push::system(cmd::FAIL, "认证失败")
+                };
+                self.reply(key, &push);
+            }
+            _ => self.reply(key, &Push::system(cmd::FAIL, "不支持的指令")),
+        }
+    }
+
+    /// Cmd 3: a valid token signs the connection in; `acks` when the client
+    /// declared that it acknowledges with Cmd 22. Its pending messages
+    /// follow Cmd 4.
+    fn sign_in(&mut self, key: usize, token: &str, acks: bool) {
+        let claims = match self.shared.tokens.verify(token) {
+            Ok(c) => c,
+            Err(_) => {
+                self.reply(key, &Push::system(cmd::FAIL, "认证失败"));
+                return;
+            }
+        };
+        let id = self.id;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.state = State::WsReady(Session {
+            uid: claims.id,
+            ledger: Ledger::new(acks),
+            deferred: None,
+            pinged: false,
+        });
+        conn.since = self.now;
+        let me = conn.conn_ref(id, key);
+        self.stats().authenticated.fetch_add(1, Relaxed);
+        // Registered before the client hears Cmd 4, so a failed write
+        // (which drops the connection) also unregisters it.
+        if let Some(old) = self.shared.delivery.registry.add(claims.id, me) {
+            self.shared.delivery.close(old, close::REPLACED);
+        }
+        self.reply(key, &Push::system(cmd::SIGNED_IN, "认证成功"));
+        if self.live(me).is_some() {
+            self.start_catch_up(key, None);
+        }
+    }
+
+    /// Hands a Cmd 20 to the committer. Backpressure: when its queue is
+    /// full the connection stops being read until the message fits.
+    fn submit(&mut self, key: usize, sub: Submission) {
+        if let Err(sub) = self.shared.committer.try_submit(sub) {
+            self.stats().sends_deferred.fetch_add(1, Relaxed);
+            let id = self.id;
+            if let Some(conn) = self.conns.get_mut(key) {
+                let me = conn.conn_ref(id, key);
+                if let Some(session) = conn.session() {
+                    session.deferred = Some(Box::new(sub));
+                    self.paused.push(me);
+                }
+            }
+        }
+    }
+
+    /// Retries the sends of connections paused on a full queue; a connection
+    /// whose send is queued carries on with its buffered input.
+    pub(super) fn resume_paused(&mut self) {
+        for conn in std::mem::take(&mut self.paused) {
+            if self.shared.committer.is_full() {
+                // Still no room: keep the rest waiting, as they are.
+                self.paused.push(conn);
+                continue;
+            }
+            let Some(key) = self.live(conn) else {
+                continue;
+            };
+            let Some(session) = self.conns[key].session() else {
+                continue;
+            };
+            let Some(sub) = session.deferred.take() else {
+                continue;
+            };
+            if let Err(sub) = self.shared.committer.try_submit(*sub) {
+                if let Some(session) = self.conns[key].session() {
+                    session.deferred = Some(Box::new(sub));
+                }
+                self.paused.push(conn);
+                continue;
+            }
+            self.resume_input(key);
+        }
+    }
+
+    /// Sends a close frame and starts closing.
+    pub(super) fn close_ws(&mut self, key: usize, code: u16, reason: CloseReason) {
+        self.stats().closed(reason);
+        let text = match reason {
+            CloseReason::AuthTimeout => "auth timeout",
+            CloseReason::Idle => "idle timeout",
+            CloseReason::Drain => "node draining",
+            CloseReason::Replaced => "replaced by a newer connection",
+            _ => "",
+        };
+        self.send(key, Chunk::Owned(ws::close_frame(code, text)), true);
+        self.enter_closing(key);
+    }
+
+    /// Leaves the session, stops reading input and shuts the write side
+    /// once everything queued is out.
+    pub(super) fn enter_closing(&mut self, key: usize) {
+        self.leave_session(key);
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.state = State::Closing;
+        conn.since = self.now;
+        conn.inbuf = Vec::new();
+        conn.frag = None;
+        if conn.out.is_empty() {
+            let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+        }
+    }
+}
