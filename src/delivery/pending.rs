@@ -172,7 +172,10 @@ fn check_one(node: &Shared, c: &Confirmed) -> Result<(Checked, u64), StoreError>
     if top <= cursor {
         return Ok((checked, cursor));
     }
-    let pending = node.store.feed(c.uid, cursor, CHECK_LIMIT, Feed::Pending)?;
+    // Every pending message up to `top` is either confirmed or the first
+    // gap: no more than one row beyond the confirmed ids is needed.
+    let limit = (c.ids.len() as u32).saturating_add(1).min(CHECK_LIMIT);
+    let pending = node.store.feed(c.uid, cursor, limit, Feed::Pending)?;
     checked.upto = top;
     for m in pending.iter().take_while(|m| m.id <= top) {
         if c.ids.binary_search(&m.id).is_err() {
@@ -182,7 +185,7 @@ fn check_one(node: &Shared, c: &Confirmed) -> Result<(Checked, u64), StoreError>
             break;
         }
     }
-    if checked.gap.is_none() && pending.len() == CHECK_LIMIT as usize {
+    if checked.gap.is_none() && pending.len() == limit as usize {
         if let Some(last) = pending.last().filter(|m| m.id < top) {
             checked.upto = last.id;
             checked.again = true;

@@ -124,3 +124,18 @@ impl Conn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every connection, idle or not, costs its slab entry: keep it small.
+    #[test]
+    fn a_connection_stays_small() {
+        assert!(
+            std::mem::size_of::<Conn>() <= 288,
+            "{}",
+            std::mem::size_of::<Conn>()
+        );
+    }
+}
