@@ -1078,12 +1078,13 @@ impl Child {
         let now = unix_ns();
         self.soak_due = soak.tick(now);
         let churn = std::mem::take(&mut soak.churn);
+        let away_us = soak.plan().away_ms * 1000;
         // Acknowledgements before the close frames they precede.
         self.soak_flush();
-        let now_us = self.mono_us();
+        let due_us = self.mono_us() + away_us;
         for (i, kind) in churn {
             self.close_now(i, kind);
-            self.reconnects.push(Reverse((now_us, i)));
+            self.reconnects.push(Reverse((due_us, i)));
         }
         let Some(soak) = self.soak.as_ref() else {
             return;

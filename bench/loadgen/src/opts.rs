@@ -61,6 +61,7 @@ every stored message is accounted for per recipient):
                          half with a close frame, half abruptly (RST or FIN) (default 1)
   --duration SECS        traffic and churn, warm-up included (default 600)
   --warmup SECS          left out of the RSS comparison (default 60)
+  --away-ms MS           a closed connection reconnects after MS (default 0: at once)
   --drain-wait SECS      bound of the final reconnect of every user and its catch-up (default 60)
   --ack-ms MS            acknowledge (Cmd 22) receipts at most MS later (default 50)
   --ack-every N          ... or once N are unacknowledged (default 100)
@@ -158,6 +159,8 @@ pub struct Opts {
     pub warmup_s: f64,
     /// soak: bound of the final reconnect and catch-up.
     pub drain_s: f64,
+    /// soak: how long a closed connection stays away.
+    pub away_ms: u64,
     /// soak: acknowledgement batching.
     pub ack_ms: u64,
     pub ack_every: u32,
@@ -265,6 +268,7 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
         duration_s: 600.0,
         warmup_s: 60.0,
         drain_s: 60.0,
+        away_ms: 0,
         ack_ms: 50,
         ack_every: 100,
         rss_every_s: 5.0,
@@ -318,6 +322,7 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
             "--duration" if soak => o.duration_s = secs(flag, v)?,
             "--warmup" if soak => o.warmup_s = secs(flag, v)?,
             "--drain-wait" if soak => o.drain_s = secs(flag, v)?,
+            "--away-ms" if soak => o.away_ms = num(flag, v)?,
             "--ack-ms" if soak => o.ack_ms = num(flag, v)?,
             "--ack-every" if soak => o.ack_every = num(flag, v)?,
             "--rss-every" if soak => o.rss_every_s = secs(flag, v)?,
@@ -447,6 +452,9 @@ fn validate(o: &mut Opts, slow_pct_given: bool) -> Result<(), String> {
         }
         if o.drain_s < 1.0 || o.drain_s > 600.0 {
             return Err("--drain-wait: 1..=600 s".into());
+        }
+        if o.away_ms > 600_000 {
+            return Err("--away-ms: at most 600000".into());
         }
         if o.ack_ms == 0 || o.ack_ms > 10_000 {
             return Err("--ack-ms: 1..=10000".into());

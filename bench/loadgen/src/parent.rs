@@ -258,6 +258,7 @@ fn plans(o: &Opts, deadline_ms: u64, nonce: &str) -> Vec<Plan> {
                     drain_ms: (o.drain_s * 1000.0) as u64,
                     quiet_ms: SOAK_QUIET_MS,
                     reconnect_tries: SOAK_RECONNECT_TRIES,
+                    away_ms: o.away_ms,
                 });
             }
             p

@@ -311,8 +311,10 @@ pub struct SoakSummary {
     /// traffic phase; resends not counted).
     pub rate: f64,
     pub rate_sent: Option<f64>,
-    /// Percent of the connections closed per second.
+    /// Percent of the connections closed per second, and how long each
+    /// stays away before it reconnects.
     pub churn_pct: f64,
+    pub away_ms: u64,
     pub duration_s: f64,
     /// How long the traffic and churn actually ran.
     pub traffic_s: Option<f64>,
@@ -397,6 +399,7 @@ impl SoakSummary {
             rate: o.msg_rate,
             rate_sent: traffic_s.filter(|t| *t > 0.0).map(|t| fresh as f64 / t),
             churn_pct: o.churn_pct,
+            away_ms: o.away_ms,
             duration_s: o.duration_s,
             traffic_s,
             warmup_s: o.warmup_s,
@@ -446,11 +449,16 @@ impl SoakSummary {
         let _ = writeln!(t);
         let _ = writeln!(
             t,
-            "{:<28} {} connections, {} msg/s, {} % closed per second, {} s ({} s warm-up), {} B",
+            "{:<28} {} connections, {} msg/s, {} % closed per second{}, {} s ({} s warm-up), {} B",
             "soak",
             self.conns,
             self.rate,
             self.churn_pct,
+            if self.away_ms > 0 {
+                format!(" (away {} ms)", self.away_ms)
+            } else {
+                String::new()
+            },
             self.duration_s,
             self.warmup_s,
             self.body_bytes

@@ -65,6 +65,10 @@ pub struct SoakPlan {
     pub quiet_ms: u64,
     /// Attempts of one reconnect before its user is given up.
     pub reconnect_tries: u32,
+    /// How long a connection closed by the churn stays away before it
+    /// reconnects (0: at once).
+    #[serde(default)]
+    pub away_ms: u64,
 }
 
 /// How a connection is closed.
@@ -699,6 +703,7 @@ mod tests {
             drain_ms: 1000,
             quiet_ms: 100,
             reconnect_tries: 3,
+            away_ms: 0,
         }
     }
 
