@@ -236,8 +236,9 @@ def soak_tables(res, servers):
                 rows.append((f"{name} · {label[5:]}", with_other(soak_row(run), run)))
     if not rows:
         return
+    away = f" (away {p['soak_away_ms']} ms)" if p.get("soak_away_ms") else ""
     print(f"\n### soak: {p.get('soak_conns', 0):,} connections, {p.get('soak_rate')} msg/s, "
-          f"{p.get('soak_churn')} % closed per second, {p.get('soak_duration')} s "
+          f"{p.get('soak_churn')} % closed per second{away}, {p.get('soak_duration')} s "
           f"({p.get('soak_warmup')} s warm-up), {p.get('chat_body_bytes')} B\n")
     cols = [("stored", "sent"), ("received", "got"), ("lost", "lost"), ("dup", "dup"),
             ("by catch-up", "catchup"), ("live p50 / p99 / max ms", "lat"),
