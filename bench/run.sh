@@ -13,7 +13,7 @@
 #   PEERS="weim tokio-ws tokio-ws-4k node-ws go-hub"   servers to measure
 #   CONNS=10000        connections per scenario (at most 19000: a process may
 #                      hold 20,000 open files here)
-#   SCENARIOS="idle broadcast slow"   (also: chat group, weim only)
+#   SCENARIOS="idle broadcast slow"   (also: chat group soak, weim only)
 #   ROUNDS=20          broadcast rounds        BODY_BYTES=100   their body size
 #   SLOW_PCT=1         slow readers, percent (the slow scenario runs twice:
 #                      without slow readers, then with them)
@@ -29,7 +29,16 @@
 #                      connection, unacknowledged messages per connection
 #   MEMBERS=5000 GROUP_ROUNDS=200 INTERVAL_MS=10   group: members online,
 #                      messages, one every INTERVAL_MS
-#   CHAT_BODY_BYTES=100   body size of chat and group messages
+#   CHAT_BODY_BYTES=100   body size of chat, group and soak messages
+#   soak (weim only, once per store; TIMEOUT does not apply, the run is
+#   bounded by SOAK_DURATION + SOAK_DRAIN + 120 s):
+#   SOAK_CONNS=19000   connections (pairs of friends, an even number)
+#   SOAK_RATE=500      messages per second   SOAK_CHURN=1   percent of the
+#                      connections closed and reconnected per second
+#   SOAK_DURATION=600  SOAK_WARMUP=60   seconds of traffic and churn, and the
+#                      warm-up left out of the RSS comparison
+#   SOAK_DRAIN=60      bound of the final reconnect and catch-up, seconds
+#   SOAK_AWAY_MS=0     how long a closed connection stays away (0: at once)
 #   TIMEOUT=150        bound of each load generator run, seconds
 #   QUIET=80 QUIET_WAIT=300   before each run, wait up to QUIET_WAIT s for
 #                      a second in which the CPUs are at least QUIET % idle
@@ -48,7 +57,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
     --pin) PIN=1 ;;
     -h | --help)
-        sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,47p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *) die "unknown argument: $1 (see --help)" ;;
@@ -79,6 +88,13 @@ MEMBERS=${MEMBERS:-5000}
 GROUP_ROUNDS=${GROUP_ROUNDS:-200}
 INTERVAL_MS=${INTERVAL_MS:-10}
 CHAT_BODY_BYTES=${CHAT_BODY_BYTES:-100}
+SOAK_CONNS=${SOAK_CONNS:-19000}
+SOAK_RATE=${SOAK_RATE:-500}
+SOAK_CHURN=${SOAK_CHURN:-1}
+SOAK_DURATION=${SOAK_DURATION:-600}
+SOAK_WARMUP=${SOAK_WARMUP:-60}
+SOAK_DRAIN=${SOAK_DRAIN:-60}
+SOAK_AWAY_MS=${SOAK_AWAY_MS:-0}
 
 num() { [[ "$2" =~ ^[0-9]+$ ]] || die "$1 must be a number"; }
 num CONNS "$CONNS"
@@ -89,9 +105,15 @@ num SLOW_BODY_BYTES "$SLOW_BODY_BYTES"
 num TIMEOUT "$TIMEOUT"
 num QUIET "$QUIET"
 num QUIET_WAIT "$QUIET_WAIT"
-for v in PAIRS MESSAGES WINDOW MEMBERS GROUP_ROUNDS INTERVAL_MS CHAT_BODY_BYTES MARIADB_PORT; do
+for v in PAIRS MESSAGES WINDOW MEMBERS GROUP_ROUNDS INTERVAL_MS CHAT_BODY_BYTES MARIADB_PORT \
+    SOAK_CONNS SOAK_RATE SOAK_DURATION SOAK_WARMUP SOAK_DRAIN SOAK_AWAY_MS; do
     num "$v" "${!v}"
 done
+[[ "$SOAK_CHURN" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "SOAK_CHURN must be a number (percent per second)"
+[ "$SOAK_CONNS" -ge 2 ] && [ "$SOAK_CONNS" -le 19000 ] && [ $((SOAK_CONNS % 2)) = 0 ] ||
+    die "SOAK_CONNS must be an even number in 2..19000"
+[ "$SOAK_WARMUP" -lt "$SOAK_DURATION" ] || die "SOAK_WARMUP must be shorter than SOAK_DURATION"
+SOAK_TIMEOUT=$((SOAK_DURATION + SOAK_DRAIN + 120))
 [ "$PAIRS" -ge 1 ] && [ $((2 * PAIRS)) -le 19000 ] || die "PAIRS must be 1..9500 (2 connections each)"
 [ "$MEMBERS" -ge 2 ] && [ "$MEMBERS" -le 19000 ] || die "MEMBERS must be 2..19000"
 [ "$MESSAGES" -ge 1 ] && [ "$GROUP_ROUNDS" -ge 1 ] && [ "$WINDOW" -ge 1 ] ||
@@ -109,7 +131,7 @@ CHAT_SCENARIOS=
 for s in $SCENARIOS; do
     case "$s" in
     idle | broadcast | slow) PEER_SCENARIOS+="$s " ;;
-    chat | group) CHAT_SCENARIOS+="$s " ;;
+    chat | group | soak) CHAT_SCENARIOS+="$s " ;;
     *) die "unknown scenario: $s" ;;
     esac
 done
@@ -118,8 +140,8 @@ for p in $PEERS; do
 done
 if [ -z "$PEER_SCENARIOS" ] && [ "$PEERS" != weim ]; then
     # The peers speak only sign-in and sendToAll: no chat to measure.
-    [[ " $PEERS " == *" weim "* ]] || die "chat and group run against weim only: PEERS must include weim"
-    echo "== chat and group run against weim only; not building the peers"
+    [[ " $PEERS " == *" weim "* ]] || die "chat, group and soak run against weim only: PEERS must include weim"
+    echo "== chat, group and soak run against weim only; not building the peers"
     PEERS=weim
 fi
 if [ "$PIN" = 1 ]; then
@@ -326,16 +348,17 @@ start_server() {
     fi
 }
 
-# setup_chat SCENARIO STORE: the friendships (chat: users 1+2k and 2+2k,
-# both directions) or the group (id 1, owner user 1, members 1..MEMBERS)
-# straight into the running node's store, which created its schema on start.
-# weim reads them from the store on every send; the users' own rows are not
-# needed (tokens are minted).
+# setup_chat SCENARIO STORE: the friendships (chat: users 1+2k and 2+2k for
+# k < PAIRS, soak: for k < SOAK_CONNS / 2, both directions) or the group
+# (id 1, owner user 1, members 1..MEMBERS) straight into the running node's
+# store, which created its schema on start. weim reads them from the store
+# on every send; the users' own rows are not needed (tokens are minted).
 setup_chat() {
-    local scenario=$1 store=$2 now
+    local scenario=$1 store=$2 now pairs=$PAIRS
+    [ "$scenario" = soak ] && pairs=$((SOAK_CONNS / 2)) scenario=chat
     now=$(($(date +%s) * 1000))
     if [ "$store" = sqlite ]; then
-        python3 - "$DATA/weim.db" "$scenario" "$PAIRS" "$MEMBERS" "$now" <<'PY'
+        python3 - "$DATA/weim.db" "$scenario" "$pairs" "$MEMBERS" "$now" <<'PY'
 import sqlite3, sys
 path, scenario, pairs, members, now = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 db = sqlite3.connect(path, timeout=30)  # WAL: the node keeps running
@@ -357,7 +380,7 @@ PY
         # One statement of plain VALUES rows per table (10,000 friendship
         # rows are about 300 KB, far below max_allowed_packet).
         if [ "$scenario" = chat ]; then
-            awk -v p="$PAIRS" -v now="$now" 'BEGIN {
+            awk -v p="$pairs" -v now="$now" 'BEGIN {
                 printf "INSERT INTO friends (user_id, friend_id, created_at) VALUES "
                 for (k = 0; k < p; k++)
                     printf "%s(%d,%d,%d),(%d,%d,%d)", (k ? "," : ""), 1 + 2 * k, 2 + 2 * k, now, 2 + 2 * k, 1 + 2 * k, now
@@ -422,8 +445,12 @@ else
 fi
 echo "== scenarios: $SCENARIOS; servers: ${RUN_SERVERS[*]}"
 [ -n "$PEER_SCENARIOS" ] && echo "== $CONNS connections for $PEER_SCENARIOS"
-[ -n "$CHAT_SCENARIOS" ] && echo "== chat: $PAIRS pairs × $MESSAGES messages, window $WINDOW;" \
+[[ "$CHAT_SCENARIOS" == *chat* || "$CHAT_SCENARIOS" == *group* ]] &&
+    echo "== chat: $PAIRS pairs × $MESSAGES messages, window $WINDOW;" \
     "group: $MEMBERS members, $GROUP_ROUNDS messages every $INTERVAL_MS ms; stores: ${RUN_STORES[*]:-none}"
+[[ " $SCENARIOS " == *" soak "* ]] && echo "== soak: $SOAK_CONNS connections, $SOAK_RATE msg/s," \
+    "$SOAK_CHURN % closed per second (away ${SOAK_AWAY_MS} ms), ${SOAK_DURATION} s" \
+    "(${SOAK_WARMUP} s warm-up); stores: ${RUN_STORES[*]:-none}"
 
 # Each run uses fresh source addresses, so that an earlier run's TIME_WAIT
 # sockets never collide with its ports.
@@ -437,7 +464,7 @@ for server in "${RUN_SERVERS[@]}"; do
     for s in $SCENARIOS; do
         case "$s" in
         slow) labels="slow-base slow" ;;
-        chat | group)
+        chat | group | soak)
             # The peers have no chat.
             [[ "$server" == weim* ]] || continue
             labels=
@@ -449,6 +476,7 @@ for server in "${RUN_SERVERS[@]}"; do
             store=sqlite
             case "$label" in
             chat-*) store=${label#chat-} conns=$((2 * PAIRS)) ;;
+            soak-*) store=${label#soak-} conns=$SOAK_CONNS ;;
             group-*) store=${label#group-} conns=$MEMBERS ;;
             *) conns=$CONNS ;;
             esac
@@ -461,7 +489,7 @@ for server in "${RUN_SERVERS[@]}"; do
                 continue
             fi
             case "$label" in
-            chat-* | group-*)
+            chat-* | group-* | soak-*)
                 if ! setup_chat "${label%%-*}" "$store" >"$TMP/$server.$label.setup" 2>&1; then
                     echo "== $server: $label: inserting the friendships or the group failed:"
                     tail -n 5 "$TMP/$server.$label.setup"
@@ -473,8 +501,10 @@ for server in "${RUN_SERVERS[@]}"; do
             esac
             [ $((SRC + src_step)) -le 250 ] || SRC=2
             out=$TMP/runs/$server.$label.json
+            run_timeout=$TIMEOUT
+            [[ "$label" == soak-* ]] && run_timeout=$SOAK_TIMEOUT
             args=(--target "$LISTEN" --secret-file "$TMP/jwt_secret.bench"
-                --pid "$SERVER_PID" --timeout "$TIMEOUT" --src-first "$SRC" --json "$out")
+                --pid "$SERVER_PID" --timeout "$run_timeout" --src-first "$SRC" --json "$out")
             case "$label" in
             idle) args=(idle "${args[@]}" --conns "$CONNS") ;;
             broadcast) args=(broadcast "${args[@]}" --conns "$CONNS" --admin-token bench
@@ -489,6 +519,10 @@ for server in "${RUN_SERVERS[@]}"; do
                 --window "$WINDOW" --body-bytes "$CHAT_BODY_BYTES" --settle 1) ;;
             group-*) args=(group "${args[@]}" --members "$MEMBERS" --rounds "$GROUP_ROUNDS"
                 --interval-ms "$INTERVAL_MS" --body-bytes "$CHAT_BODY_BYTES" --settle 1) ;;
+            soak-*) args=(soak "${args[@]}" --conns "$SOAK_CONNS" --rate "$SOAK_RATE"
+                --churn "$SOAK_CHURN" --duration "$SOAK_DURATION" --warmup "$SOAK_WARMUP"
+                --drain-wait "$SOAK_DRAIN" --away-ms "$SOAK_AWAY_MS" --body-bytes "$CHAT_BODY_BYTES"
+                --settle 1) ;;
             esac
             load=("$LOAD")
             [ "$pinned" = 1 ] && load=(taskset -c 1 "$LOAD")
@@ -498,11 +532,12 @@ for server in "${RUN_SERVERS[@]}"; do
             busy0=$(busy_ticks)
             srv0=$(proc_ticks "$SERVER_PID")
             store_pid=
-            [ "$store" = mariadb ] && [[ "$label" == chat-* || "$label" == group-* ]] && store_pid=$MARIADB_PID
+            [ "$store" = mariadb ] && [[ "$label" == chat-* || "$label" == group-* || "$label" == soak-* ]] &&
+                store_pid=$MARIADB_PID
             st0=0
             [ -n "$store_pid" ] && st0=$(proc_ticks "$store_pid")
             # A hard bound on top of weim-load's own --timeout.
-            timeout -k 5 $((TIMEOUT + 60)) "${load[@]}" "${args[@]}" >"$TMP/$server.$label.out" 2>&1 &
+            timeout -k 5 $((run_timeout + 60)) "${load[@]}" "${args[@]}" >"$TMP/$server.$label.out" 2>&1 &
             LOAD_PID=$!
             wait "$LOAD_PID" || rc=$?
             LOAD_PID=
@@ -513,7 +548,7 @@ for server in "${RUN_SERVERS[@]}"; do
             secs() { awk -v t="$1" -v hz="$HZ" 'BEGIN {printf "%.2f", t / hz}'; }
             printf '{"machine_busy_s": %s, "server_cpu_s": %s, "store_cpu_s": %s}\n' \
                 "$(secs "$busy")" "$(secs "$srv")" "$([ -n "$store_pid" ] && secs "$st" || echo null)" >"$out.cpu"
-            grep -E 'signed in|failed|per second|RSS|fan-out completion|receiver latency|messages|slow readers|closed|deliveries|latency|completion|behind|Cmd 2|stopped' \
+            grep -E 'signed in|failed|per second|RSS|fan-out completion|receiver latency|messages|slow readers|closed|deliveries|latency|completion|behind|Cmd 2|stopped|soak|receipts|catch-up|delay|sends|reconnect|lost' \
                 "$TMP/$server.$label.out" | sed 's/^/   /' || true
             [ "$rc" = 0 ] || { echo "   weim-load exited with $rc:"; tail -n 5 "$TMP/$server.$label.out"; }
             kill -0 "$SERVER_PID" 2>/dev/null || {
@@ -558,8 +593,12 @@ describe() {
         "$SLOW_ROUNDS" "$SLOW_BODY_BYTES" "$TIMEOUT"
     printf '"stores": "%s", "pairs": %s, "messages": %s, "window": %s, "members": %s, ' \
         "${RUN_STORES[*]:-}" "$PAIRS" "$MESSAGES" "$WINDOW" "$MEMBERS"
-    printf '"group_rounds": %s, "interval_ms": %s, "chat_body_bytes": %s},\n' \
+    printf '"group_rounds": %s, "interval_ms": %s, "chat_body_bytes": %s, ' \
         "$GROUP_ROUNDS" "$INTERVAL_MS" "$CHAT_BODY_BYTES"
+    printf '"soak_conns": %s, "soak_rate": %s, "soak_churn": %s, "soak_duration": %s, ' \
+        "$SOAK_CONNS" "$SOAK_RATE" "$SOAK_CHURN" "$SOAK_DURATION"
+    printf '"soak_warmup": %s, "soak_drain": %s, "soak_away_ms": %s},\n' \
+        "$SOAK_WARMUP" "$SOAK_DRAIN" "$SOAK_AWAY_MS"
     printf '"skipped": {'
     sep=
     for p in "${!SKIP[@]}"; do

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Prints the tables of a bench/run.sh result file (Markdown), one per
-scenario, every server a row, plus the ratio weim : best peer; chat and
-group (weim only) one row per server and store.
+scenario, every server a row, plus the ratio weim : best peer; chat, group
+and soak (weim only) one row per server and store.
 
 usage: python3 bench/tables.py bench/results/<date>.json
 """
@@ -202,6 +202,55 @@ def chat_tables(res, servers):
             print(f"| {name} | " + " | ".join(vals[c[1]][1] for c in cols) + " |")
 
 
+def soak_row(run):
+    r = run["report"]
+    s = r.get("soak") or {}
+    rss = s.get("rss") or {}
+    q = s.get("latency_ms") or {}
+    lost, off = s.get("lost"), s.get("lost_offline")
+    within = rss.get("within_band")
+    warm, end, top = (rss.get(k) for k in ("after_warmup_kib", "end_kib", "max_kib"))
+    mib = lambda v: fmt(v / MIB) if v is not None else "–"
+    return {
+        "sent": (s.get("sent"), fmt(s.get("sent"))),
+        "got": (s.get("received"), fmt(s.get("received"))),
+        "lost": (lost, fmt(lost) + (f" ({fmt(off)} offline)" if off else "")),
+        "dup": (s.get("duplicates"), fmt(s.get("duplicates"))),
+        "catchup": (s.get("by_catchup"), fmt(s.get("by_catchup"))),
+        "lat": (q.get("p99"), f"{fmt(q.get('p50'))} / {fmt(q.get('p99'))} / {fmt(q.get('max'))}"),
+        "reconn": (s.get("reconnected"), f"{fmt(s.get('reconnected'))} of {fmt(s.get('reconnects'))}"),
+        "rss": (end, f"{mib(warm)} → {mib(end)} ({mib(top)})"),
+        "band": (within, "yes" if within else ("no" if within is not None else "–")),
+        "cpu": (s.get("node_cpu_s"), fmt(s.get("node_cpu_s"), 2)),
+        "scpu": ((run.get("cpu") or {}).get("store_cpu_s"), fmt((run.get("cpu") or {}).get("store_cpu_s"), 2)),
+        "lcpu": (get(r, "loadgen", "cpu_total_s"), fmt(get(r, "loadgen", "cpu_total_s"), 2)),
+    }
+
+
+def soak_tables(res, servers):
+    p = res["params"]
+    rows = []
+    for name, runs in servers:
+        for label, run in sorted(runs.items()):
+            if label.startswith("soak-"):
+                rows.append((f"{name} · {label[5:]}", with_other(soak_row(run), run)))
+    if not rows:
+        return
+    away = f" (away {p['soak_away_ms']} ms)" if p.get("soak_away_ms") else ""
+    print(f"\n### soak: {p.get('soak_conns', 0):,} connections, {p.get('soak_rate')} msg/s, "
+          f"{p.get('soak_churn')} % closed per second{away}, {p.get('soak_duration')} s "
+          f"({p.get('soak_warmup')} s warm-up), {p.get('chat_body_bytes')} B\n")
+    cols = [("stored", "sent"), ("received", "got"), ("lost", "lost"), ("dup", "dup"),
+            ("by catch-up", "catchup"), ("live p50 / p99 / max ms", "lat"),
+            ("reconnects", "reconn"), ("RSS MiB warm → end (max)", "rss"),
+            ("RSS within ±10 %", "band"), ("server CPU s", "cpu"), ("MariaDB CPU s", "scpu"),
+            ("client CPU s", "lcpu"), ("other CPU s", "other")]
+    print("| server · store | " + " | ".join(c[0] for c in cols) + " |")
+    print("| --- | " + " | ".join("---:" for _ in cols) + " |")
+    for name, vals in rows:
+        print(f"| {name} | " + " | ".join(vals[c[1]][1] for c in cols) + " |")
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -268,6 +317,7 @@ def main():
                       ("other CPU s", "other", None),
                   ], rows, ratio_row)
     chat_tables(res, servers)
+    soak_tables(res, servers)
 
 
 if __name__ == "__main__":

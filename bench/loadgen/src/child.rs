@@ -4,9 +4,12 @@
 //! broadcast frame; slow readers stop reading after sign-in and are drained
 //! at the end to see whether the gateway closed them. In the chat scenarios
 //! the connections send messages over the socket after `go` (see
-//! [`crate::chat`]).
+//! [`crate::chat`]); in the soak scenario they also are closed and
+//! reconnected until `stop`, then reconnected once more (see
+//! [`crate::soak`]).
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, BufRead, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -23,6 +26,7 @@ use crate::chat::Chat;
 use crate::host::{err_name, own_cpu_s, raise_nofile, unix_ns};
 use crate::opts::source_addr;
 use crate::proto::{bump, is_slow, ChildMsg, ChildReport, Plan, RoundStat};
+use crate::soak::{CloseKind, Soak};
 use crate::token::Minter;
 use crate::ws;
 
@@ -32,6 +36,11 @@ const SCRATCH: usize = 64 * 1024;
 /// ends the drain early.
 const DRAIN_MAX: Duration = Duration::from_secs(2);
 const DRAIN_QUIET: Duration = Duration::from_millis(300);
+/// Soak: how long a connection closed with a close frame is read for the
+/// node's close before it is dropped, and the pause before a failed
+/// reconnect is tried again.
+const CLOSING_MAX_US: u64 = 2_000_000;
+const RETRY_US: u64 = 1_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -45,6 +54,8 @@ enum State {
     Slow,
     /// A slow reader read at the end of the run.
     Draining,
+    /// Soak: a close frame was sent; read until the node closes.
+    Closing,
     Failed,
     Closed,
 }
@@ -60,7 +71,7 @@ impl State {
     fn reads(self) -> bool {
         matches!(
             self,
-            State::Upgrading | State::SigningIn | State::Reader | State::Draining
+            State::Upgrading | State::SigningIn | State::Reader | State::Draining | State::Closing
         )
     }
 
@@ -82,6 +93,15 @@ impl State {
 struct Conn {
     sock: Option<TcpStream>,
     state: State,
+    /// Soak: the connection (user) this socket belongs to: itself, or for a
+    /// socket being closed in a spare slot, the connection it was.
+    owner: usize,
+    /// Soak: a reconnect, not counted in the sign-in numbers.
+    again: bool,
+    /// Soak: failed attempts of this reconnect.
+    tries: u32,
+    /// Unix ns when the connect began.
+    epoch_ns: u64,
     slow: bool,
     last_round: u32,
     /// Monotonic µs since the child started, when the connect began.
@@ -146,7 +166,22 @@ struct ServerFrame {
 enum Command {
     Round(u32),
     Go,
+    Stop,
     Finish,
+}
+
+/// Where the soak scenario is in a child.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// Before `go`, and while sending and closing.
+    Run,
+    /// After `stop`: waiting for the answers to messages in flight.
+    Settle { since: u64 },
+    /// Every user reconnects once more and catches up (`stop`: when the
+    /// settling began).
+    Final { since: u64, stop: u64 },
+    /// Told the parent.
+    Done,
 }
 
 struct Child {
@@ -162,7 +197,10 @@ struct Child {
     t0: Instant,
     next: usize,
     in_flight: usize,
-    queue: VecDeque<usize>,
+    /// Connects in flight by start (index, start µs), for their timeout.
+    queue: VecDeque<(usize, u64)>,
+    /// Main connections; slots from here on hold soak sockets being closed.
+    n_main: usize,
     rng: u64,
     report: ChildReport,
     pending_rounds: Vec<u32>,
@@ -174,6 +212,21 @@ struct Child {
     /// The chat scenarios' sending and counting.
     chat: Option<Chat>,
     done_sent: bool,
+    /// The soak scenario's traffic and accounting.
+    soak: Option<Soak>,
+    phase: Phase,
+    /// Soak: free slots for sockets being closed, and those in use by
+    /// (slot, start µs), oldest first.
+    free_slots: Vec<usize>,
+    closing: VecDeque<(usize, u64)>,
+    /// Soak: reconnects by due time (µs since start).
+    reconnects: BinaryHeap<Reverse<(u64, usize)>>,
+    /// Soak, final round: connections still to close and reconnect, and
+    /// which users have signed in again since it began.
+    final_queue: VecDeque<usize>,
+    final_ok: Vec<bool>,
+    /// Soak: unix ns when something is due next.
+    soak_due: Option<u64>,
 }
 
 /// Entry point of `weim-load --child`; returns the exit code.
@@ -213,6 +266,7 @@ pub fn main() -> i32 {
                 Some(("round", n)) => n.parse().ok().map(Command::Round),
                 _ if line.trim() == "finish" => Some(Command::Finish),
                 _ if line.trim() == "go" => Some(Command::Go),
+                _ if line.trim() == "stop" => Some(Command::Stop),
                 _ => None,
             };
             if let Some(cmd) = cmd {
@@ -279,6 +333,10 @@ impl Child {
         conns.resize_with(n, || Conn {
             sock: None,
             state: State::NotStarted,
+            owner: 0,
+            again: false,
+            tries: 0,
+            epoch_ns: 0,
             slow: false,
             last_round: 0,
             start_us: 0,
@@ -286,6 +344,9 @@ impl Child {
             inbuf: Vec::new(),
             frag: None,
         });
+        for (i, c) in conns.iter_mut().enumerate() {
+            c.owner = i;
+        }
         let host = plan.target.to_string();
         let report = ChildReport {
             child: plan.child,
@@ -304,6 +365,7 @@ impl Child {
             next: 0,
             in_flight: 0,
             queue: VecDeque::new(),
+            n_main: n,
             rng: 0x9E37_79B9_7F4A_7C15 ^ (plan.from + 1).wrapping_mul(0x2545_F491_4F6C_DD1D),
             report,
             pending_rounds: Vec::new(),
@@ -317,6 +379,17 @@ impl Child {
                 .clone()
                 .map(|cp| Chat::new(cp, plan.from, plan.to, plan.first_user)),
             done_sent: false,
+            soak: plan
+                .soak
+                .clone()
+                .map(|sp| Soak::new(sp, plan.from, plan.to, plan.first_user)),
+            phase: Phase::Run,
+            free_slots: Vec::new(),
+            closing: VecDeque::new(),
+            reconnects: BinaryHeap::new(),
+            final_queue: VecDeque::new(),
+            final_ok: Vec::new(),
+            soak_due: None,
             plan,
         })
     }
@@ -357,13 +430,17 @@ impl Child {
         let mut next_hb = hb;
         loop {
             self.start_more(deadline);
-            let mut timeout = if self.next < self.conns.len() {
+            self.soak_step();
+            let mut timeout = if self.next < self.n_main {
                 Duration::from_millis(if self.plan.rate > 0.0 { 1 } else { 5 })
             } else {
                 Duration::from_millis(50)
             };
-            if let Some(due) = self.chat_tick() {
+            if let Some(due) = self.chat_tick().or(self.soak_due) {
                 timeout = timeout.min(Duration::from_nanos(due.saturating_sub(unix_ns())));
+            }
+            if self.phase != Phase::Run || !self.reconnects.is_empty() || !self.closing.is_empty() {
+                timeout = timeout.min(Duration::from_millis(10));
             }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -374,6 +451,7 @@ impl Child {
                 if ev.token() != WAKER {
                     self.on_event(ev.token().0, ev);
                     self.chat_flush();
+                    self.soak_flush();
                 }
             }
             let mut finish = !self.stdout_ok;
@@ -389,6 +467,18 @@ impl Child {
                             chat.go(unix_ns());
                         }
                         self.chat_flush();
+                        if let Some(soak) = self.soak.as_mut() {
+                            soak.go(unix_ns());
+                        }
+                    }
+                    Ok(Command::Stop) => {
+                        if let Some(soak) = self.soak.as_mut() {
+                            let now = unix_ns();
+                            soak.stop(now);
+                            if self.phase == Phase::Run {
+                                self.phase = Phase::Settle { since: now };
+                            }
+                        }
                     }
                     Ok(Command::Finish) | Err(TryRecvError::Disconnected) => finish = true,
                     Err(TryRecvError::Empty) => break,
@@ -398,6 +488,7 @@ impl Child {
                 }
             }
             self.expire();
+            self.expire_closing();
             self.check_ready();
             self.check_rounds();
             self.check_chat();
@@ -426,13 +517,40 @@ impl Child {
         } else {
             usize::MAX
         };
-        while self.next < self.conns.len()
-            && self.in_flight < self.plan.window
-            && self.next < allowed
-        {
+        while self.next < self.n_main && self.in_flight < self.plan.window && self.next < allowed {
             let i = self.next;
             self.next += 1;
             self.start(i);
+        }
+        if self.soak.is_none() {
+            return;
+        }
+        // Soak: the final round's closes, then the reconnects that are due.
+        while self.in_flight < self.plan.window {
+            let Some(i) = self.final_queue.pop_front() else {
+                break;
+            };
+            if self.conns[i].state == State::Reader && !self.final_ok[i] {
+                if let Some(soak) = self.soak.as_mut() {
+                    soak.closed(i, true);
+                }
+                self.soak_flush();
+                self.close_now(i, CloseKind::Frame);
+                self.start(i);
+            }
+        }
+        let now_us = self.mono_us();
+        while self.in_flight < self.plan.window {
+            match self.reconnects.peek() {
+                Some(Reverse((due, _))) if *due <= now_us => {}
+                _ => break,
+            }
+            let Some(Reverse((_, i))) = self.reconnects.pop() else {
+                break;
+            };
+            if self.conns[i].again && self.conns[i].state == State::NotStarted {
+                self.start(i);
+            }
         }
     }
 
@@ -440,26 +558,25 @@ impl Child {
         let g = self.plan.from + i as u64;
         let slow = is_slow(self.plan.slow_pct, g);
         let src = source_addr(self.plan.src_first, self.plan.per_src, g);
-        self.report.attempted += 1;
-        if self.report.first_connect_ns == 0 {
-            self.report.first_connect_ns = unix_ns();
+        if self.conns[i].again {
+            if let Some(soak) = self.soak.as_mut() {
+                soak.stat.reconnects += 1;
+            }
+        } else {
+            self.report.attempted += 1;
+            if self.report.first_connect_ns == 0 {
+                self.report.first_connect_ns = unix_ns();
+            }
         }
         let now_us = self.mono_us();
         let rcvbuf = slow.then_some(self.plan.slow_rcvbuf);
         let c = &mut self.conns[i];
         c.slow = slow;
         c.start_us = now_us;
+        c.epoch_ns = unix_ns();
         let sock = match open_socket(src, self.plan.target, rcvbuf) {
             Ok(s) => s,
-            Err((stage, e)) => {
-                c.state = State::Failed;
-                bump(
-                    &mut self.report.failures,
-                    &format!("{stage}: {}", err_name(&e)),
-                    1,
-                );
-                return;
-            }
+            Err((stage, e)) => return self.fail(i, format!("{stage}: {}", err_name(&e))),
         };
         let mut stream = TcpStream::from_std(sock.into());
         if let Err(e) = self.poll.registry().register(
@@ -467,18 +584,12 @@ impl Child {
             Token(i),
             Interest::READABLE | Interest::WRITABLE,
         ) {
-            c.state = State::Failed;
-            bump(
-                &mut self.report.failures,
-                &format!("register: {}", err_name(&e)),
-                1,
-            );
-            return;
+            return self.fail(i, format!("register: {}", err_name(&e)));
         }
         c.sock = Some(stream);
         c.state = State::Connecting;
         self.in_flight += 1;
-        self.queue.push_back(i);
+        self.queue.push_back((i, now_us));
     }
 
     fn on_event(&mut self, i: usize, ev: &mio::event::Event) {
@@ -492,7 +603,11 @@ impl Child {
                     self.check_connected(i, hard);
                 }
             }
-            State::Upgrading | State::SigningIn | State::Reader | State::Draining => {
+            State::Upgrading
+            | State::SigningIn
+            | State::Reader
+            | State::Draining
+            | State::Closing => {
                 if ev.is_writable() {
                     self.flush(i);
                 }
@@ -529,7 +644,9 @@ impl Child {
         }
         match s.peer_addr() {
             Ok(_) => {
-                self.report.connected += 1;
+                if !self.conns[i].again {
+                    self.report.connected += 1;
+                }
                 self.conns[i].state = State::Upgrading;
                 let req = std::mem::take(&mut self.request);
                 self.send(i, &req);
@@ -647,7 +764,9 @@ impl Child {
                     ws::Upgrade::Partial => self.conns[i].inbuf = buf,
                     ws::Upgrade::Failed(reason) => self.fail(i, reason),
                     ws::Upgrade::Done(n) => {
-                        self.report.upgraded += 1;
+                        if !self.conns[i].again {
+                            self.report.upgraded += 1;
+                        }
                         self.conns[i].state = State::SigningIn;
                         self.sign_in(i);
                         if self.conns[i].state.reads() && buf.len() > n {
@@ -656,7 +775,9 @@ impl Child {
                     }
                 }
             }
-            State::SigningIn | State::Reader | State::Draining => self.frames_from(i, data, now),
+            State::SigningIn | State::Reader | State::Draining | State::Closing => {
+                self.frames_from(i, data, now)
+            }
             _ => {}
         }
     }
@@ -672,7 +793,13 @@ impl Child {
             let user = self.plan.first_user + self.plan.from + i as u64;
             let frame = match minter.mint(user, now) {
                 Ok(token) => {
-                    let payload = format!(r#"{{"Cmd":3,"Body":"{token}"}}"#);
+                    let payload = if self.soak.is_some() {
+                        // Acknowledgements (Cmd 22) from the start; a node
+                        // that does not know `Ack` ignores it.
+                        format!(r#"{{"Cmd":3,"Body":"{token}","Ack":true}}"#)
+                    } else {
+                        format!(r#"{{"Cmd":3,"Body":"{token}"}}"#)
+                    };
                     let mut frame = Vec::with_capacity(payload.len() + 8);
                     let mask = self.mask();
                     ws::encode_client_frame(&mut frame, ws::OP_TEXT, payload.as_bytes(), mask);
@@ -688,7 +815,12 @@ impl Child {
     }
 
     fn sign_in(&mut self, i: usize) {
-        let frame = std::mem::take(&mut self.signin[i]);
+        // Soak connections sign in again after every reconnect.
+        let frame = if self.soak.is_some() {
+            self.signin[i].clone()
+        } else {
+            std::mem::take(&mut self.signin[i])
+        };
         if frame.is_empty() {
             let e = self.token_error.clone().unwrap_or_default();
             return self.fail(i, format!("token: {e}"));
@@ -781,7 +913,7 @@ impl Child {
                 self.lost(i, reason);
             }
             ws::OP_PING => {
-                if self.conns[i].state != State::Draining {
+                if !matches!(self.conns[i].state, State::Draining | State::Closing) {
                     let mut frame = Vec::with_capacity(payload.len() + 6);
                     let mask = self.mask();
                     ws::encode_client_frame(&mut frame, ws::OP_PONG, payload, mask);
@@ -799,6 +931,9 @@ impl Child {
     fn on_message(&mut self, i: usize, payload: &[u8], now: u64) {
         if self.chat.is_some() && self.conns[i].state == State::Reader {
             return self.on_chat_frame(i, payload, now);
+        }
+        if self.soak.is_some() && matches!(self.conns[i].state, State::Reader | State::Closing) {
+            return self.on_soak_frame(i, payload, now);
         }
         if payload.len() >= QUICK_MIN {
             if let Some((cmd, body)) = quick_frame(payload) {
@@ -889,6 +1024,222 @@ impl Child {
         }
     }
 
+    /// A frame on a soak connection, signed in or being closed (its owner
+    /// is the user it belongs to).
+    fn on_soak_frame(&mut self, i: usize, payload: &[u8], now: u64) {
+        let m: ServerFrame = match serde_json::from_slice(payload) {
+            Ok(m) => m,
+            Err(_) => {
+                return bump(
+                    &mut self.report.errors,
+                    "frame: not a server JSON object",
+                    1,
+                )
+            }
+        };
+        let c = &self.conns[i];
+        let (owner, live, epoch) = (c.owner, c.state == State::Reader, c.epoch_ns);
+        let Some(soak) = self.soak.as_mut() else {
+            return;
+        };
+        match m.cmd {
+            21 => soak.on_ack(owner, &m.body, m.id, now),
+            2 => soak.on_fail(owner, &m.body, live, now),
+            6 => soak.on_message(owner, live, epoch, m.from_id, m.id, &m.body, now),
+            c => bump(&mut self.report.other_cmds, &c.to_string(), 1),
+        }
+    }
+
+    /// Writes the frames the soak engine queued (messages, resends,
+    /// acknowledgements), each on its user's current connection.
+    fn soak_flush(&mut self) {
+        let Some(soak) = self.soak.as_mut() else {
+            return;
+        };
+        if soak.outbox.is_empty() {
+            return;
+        }
+        let out = std::mem::take(&mut soak.outbox);
+        let mut frame = Vec::new();
+        for (i, text) in &out {
+            frame.clear();
+            let mask = self.mask();
+            ws::encode_client_frame(&mut frame, ws::OP_TEXT, text.as_bytes(), mask);
+            self.send(*i, &frame);
+        }
+    }
+
+    /// Soak: sends, acknowledges and closes what is due, and moves through
+    /// the phases after `stop`.
+    fn soak_step(&mut self) {
+        let Some(soak) = self.soak.as_mut() else {
+            return;
+        };
+        let now = unix_ns();
+        self.soak_due = soak.tick(now);
+        let churn = std::mem::take(&mut soak.churn);
+        let away_us = soak.plan().away_ms * 1000;
+        // Acknowledgements before the close frames they precede.
+        self.soak_flush();
+        let due_us = self.mono_us() + away_us;
+        for (i, kind) in churn {
+            self.close_now(i, kind);
+            self.reconnects.push(Reverse((due_us, i)));
+        }
+        let Some(soak) = self.soak.as_ref() else {
+            return;
+        };
+        let plan = soak.plan().clone();
+        match self.phase {
+            Phase::Settle { since } => {
+                let waited = now.saturating_sub(since) >= plan.settle_ms * 1_000_000;
+                if soak.waiting() == 0 || waited {
+                    // Every user once more: close (after acknowledging) and
+                    // reconnect the signed-in ones, at most the connect
+                    // window at a time; the others are reconnecting already.
+                    self.final_ok = vec![false; self.n_main];
+                    self.final_queue = (0..self.n_main)
+                        .filter(|&i| self.conns[i].state == State::Reader)
+                        .collect();
+                    self.phase = Phase::Final {
+                        since: now,
+                        stop: since,
+                    };
+                }
+            }
+            Phase::Final { since, stop } => {
+                let all_back = self.final_queue.is_empty()
+                    && (0..self.n_main).all(|i| {
+                        self.final_ok[i]
+                            || matches!(self.conns[i].state, State::Failed | State::Closed)
+                    });
+                let quiet = now.saturating_sub(soak.last_event_ns) >= plan.quiet_ms * 1_000_000;
+                let bound = now.saturating_sub(since) >= plan.drain_ms * 1_000_000;
+                let over = all_back && (soak.complete() || quiet);
+                if over || bound {
+                    let final_users = self.final_ok.iter().filter(|x| **x).count() as u64;
+                    if let Some(soak) = self.soak.as_mut() {
+                        soak.stat.drain_s = now.saturating_sub(stop) as f64 / 1e9;
+                        soak.stat.drain_timed_out = !over;
+                        soak.stat.final_reconnected = final_users;
+                    }
+                    self.phase = Phase::Done;
+                    self.done_sent = true;
+                    self.emit(&ChildMsg::Done);
+                }
+            }
+            Phase::Run | Phase::Done => {}
+        }
+    }
+
+    /// Soak: closes connection `i` now (its bookkeeping is done) and leaves
+    /// it ready to reconnect. With a close frame the socket moves to a spare
+    /// slot and is read until the node closes it (at most 2 s).
+    fn close_now(&mut self, i: usize, kind: CloseKind) {
+        let now_us = self.mono_us();
+        let c = &mut self.conns[i];
+        if c.state != State::Reader {
+            return;
+        }
+        let Some(mut sock) = c.sock.take() else {
+            return;
+        };
+        let out = std::mem::take(&mut c.out);
+        let inbuf = std::mem::take(&mut c.inbuf);
+        let frag = c.frag.take();
+        let epoch_ns = c.epoch_ns;
+        c.state = State::NotStarted;
+        c.again = true;
+        c.tries = 0;
+        match kind {
+            CloseKind::Rst => {
+                let zero = libc::linger {
+                    l_onoff: 1,
+                    l_linger: 0,
+                };
+                // SAFETY: valid fd and a pointer to a local linger struct.
+                unsafe {
+                    libc::setsockopt(
+                        sock.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_LINGER,
+                        &zero as *const libc::linger as *const libc::c_void,
+                        std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                    );
+                }
+                drop(sock);
+            }
+            CloseKind::Fin => drop(sock),
+            CloseKind::Frame => {
+                let slot = match self.free_slots.pop() {
+                    Some(s) => s,
+                    None => {
+                        self.conns.push(Conn {
+                            sock: None,
+                            state: State::Closed,
+                            owner: i,
+                            again: false,
+                            tries: 0,
+                            epoch_ns: 0,
+                            slow: false,
+                            last_round: 0,
+                            start_us: 0,
+                            out: Vec::new(),
+                            inbuf: Vec::new(),
+                            frag: None,
+                        });
+                        self.conns.len() - 1
+                    }
+                };
+                if let Err(e) = self.poll.registry().reregister(
+                    &mut sock,
+                    Token(slot),
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
+                    if let Some(soak) = self.soak.as_mut() {
+                        bump(
+                            &mut soak.stat.closing_ends,
+                            &format!("register: {}", err_name(&e)),
+                            1,
+                        );
+                    }
+                    self.free_slots.push(slot);
+                    return;
+                }
+                let s = &mut self.conns[slot];
+                s.sock = Some(sock);
+                s.state = State::Closing;
+                s.owner = i;
+                s.epoch_ns = epoch_ns;
+                s.start_us = now_us;
+                s.out = out;
+                s.inbuf = inbuf;
+                s.frag = frag;
+                self.closing.push_back((slot, now_us));
+                let mut frame = Vec::with_capacity(8);
+                let mask = self.mask();
+                ws::encode_client_frame(&mut frame, ws::OP_CLOSE, &1000u16.to_be_bytes(), mask);
+                self.send(slot, &frame);
+            }
+        }
+    }
+
+    /// Soak: sockets being closed that the node has not closed within 2 s.
+    fn expire_closing(&mut self) {
+        let now_us = self.mono_us();
+        while let Some(&(slot, start)) = self.closing.front() {
+            let c = &self.conns[slot];
+            if c.state != State::Closing || c.start_us != start {
+                self.closing.pop_front();
+            } else if now_us.saturating_sub(start) >= CLOSING_MAX_US {
+                self.closing.pop_front();
+                self.lost(slot, "no close from the node within 2 s".into());
+            } else {
+                break;
+            }
+        }
+    }
+
     /// Chat: tells the parent once everything is sent and received.
     fn check_chat(&mut self) {
         if self.done_sent {
@@ -904,6 +1255,27 @@ impl Child {
 
     fn signed_in(&mut self, i: usize, now: u64) {
         let latency = self.mono_us().saturating_sub(self.conns[i].start_us);
+        if self.conns[i].again {
+            // Soak: a reconnect.
+            self.in_flight -= 1;
+            let c = &mut self.conns[i];
+            c.state = State::Reader;
+            c.tries = 0;
+            let epoch = c.epoch_ns;
+            if let Some(ok) = self.final_ok.get_mut(i) {
+                *ok = true;
+            }
+            let churn = self.phase == Phase::Run;
+            if let Some(soak) = self.soak.as_mut() {
+                soak.stat.reconnected += 1;
+                if churn {
+                    soak.stat.reconnect_us.record(latency);
+                }
+                soak.signed_in(i, epoch, now);
+            }
+            self.soak_flush();
+            return;
+        }
         self.report.signin_us.record(latency);
         self.report.signed_in += 1;
         self.report.last_signin_ns = self.report.last_signin_ns.max(now);
@@ -918,6 +1290,10 @@ impl Child {
             self.live_readers += 1;
             if let Some(chat) = self.chat.as_mut() {
                 chat.signed_in(i);
+            }
+            let epoch = c.epoch_ns;
+            if let Some(soak) = self.soak.as_mut() {
+                soak.signed_in(i, epoch, now);
             }
         }
     }
@@ -963,6 +1339,31 @@ impl Child {
         if c.state.in_flight() {
             self.in_flight -= 1;
         }
+        if c.again {
+            // Soak: a reconnect failed; tried again after a pause, a few
+            // times, and only while the final catch-up is not over.
+            c.state = State::NotStarted;
+            c.sock = None;
+            c.out = Vec::new();
+            c.inbuf = Vec::new();
+            c.frag = None;
+            c.tries += 1;
+            let give_up = c.tries >= self.plan.soak.as_ref().map_or(1, |p| p.reconnect_tries)
+                || self.phase == Phase::Done;
+            if let Some(soak) = self.soak.as_mut() {
+                bump(&mut soak.stat.reconnect_failures, &reason, 1);
+                if give_up {
+                    soak.stat.gave_up += 1;
+                }
+            }
+            if give_up {
+                self.conns[i].state = State::Failed;
+            } else {
+                let due = self.mono_us() + RETRY_US;
+                self.reconnects.push(Reverse((due, i)));
+            }
+            return;
+        }
         c.state = State::Failed;
         c.sock = None;
         c.out = Vec::new();
@@ -976,6 +1377,42 @@ impl Child {
         let state = self.conns[i].state;
         match state {
             s if s.in_flight() => self.fail(i, format!("{}: {reason}", s.stage())),
+            State::Closing => {
+                // Soak: a socket closed with a close frame has ended.
+                let c = &mut self.conns[i];
+                c.state = State::Closed;
+                c.sock = None;
+                c.out = Vec::new();
+                c.inbuf = Vec::new();
+                c.frag = None;
+                self.free_slots.push(i);
+                if let Some(soak) = self.soak.as_mut() {
+                    bump(&mut soak.stat.closing_ends, &reason, 1);
+                }
+            }
+            State::Reader if self.soak.is_some() && self.phase != Phase::Done => {
+                // Soak: the node closed a signed-in connection; it
+                // reconnects like the churned ones.
+                let c = &mut self.conns[i];
+                c.state = State::NotStarted;
+                c.sock = None;
+                c.out = Vec::new();
+                c.inbuf = Vec::new();
+                c.frag = None;
+                c.again = true;
+                c.tries = 0;
+                if let Some(soak) = self.soak.as_mut() {
+                    soak.closed(i, false);
+                    soak.stat.node_closed += 1;
+                }
+                bump(
+                    &mut self.report.close_reasons,
+                    &format!("reader: {reason}"),
+                    1,
+                );
+                let now_us = self.mono_us();
+                self.reconnects.push(Reverse((now_us, i)));
+            }
             State::Reader | State::Slow | State::Draining => {
                 let c = &mut self.conns[i];
                 c.state = State::Closed;
@@ -988,6 +1425,9 @@ impl Child {
                     self.live_readers -= 1;
                     if let Some(chat) = self.chat.as_mut() {
                         chat.closed(i);
+                    }
+                    if let Some(soak) = self.soak.as_mut() {
+                        soak.closed(i, false);
                     }
                     "reader"
                 } else {
@@ -1011,9 +1451,9 @@ impl Child {
     fn expire(&mut self) {
         let now_us = self.mono_us();
         let limit = self.plan.connect_timeout_ms * 1000;
-        while let Some(&i) = self.queue.front() {
+        while let Some(&(i, start)) = self.queue.front() {
             let c = &self.conns[i];
-            if !c.state.in_flight() {
+            if !c.state.in_flight() || c.start_us != start {
                 self.queue.pop_front();
             } else if now_us.saturating_sub(c.start_us) >= limit {
                 self.queue.pop_front();
@@ -1025,7 +1465,7 @@ impl Child {
     }
 
     fn check_ready(&mut self) {
-        if !self.ready_sent && self.next == self.conns.len() && self.in_flight == 0 {
+        if !self.ready_sent && self.next == self.n_main && self.in_flight == 0 {
             self.ready_sent = true;
             self.report.cpu_signin_s = own_cpu_s() - self.cpu_start_s;
             let failed = self.report.failures.values().sum();
@@ -1067,7 +1507,7 @@ impl Child {
     /// Ends the run: gives up on connections still in flight, drains the
     /// slow readers to see which ones the gateway closed, and reports.
     fn finish(&mut self, events: &mut Events) {
-        let not_started = (self.conns.len() - self.next) as u64;
+        let not_started = (self.n_main - self.next) as u64;
         if not_started > 0 {
             bump(
                 &mut self.report.failures,
@@ -1108,6 +1548,11 @@ impl Child {
         }
         self.report.cpu_total_s = own_cpu_s();
         self.report.chat = self.chat.take().map(|c| c.stat);
+        let online: Vec<bool> = self.conns[..self.n_main]
+            .iter()
+            .map(|c| c.state == State::Reader)
+            .collect();
+        self.report.soak = self.soak.take().map(|s| s.finish(|i| online[i]));
         let report = std::mem::take(&mut self.report);
         self.emit(&ChildMsg::Report(Box::new(report)));
     }

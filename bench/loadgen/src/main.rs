@@ -1,6 +1,6 @@
 //! `weim-load`: the load generator of the weim gateway benchmarks.
 //!
-//! `weim-load <idle|broadcast|slow|chat|group> [options]` runs one scenario
+//! `weim-load <idle|broadcast|slow|chat|group|soak> [options]` runs one scenario
 //! against one node on loopback: it re-executes itself as `--child` processes
 //! that hold the connections (at most 19,000 each), paces the broadcast
 //! rounds or starts the chat, prints a table and optionally writes the full
@@ -15,6 +15,7 @@ mod opts;
 mod parent;
 mod proto;
 mod report;
+mod soak;
 mod token;
 mod ws;
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub const USAGE: &str = "\
-usage: weim-load <idle|broadcast|slow|chat|group> [options]
+usage: weim-load <idle|broadcast|slow|chat|group|soak> [options]
 
   --target ADDR          gateway address, loopback only (default 127.0.0.1:8080)
   --path PATH            WebSocket path (default /ws)
@@ -15,7 +15,7 @@ usage: weim-load <idle|broadcast|slow|chat|group> [options]
   --first-user ID        user id of the first connection (default 1)
   --secret S             the node's JWT secret
   --secret-file PATH     ... or read it from a file (e.g. <data_dir>/jwt_secret)
-  --pid PID              the node's pid, for RSS and CPU from /proc
+  --pid PID              the node's pid, for RSS and CPU from /proc (also --node-pid)
   --admin-token T        Admin-Token for POST /ws/sendToAll (broadcast, slow)
   --rounds R             broadcast rounds (default 20)
   --body-bytes B         broadcast body size in bytes (default 100)
@@ -27,7 +27,9 @@ usage: weim-load <idle|broadcast|slow|chat|group> [options]
   --window N             connects in flight over all processes (default 2000);
                          in chat: unacknowledged messages per connection (default 16)
   --connect-window N     connects in flight over all processes, in any scenario
-  --rate N               connects per second over all processes, 0 = no limit (default 0)
+  --rate N               connects per second over all processes, 0 = no limit (default 0;
+                         in soak: messages per second, see below)
+  --connect-rate N       connects per second over all processes, in any scenario
   --connect-timeout SECS connect + upgrade + sign-in, per connection (default 15)
   --per-proc N           connections per process, at most 19000 (default 19000)
   --procs P              processes (default: as few as --per-proc allows)
@@ -51,6 +53,21 @@ group (G members of one group; connection 0, user first_user, is the sender):
 both: --body-bytes B (default 100), --round-wait SECS (a child that counts nothing
 for this long after the start stops waiting; default 10). The friendships and the
 group must exist in the node's store (bench/run.sh inserts them).
+soak (pairs of friends (2k, 2k+1) chatting while connections are closed and reconnected;
+every stored message is accounted for per recipient):
+  --conns N              connections, an even number (default 19000; 5000 per process)
+  --rate N               messages per second over all connections (default 500)
+  --churn PCT            percent of the connections closed and reconnected each second,
+                         half with a close frame, half abruptly (RST or FIN) (default 1)
+  --duration SECS        traffic and churn, warm-up included (default 600)
+  --warmup SECS          left out of the RSS comparison (default 60)
+  --away-ms MS           a closed connection reconnects after MS (default 0: at once)
+  --drain-wait SECS      bound of the final reconnect of every user and its catch-up (default 60)
+  --ack-ms MS            acknowledge (Cmd 22) receipts at most MS later (default 50)
+  --ack-every N          ... or once N are unacknowledged (default 100)
+  --rss-every SECS       sample the node's VmRSS every SECS (default 5)
+  --timeout defaults to duration + drain-wait + 120 s. Sign-in declares
+  acknowledgements (Cmd 3 with Ack true). The friendships must exist.
 ";
 
 /// The scenarios.
@@ -64,6 +81,8 @@ pub enum Scenario {
     Chat,
     /// One sender, one group.
     Group,
+    /// Pairs chatting at a steady rate under connection churn.
+    Soak,
 }
 
 impl Scenario {
@@ -74,6 +93,7 @@ impl Scenario {
             Scenario::Slow => "slow",
             Scenario::Chat => "chat",
             Scenario::Group => "group",
+            Scenario::Soak => "soak",
         }
     }
 
@@ -129,6 +149,23 @@ pub struct Opts {
     /// group: pause between messages.
     pub interval_ms: u64,
     pub group_id: u64,
+    /// soak: messages per second over all connections.
+    pub msg_rate: f64,
+    /// soak: percent of the connections closed per second.
+    pub churn_pct: f64,
+    /// soak: traffic and churn, warm-up included.
+    pub duration_s: f64,
+    /// soak: left out of the RSS comparison.
+    pub warmup_s: f64,
+    /// soak: bound of the final reconnect and catch-up.
+    pub drain_s: f64,
+    /// soak: how long a closed connection stays away.
+    pub away_ms: u64,
+    /// soak: acknowledgement batching.
+    pub ack_ms: u64,
+    pub ack_every: u32,
+    /// soak: the node's RSS sampling interval.
+    pub rss_every_s: f64,
 }
 
 pub const MAX_CONNS: u64 = 500_000;
@@ -145,6 +182,11 @@ pub const MAX_CHAT_BODY: usize = 64 * 1024;
 pub const MAX_MESSAGES: u32 = 100_000;
 pub const MAX_MSG_WINDOW: usize = 1024;
 pub const MAX_TIMEOUT_S: f64 = 3600.0;
+/// Longest soak: sign-in tokens live an hour, minted at the start.
+pub const MAX_SOAK_S: f64 = 3000.0;
+/// Connections per process in soak: room for the sockets being closed and
+/// reconnected next to them below the 20,000 open files of a process.
+pub const SOAK_PER_PROC: u64 = 5000;
 
 fn num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String> {
     v.parse()
@@ -185,6 +227,7 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
         Some("slow") => Scenario::Slow,
         Some("chat") => Scenario::Chat,
         Some("group") => Scenario::Group,
+        Some("soak") => Scenario::Soak,
         Some("-h") | Some("--help") | None => return Err(String::new()),
         Some(other) => return Err(format!("unknown scenario {other:?}")),
     };
@@ -220,7 +263,19 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
         msg_window: 16,
         interval_ms: 10,
         group_id: 1,
+        msg_rate: 500.0,
+        churn_pct: 1.0,
+        duration_s: 600.0,
+        warmup_s: 60.0,
+        drain_s: 60.0,
+        away_ms: 0,
+        ack_ms: 50,
+        ack_every: 100,
+        rss_every_s: 5.0,
     };
+    let soak = scenario == Scenario::Soak;
+    let mut per_proc_given = false;
+    let mut timeout_given = false;
     let mut slow_pct_given = false;
     let mut conns_given = false;
     let mut members = 5000;
@@ -242,7 +297,7 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
             "--first-user" => o.first_user = num(flag, v)?,
             "--secret" => o.secret = v.as_bytes().to_vec(),
             "--secret-file" => o.secret_file = Some(PathBuf::from(v)),
-            "--pid" => o.pid = Some(num(flag, v)?),
+            "--pid" | "--node-pid" => o.pid = Some(num(flag, v)?),
             "--admin-token" => o.admin_token = Some(v.to_string()),
             "--rounds" => o.rounds = num(flag, v)?,
             "--body-bytes" => o.body_bytes = num(flag, v)?,
@@ -261,14 +316,29 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
             "--members" if scenario == Scenario::Group => members = num(flag, v)?,
             "--interval-ms" if scenario == Scenario::Group => o.interval_ms = num(flag, v)?,
             "--group-id" if scenario == Scenario::Group => o.group_id = num(flag, v)?,
-            "--rate" => o.rate = num(flag, v)?,
+            "--rate" if soak => o.msg_rate = num(flag, v)?,
+            "--rate" | "--connect-rate" => o.rate = num(flag, v)?,
+            "--churn" if soak => o.churn_pct = num(flag, v)?,
+            "--duration" if soak => o.duration_s = secs(flag, v)?,
+            "--warmup" if soak => o.warmup_s = secs(flag, v)?,
+            "--drain-wait" if soak => o.drain_s = secs(flag, v)?,
+            "--away-ms" if soak => o.away_ms = num(flag, v)?,
+            "--ack-ms" if soak => o.ack_ms = num(flag, v)?,
+            "--ack-every" if soak => o.ack_every = num(flag, v)?,
+            "--rss-every" if soak => o.rss_every_s = secs(flag, v)?,
             "--connect-timeout" => o.connect_timeout_s = secs(flag, v)?,
-            "--per-proc" => o.per_proc = num(flag, v)?,
+            "--per-proc" => {
+                o.per_proc = num(flag, v)?;
+                per_proc_given = true;
+            }
             "--procs" => o.procs = num(flag, v)?,
             "--per-src" => o.per_src = num(flag, v)?,
             "--src-first" => o.src_first = num(flag, v)?,
             "--heartbeat" => o.heartbeat_s = secs(flag, v)?,
-            "--timeout" => o.timeout_s = secs(flag, v)?,
+            "--timeout" => {
+                o.timeout_s = secs(flag, v)?;
+                timeout_given = true;
+            }
             "--json" => o.json = Some(PathBuf::from(v)),
             _ => return Err(format!("unknown option {flag}")),
         }
@@ -284,6 +354,17 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
         Scenario::Group => {
             o.conns = members;
             o.messages = o.rounds;
+        }
+        Scenario::Soak => {
+            if !conns_given {
+                o.conns = 19_000;
+            }
+            if !per_proc_given {
+                o.per_proc = SOAK_PER_PROC;
+            }
+            if !timeout_given {
+                o.timeout_s = (o.duration_s + o.drain_s + 120.0).min(MAX_TIMEOUT_S);
+            }
         }
         _ => {}
     }
@@ -353,7 +434,44 @@ fn validate(o: &mut Opts, slow_pct_given: bool) -> Result<(), String> {
             return Err(format!("--window: 1..={MAX_MSG_WINDOW}"));
         }
     }
-    if o.scenario.is_chat() && o.body_bytes > MAX_CHAT_BODY {
+    if o.scenario == Scenario::Soak {
+        if o.conns < 2 || o.conns % 2 == 1 {
+            return Err("--conns: an even number, at least 2 (pairs of friends)".into());
+        }
+        if !(0.0..=100_000.0).contains(&o.msg_rate) {
+            return Err("--rate: 0..=100000 messages per second".into());
+        }
+        if !(0.0..=100.0).contains(&o.churn_pct) {
+            return Err("--churn: 0..=100 percent per second".into());
+        }
+        if o.duration_s < 1.0 || o.duration_s > MAX_SOAK_S {
+            return Err(format!("--duration: 1..={MAX_SOAK_S} s"));
+        }
+        if o.warmup_s >= o.duration_s {
+            return Err("--warmup: shorter than --duration".into());
+        }
+        if o.drain_s < 1.0 || o.drain_s > 600.0 {
+            return Err("--drain-wait: 1..=600 s".into());
+        }
+        if o.away_ms > 600_000 {
+            return Err("--away-ms: at most 600000".into());
+        }
+        if o.ack_ms == 0 || o.ack_ms > 10_000 {
+            return Err("--ack-ms: 1..=10000".into());
+        }
+        if o.ack_every == 0 || o.ack_every > 100_000 {
+            return Err("--ack-every: 1..=100000".into());
+        }
+        if o.rss_every_s < 1.0 {
+            return Err("--rss-every: at least 1 s".into());
+        }
+        if o.timeout_s < o.duration_s + 30.0 {
+            return Err(
+                "--timeout: at least --duration + 30 s (sign-in and the final catch-up)".into(),
+            );
+        }
+    }
+    if (o.scenario.is_chat() || o.scenario == Scenario::Soak) && o.body_bytes > MAX_CHAT_BODY {
         return Err(format!(
             "--body-bytes: at most {MAX_CHAT_BODY} in chat and group"
         ));
@@ -385,11 +503,11 @@ fn validate(o: &mut Opts, slow_pct_given: bool) -> Result<(), String> {
     if o.per_src == 0 || o.per_src > MAX_PER_SRC {
         return Err(format!("--per-src: 1..={MAX_PER_SRC}"));
     }
-    if o.scenario == Scenario::Chat && o.per_proc % 2 == 1 {
+    if matches!(o.scenario, Scenario::Chat | Scenario::Soak) && o.per_proc % 2 == 1 {
         // Both sides of a pair live in one process.
         o.per_proc -= 1;
         if o.per_proc == 0 {
-            return Err("--per-proc: at least 2 in chat".into());
+            return Err("--per-proc: at least 2 in chat and soak".into());
         }
     }
     let min_procs = o.conns.div_ceil(o.per_proc) as usize;
@@ -469,6 +587,30 @@ mod tests {
         assert_eq!(o.slow_pct, 1.0);
         assert_eq!(o.heartbeat_s, 0.0);
         assert_eq!(o.per_src, DEFAULT_PER_SRC);
+        let o = parse(&args("soak --secret s --node-pid 7")).unwrap();
+        assert_eq!(
+            (o.conns, o.per_proc, o.procs, o.pid),
+            (19_000, 5000, 4, Some(7))
+        );
+        assert_eq!((o.msg_rate, o.churn_pct, o.rate), (500.0, 1.0, 0.0));
+        assert_eq!(
+            (o.duration_s, o.warmup_s, o.timeout_s),
+            (600.0, 60.0, 780.0)
+        );
+        let o = parse(&args(
+            "soak --secret s --conns 2000 --rate 200 --duration 60 --warmup 20 --connect-rate 500",
+        ))
+        .unwrap();
+        assert_eq!(
+            (o.conns, o.procs, o.msg_rate, o.rate),
+            (2000, 1, 200.0, 500.0)
+        );
+        assert_eq!(o.timeout_s, 240.0);
+        assert!(parse(&args("soak --secret s --conns 2001")).is_err());
+        assert!(parse(&args("soak --secret s --duration 60 --warmup 60")).is_err());
+        assert!(parse(&args("soak --secret s --duration 600 --timeout 300")).is_err());
+        assert!(parse(&args("soak --secret s --churn 101")).is_err());
+        assert!(parse(&args("chat --secret s --churn 1")).is_err());
         assert_eq!(source_addr(2, 25_000, 0), Ipv4Addr::new(127, 0, 0, 2));
         assert_eq!(source_addr(2, 25_000, 25_000), Ipv4Addr::new(127, 0, 0, 3));
     }

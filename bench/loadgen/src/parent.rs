@@ -1,7 +1,7 @@
 //! The parent process: splits the connections over `--child` processes
 //! (re-executions of this binary), paces the broadcast rounds or starts the
-//! chat, samples the node's memory and CPU, and merges the children's
-//! reports into one [`Summary`].
+//! chat or the soak, samples the node's memory and CPU, and merges the
+//! children's reports into one [`Summary`].
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -20,13 +20,23 @@ use crate::opts::Scenario;
 use crate::opts::{source_addr, Opts};
 use crate::proto::{bump, ChildMsg, ChildReport, Plan};
 use crate::report::{
-    ChatSummary, Conns, Loadgen, Node, Quantiles, Round, Rounds, SignIn, Slow, Summary,
+    ChatSummary, Conns, Loadgen, Node, Quantiles, Round, Rounds, SignIn, Slow, SoakRss,
+    SoakSummary, Summary,
 };
+use crate::soak::{SoakPlan, SoakStat};
 
 /// Time the children get to report after `finish` (the slow drain is ≤ 2 s).
 const REPORT_GRACE: Duration = Duration::from_secs(15);
 /// Consecutive failed broadcast requests that end the rounds.
 const MAX_POST_FAILURES: u32 = 3;
+/// Soak, after `stop`: the wait for answers to the messages in flight, the
+/// quiet time that ends the final catch-up, and the attempts of one
+/// reconnect.
+const SOAK_SETTLE_MS: u64 = 10_000;
+const SOAK_QUIET_MS: u64 = 3_000;
+const SOAK_RECONNECT_TRIES: u32 = 5;
+/// RSS within this share of the post-warm-up value.
+const SOAK_RSS_BAND: f64 = 0.10;
 
 enum Msg {
     Line(usize, String),
@@ -192,7 +202,7 @@ fn spawn_kid(k: usize, plan: &Plan, tx: mpsc::Sender<Msg>) -> Result<Kid, String
 fn plans(o: &Opts, deadline_ms: u64, nonce: &str) -> Vec<Plan> {
     let procs = o.procs as u64;
     let mut chunk = o.conns.div_ceil(procs);
-    if o.scenario == Scenario::Chat {
+    if matches!(o.scenario, Scenario::Chat | Scenario::Soak) {
         // Both sides of a pair in one process (per_proc is even).
         chunk += chunk % 2;
     }
@@ -230,8 +240,29 @@ fn plans(o: &Opts, deadline_ms: u64, nonce: &str) -> Vec<Plan> {
             deadline_ms,
             secret: o.secret.clone(),
             chat: chat.clone(),
+            soak: None,
         })
         .filter(|p| p.to > p.from)
+        .map(|mut p| {
+            if o.scenario == Scenario::Soak {
+                // Each child's share of the rate and the churn.
+                let share = (p.to - p.from) as f64 / o.conns as f64;
+                p.soak = Some(SoakPlan {
+                    rate: o.msg_rate * share,
+                    churn_per_s: o.churn_pct / 100.0 * (p.to - p.from) as f64,
+                    body_bytes: o.body_bytes,
+                    nonce: nonce.to_string(),
+                    ack_ms: o.ack_ms,
+                    ack_every: o.ack_every,
+                    settle_ms: SOAK_SETTLE_MS,
+                    drain_ms: (o.drain_s * 1000.0) as u64,
+                    quiet_ms: SOAK_QUIET_MS,
+                    reconnect_tries: SOAK_RECONNECT_TRIES,
+                    away_ms: o.away_ms,
+                });
+            }
+            p
+        })
         .collect()
 }
 
@@ -360,6 +391,52 @@ pub fn run(opts: Opts) -> Summary {
         };
     }
 
+    // Soak: traffic and churn for the duration while the node's RSS is
+    // sampled; then stop, and every child reconnects its users once more
+    // and waits for the catch-up.
+    let mut soak_rss = None;
+    let mut soak_cpu = None;
+    let mut soak_phase_s = None;
+    if opts.scenario == Scenario::Soak && all_ready && readers == 0 {
+        bump(&mut p.errors, "soak skipped: no connection signed in", 1);
+    }
+    if opts.scenario == Scenario::Soak && all_ready && readers > 0 {
+        let start = sample().map(|s| s.cpu_s);
+        for kid in p.kids.iter_mut().filter(|k| k.alive) {
+            kid.send("go");
+        }
+        let go = Instant::now();
+        let end = (go + Duration::from_secs_f64(opts.duration_s)).min(deadline);
+        let every = Duration::from_secs_f64(opts.rss_every_s);
+        let mut samples: Vec<(f64, u64)> = Vec::new();
+        let mut next = go;
+        // Bounded: one sample per interval until the end of the duration.
+        while Instant::now() < end && p.kids.iter().any(|k| k.alive) {
+            if let Some(r) = rss(sample()) {
+                samples.push((go.elapsed().as_secs_f64(), r));
+            }
+            next += every;
+            let until = next.min(end);
+            p.wait(until, |_| false);
+        }
+        if let Some(r) = rss(sample()) {
+            samples.push((go.elapsed().as_secs_f64(), r));
+        }
+        soak_phase_s = Some(go.elapsed().as_secs_f64());
+        soak_cpu = match (start, sample().map(|s| s.cpu_s)) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        };
+        soak_rss = Some(SoakRss::new(pid, opts.warmup_s, SOAK_RSS_BAND, samples));
+        for kid in p.kids.iter_mut().filter(|k| k.alive) {
+            kid.send("stop");
+        }
+        let done = p.wait(deadline, |kids| {
+            kids.iter().filter(|k| k.alive).all(|k| k.done)
+        });
+        timed_out |= !done;
+    }
+
     // Finish: every child drains, reports and exits.
     for kid in p.kids.iter_mut() {
         kid.send("finish");
@@ -414,6 +491,7 @@ pub fn run(opts: Opts) -> Summary {
     let mut slow_closed = 0;
     let mut slow_frames = 0;
     let mut chat = ChatStat::default();
+    let mut soak = SoakStat::default();
     let mut loadgen = Loadgen {
         cpus: host.loadgen_cpus,
         ..Loadgen::default()
@@ -461,6 +539,9 @@ pub fn run(opts: Opts) -> Summary {
         slow_frames += r.slow_frames;
         if let Some(c) = &r.chat {
             chat.merge(c);
+        }
+        if let Some(s) = &r.soak {
+            soak.merge(s);
         }
         loadgen.cpu_signin_s += r.cpu_signin_s;
         loadgen.cpu_total_s += r.cpu_total_s;
@@ -520,6 +601,15 @@ pub fn run(opts: Opts) -> Summary {
         .scenario
         .is_chat()
         .then(|| ChatSummary::new(o, &conns, chat));
+    let soak = (o.scenario == Scenario::Soak).then(|| {
+        SoakSummary::new(
+            o,
+            soak,
+            soak_rss.unwrap_or_default(),
+            soak_cpu,
+            soak_phase_s,
+        )
+    });
 
     let expected = readers;
     let rounds = o.scenario.has_rounds().then(|| {
@@ -599,6 +689,7 @@ pub fn run(opts: Opts) -> Summary {
         rounds,
         slow,
         chat,
+        soak,
         close_reasons,
         errors,
         other_cmds,
@@ -631,5 +722,12 @@ mod tests {
         assert_eq!((c.messages, c.interval_ms, c.group_id), (7, 10, 1));
         assert_eq!(p[1].rounds, 0);
         assert!(plans(&opts("idle --secret s"), 1000, "n")[0].chat.is_none());
+        let o = opts("soak --secret s --conns 10 --procs 3 --rate 100 --churn 10");
+        let p = plans(&o, 1000, "n");
+        let ranges: Vec<(u64, u64)> = p.iter().map(|p| (p.from, p.to)).collect();
+        assert_eq!(ranges, vec![(0, 4), (4, 8), (8, 10)]);
+        let s = p[2].soak.as_ref().unwrap();
+        assert_eq!((s.rate, s.churn_per_s), (20.0, 0.2));
+        assert!(p[0].chat.is_none());
     }
 }

@@ -1,6 +1,6 @@
 //! What the parent and its `--child` processes say to each other: one JSON
 //! line each. The parent writes the [`Plan`] as the child's first stdin line,
-//! then commands (`round N`, `go`, `finish`); the child answers on stdout
+//! then commands (`round N`, `go`, `stop`, `finish`); the child answers on stdout
 //! with [`ChildMsg`] lines.
 
 use std::collections::BTreeMap;
@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chat::{ChatPlan, ChatStat};
 use crate::hist::Hist;
+use crate::soak::{SoakPlan, SoakStat};
 
 /// Everything a child needs; the secret travels here rather than in argv.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +43,9 @@ pub struct Plan {
     /// The chat scenarios: what the connections send after `go`.
     #[serde(default)]
     pub chat: Option<ChatPlan>,
+    /// The soak scenario: traffic and churn after `go`, until `stop`.
+    #[serde(default)]
+    pub soak: Option<SoakPlan>,
 }
 
 /// Whether global connection `i` is a slow reader: spread evenly so that
@@ -68,7 +72,8 @@ pub enum ChildMsg {
     },
     /// Every live reader of the child has received round `round`.
     Round { round: u32 },
-    /// Chat: the child has sent and received everything (or stopped waiting).
+    /// Chat: the child has sent and received everything (or stopped waiting);
+    /// soak: the final reconnect and catch-up are over.
     Done,
     /// The final report, after `finish`.
     Report(Box<ChildReport>),
@@ -125,6 +130,9 @@ pub struct ChildReport {
     /// The chat scenarios' numbers.
     #[serde(default)]
     pub chat: Option<ChatStat>,
+    /// The soak scenario's numbers.
+    #[serde(default)]
+    pub soak: Option<SoakStat>,
 }
 
 /// Adds `n` to `map[key]`.

@@ -10,6 +10,7 @@ use crate::chat::ChatStat;
 use crate::hist::Hist;
 use crate::host::HostFacts;
 use crate::opts::{Opts, Scenario};
+use crate::soak::SoakStat;
 
 /// Quantiles of a latency distribution, milliseconds.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -249,6 +250,370 @@ impl ChatSummary {
     }
 }
 
+/// The node's RSS during the soak, sampled every `--rss-every` seconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SoakRss {
+    pub warmup_s: f64,
+    /// The first sample at or after the warm-up.
+    pub after_warmup_kib: Option<u64>,
+    /// The last sample, when the traffic stopped.
+    pub end_kib: Option<u64>,
+    /// Highest and lowest sample from the warm-up on.
+    pub max_kib: Option<u64>,
+    pub min_kib: Option<u64>,
+    /// (end − after warm-up) / after warm-up, percent.
+    pub growth_pct: Option<f64>,
+    /// The band allowed around the post-warm-up value, percent.
+    pub band_pct: f64,
+    /// Every sample from the warm-up on within the band.
+    pub within_band: Option<bool>,
+    /// (seconds since `go`, VmRSS KiB), every sample.
+    pub samples: Vec<(f64, u64)>,
+}
+
+impl SoakRss {
+    pub fn new(pid: Option<u32>, warmup_s: f64, band: f64, samples: Vec<(f64, u64)>) -> SoakRss {
+        let after: Vec<u64> = samples
+            .iter()
+            .filter(|(t, _)| *t >= warmup_s)
+            .map(|(_, r)| *r)
+            .collect();
+        let warm = after.first().copied();
+        let end = after.last().copied();
+        let max = after.iter().copied().max();
+        let min = after.iter().copied().min();
+        let within = warm.filter(|_| pid.is_some()).map(|w| {
+            let (lo, hi) = (w as f64 * (1.0 - band), w as f64 * (1.0 + band));
+            after.iter().all(|r| (lo..=hi).contains(&(*r as f64)))
+        });
+        SoakRss {
+            warmup_s,
+            after_warmup_kib: warm,
+            end_kib: end,
+            max_kib: max,
+            min_kib: min,
+            growth_pct: match (warm, end) {
+                (Some(w), Some(e)) if w > 0 => Some((e as f64 - w as f64) * 100.0 / w as f64),
+                _ => None,
+            },
+            band_pct: band * 100.0,
+            within_band: within,
+            samples,
+        }
+    }
+}
+
+/// The soak scenario's result.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SoakSummary {
+    pub conns: u64,
+    /// Messages per second asked for, and sent (new messages over the
+    /// traffic phase; resends not counted).
+    pub rate: f64,
+    pub rate_sent: Option<f64>,
+    /// Percent of the connections closed per second, and how long each
+    /// stays away before it reconnects.
+    pub churn_pct: f64,
+    pub away_ms: u64,
+    pub duration_s: f64,
+    /// How long the traffic and churn actually ran.
+    pub traffic_s: Option<f64>,
+    pub warmup_s: f64,
+    pub body_bytes: usize,
+    /// Messages stored (their Cmd 21 named an `Id`): each owed to its recipient.
+    pub sent: u64,
+    /// Of those, received by the recipient on any of its connections.
+    pub received: u64,
+    /// Of those, never received: must be 0.
+    pub lost: u64,
+    /// ... of which to users not signed in at the end.
+    pub lost_offline: u64,
+    /// Some lost messages: (user, id).
+    pub lost_samples: Vec<(u64, u64)>,
+    /// The same `Id` again for the same user.
+    pub duplicates: u64,
+    /// First receipts live (sent while the receiving connection was open)
+    /// and by catch-up (sent before it began to connect).
+    pub live: u64,
+    pub by_catchup: u64,
+    /// First receipts on a connection being closed (after its close frame).
+    pub on_closing: u64,
+    /// Send → receipt of live first receipts.
+    pub latency_ms: Quantiles,
+    /// Send → receipt of the messages that arrived by catch-up.
+    pub catchup_delay_ms: Quantiles,
+    /// Send → Cmd 21.
+    pub ack_ms: Quantiles,
+    /// Cmd 20 frames written, and of them resends after a reconnect.
+    pub send_frames: u64,
+    pub resent: u64,
+    /// At the end, messages still without their Cmd 21 (not in `sent`).
+    pub unconfirmed: u64,
+    /// Ids received that no Cmd 21 named.
+    pub received_unconfirmed: u64,
+    pub refused: u64,
+    pub stray_acks: u64,
+    pub no_id: u64,
+    pub skipped: u64,
+    pub echoes: u64,
+    pub unexpected: u64,
+    /// Cmd 2 answers by text.
+    pub failures: BTreeMap<String, u64>,
+    /// Cmd 22 frames written.
+    pub acks_sent: u64,
+    /// Connections closed by the load generator, by kind; by the node.
+    pub churned: BTreeMap<String, u64>,
+    pub node_closed: u64,
+    pub reconnects: u64,
+    pub reconnected: u64,
+    pub reconnect_failures: BTreeMap<String, u64>,
+    pub gave_up: u64,
+    /// Connect → Cmd 4 of the reconnects during the traffic (not the final round).
+    pub reconnect_ms: Quantiles,
+    /// How connections closed with a close frame ended.
+    pub closing_ends: BTreeMap<String, u64>,
+    /// Users reconnected once more after the traffic stopped; users not
+    /// signed in at the end.
+    pub final_reconnected: u64,
+    pub offline_at_end: u64,
+    /// Stop → end of the final catch-up (slowest process), and whether it
+    /// ended by `--drain-wait` rather than by quiet.
+    pub drain_s: f64,
+    pub drain_timed_out: bool,
+    /// The node's CPU seconds during the traffic phase.
+    pub node_cpu_s: Option<f64>,
+    pub rss: SoakRss,
+}
+
+impl SoakSummary {
+    pub fn new(
+        o: &Opts,
+        s: SoakStat,
+        rss: SoakRss,
+        node_cpu_s: Option<f64>,
+        traffic_s: Option<f64>,
+    ) -> SoakSummary {
+        let fresh = s.send_frames.saturating_sub(s.resent);
+        SoakSummary {
+            conns: o.conns,
+            rate: o.msg_rate,
+            rate_sent: traffic_s.filter(|t| *t > 0.0).map(|t| fresh as f64 / t),
+            churn_pct: o.churn_pct,
+            away_ms: o.away_ms,
+            duration_s: o.duration_s,
+            traffic_s,
+            warmup_s: o.warmup_s,
+            body_bytes: o.body_bytes,
+            sent: s.sent,
+            received: s.received,
+            lost: s.lost,
+            lost_offline: s.lost_offline,
+            lost_samples: s.lost_samples,
+            duplicates: s.duplicates,
+            live: s.live,
+            by_catchup: s.catchup,
+            on_closing: s.on_closing,
+            latency_ms: Quantiles::from_us(&s.live_us),
+            catchup_delay_ms: Quantiles::from_us(&s.catchup_us),
+            ack_ms: Quantiles::from_us(&s.ack_us),
+            send_frames: s.send_frames,
+            resent: s.resent,
+            unconfirmed: s.unconfirmed,
+            received_unconfirmed: s.received_unconfirmed,
+            refused: s.refused,
+            stray_acks: s.stray_acks,
+            no_id: s.no_id,
+            skipped: s.skipped,
+            echoes: s.echoes,
+            unexpected: s.unexpected,
+            failures: s.failures,
+            acks_sent: s.acks_sent,
+            churned: s.churned,
+            node_closed: s.node_closed,
+            reconnects: s.reconnects,
+            reconnected: s.reconnected,
+            reconnect_failures: s.reconnect_failures,
+            gave_up: s.gave_up,
+            reconnect_ms: Quantiles::from_us(&s.reconnect_us),
+            closing_ends: s.closing_ends,
+            final_reconnected: s.final_reconnected,
+            offline_at_end: s.offline_at_end,
+            drain_s: s.drain_s,
+            drain_timed_out: s.drain_timed_out,
+            node_cpu_s,
+            rss,
+        }
+    }
+
+    fn table(&self, t: &mut String) {
+        let _ = writeln!(t);
+        let _ = writeln!(
+            t,
+            "{:<28} {} connections, {} msg/s, {} % closed per second{}, {} s ({} s warm-up), {} B",
+            "soak",
+            self.conns,
+            self.rate,
+            self.churn_pct,
+            if self.away_ms > 0 {
+                format!(" (away {} ms)", self.away_ms)
+            } else {
+                String::new()
+            },
+            self.duration_s,
+            self.warmup_s,
+            self.body_bytes
+        );
+        let _ = writeln!(
+            t,
+            "{:<28} {} stored (Cmd 21 with Id), {} received, {} LOST{}, {} duplicates",
+            "messages",
+            self.sent,
+            self.received,
+            self.lost,
+            if self.lost_offline > 0 {
+                format!(" ({} to users offline at the end)", self.lost_offline)
+            } else {
+                String::new()
+            },
+            self.duplicates
+        );
+        let _ = writeln!(
+            t,
+            "{:<28} {} live, {} by catch-up ({} on connections being closed)",
+            "first receipts", self.live, self.by_catchup, self.on_closing
+        );
+        let _ = writeln!(
+            t,
+            "{:<28} p50 {} / p99 {} / max {}",
+            "live latency (ms)",
+            ms(self.latency_ms.p50),
+            ms(self.latency_ms.p99),
+            ms(self.latency_ms.max)
+        );
+        let _ = writeln!(
+            t,
+            "{:<28} p50 {} / p99 {} / max {}",
+            "catch-up delay (ms)",
+            ms(self.catchup_delay_ms.p50),
+            ms(self.catchup_delay_ms.p99),
+            ms(self.catchup_delay_ms.max)
+        );
+        let _ = writeln!(
+            t,
+            "{:<28} p50 {} / p99 {} / max {}",
+            "ack latency (ms)",
+            ms(self.ack_ms.p50),
+            ms(self.ack_ms.p99),
+            ms(self.ack_ms.max)
+        );
+        let _ = writeln!(
+            t,
+            "{:<28} {} frames ({} resent; {:.0} new per second), {} refused, {} unconfirmed at the end, {} received unconfirmed",
+            "sends",
+            self.send_frames,
+            self.resent,
+            self.rate_sent.unwrap_or(0.0),
+            self.refused,
+            self.unconfirmed,
+            self.received_unconfirmed
+        );
+        let _ = writeln!(
+            t,
+            "{:<28} {}; by the node {}",
+            "closed",
+            if self.churned.is_empty() {
+                "none".to_string()
+            } else {
+                map_line(&self.churned)
+            },
+            self.node_closed
+        );
+        let _ = writeln!(
+            t,
+            "{:<28} {} started, {} signed in, {} failed attempts, {} given up; during the traffic p50 {} / p99 {} ms",
+            "reconnects",
+            self.reconnects,
+            self.reconnected,
+            self.reconnect_failures.values().sum::<u64>(),
+            self.gave_up,
+            ms(self.reconnect_ms.p50),
+            ms(self.reconnect_ms.p99)
+        );
+        let _ = writeln!(
+            t,
+            "{:<28} {} users reconnected, {} offline at the end; over {:.2} s after stop{}",
+            "final catch-up",
+            self.final_reconnected,
+            self.offline_at_end,
+            self.drain_s,
+            if self.drain_timed_out {
+                " (ended by --drain-wait)"
+            } else {
+                ""
+            }
+        );
+        let r = &self.rss;
+        let _ = writeln!(
+            t,
+            "{:<28} after warm-up {} / end {} / max {} ({}; {} within ±{:.0} %)",
+            "node RSS (soak)",
+            kib(r.after_warmup_kib),
+            kib(r.end_kib),
+            kib(r.max_kib),
+            r.growth_pct
+                .map(|g| format!("{g:+.1} %"))
+                .unwrap_or_else(|| "-".into()),
+            match r.within_band {
+                Some(true) => "stayed",
+                Some(false) => "NOT",
+                None => "-",
+            },
+            r.band_pct
+        );
+        let _ = writeln!(t, "{:<28} {}", "acknowledgements sent", self.acks_sent);
+        if !self.failures.is_empty() {
+            let _ = writeln!(t, "{:<28} {}", "Cmd 2 answers", map_line(&self.failures));
+        }
+        if !self.reconnect_failures.is_empty() {
+            let _ = writeln!(
+                t,
+                "{:<28} {}",
+                "reconnect failures",
+                map_line(&self.reconnect_failures)
+            );
+        }
+        if !self.closing_ends.is_empty() {
+            let _ = writeln!(
+                t,
+                "{:<28} {}",
+                "close-frame closes ended",
+                map_line(&self.closing_ends)
+            );
+        }
+        if !self.lost_samples.is_empty() {
+            let list: Vec<String> = self
+                .lost_samples
+                .iter()
+                .map(|(u, id)| format!("{id}→{u}"))
+                .collect();
+            let _ = writeln!(t, "{:<28} {}", "lost (id→user), first", list.join(" "));
+        }
+        let odd = self.stray_acks + self.no_id + self.skipped + self.unexpected;
+        if odd > 0 || self.echoes > 0 {
+            let _ = writeln!(
+                t,
+                "{:<28} {} stray Cmd 21, {} without Id, {} send slots skipped, {} unexpected Cmd 6, {} echoes",
+                "other",
+                self.stray_acks,
+                self.no_id,
+                self.skipped,
+                self.unexpected,
+                self.echoes
+            );
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub tool: &'static str,
@@ -265,6 +630,7 @@ pub struct Summary {
     pub rounds: Option<Rounds>,
     pub slow: Option<Slow>,
     pub chat: Option<ChatSummary>,
+    pub soak: Option<SoakSummary>,
     pub close_reasons: BTreeMap<String, u64>,
     pub errors: BTreeMap<String, u64>,
     pub other_cmds: BTreeMap<String, u64>,
@@ -375,21 +741,19 @@ impl Summary {
                     .map(|x| format!("{x:.0}"))
                     .unwrap_or_else(|| "-".into())
             );
+            let (what, cpu) = if self.chat.is_some() {
+                ("chat", n.cpu_chat_s)
+            } else if let Some(soak) = &self.soak {
+                ("soak", soak.node_cpu_s)
+            } else {
+                ("rounds", n.cpu_rounds_s)
+            };
             let _ = writeln!(
                 t,
-                "{:<28} sign-in {} / {} {}",
+                "{:<28} sign-in {} / {what} {}",
                 "node CPU (s)",
                 ms3(n.cpu_signin_s),
-                if self.chat.is_some() {
-                    "chat"
-                } else {
-                    "rounds"
-                },
-                ms3(if self.chat.is_some() {
-                    n.cpu_chat_s
-                } else {
-                    n.cpu_rounds_s
-                })
+                ms3(cpu)
             );
         }
         let _ = writeln!(
@@ -467,6 +831,9 @@ impl Summary {
         }
         if let Some(c) = &self.chat {
             c.table(&mut t);
+        }
+        if let Some(s) = &self.soak {
+            s.table(&mut t);
         }
         if let Some(s) = &self.slow {
             let _ = writeln!(
