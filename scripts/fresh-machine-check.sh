@@ -48,6 +48,11 @@ toolchain=$(rustc --print sysroot)
 log "copying the Rust toolchain ($(basename "$toolchain")) to /opt/rust"
 cp -a "$toolchain" "$root/opt/rust"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# The host's own CA certificates, for a network that intercepts TLS.
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+  chroot "$root" update-ca-certificates >/dev/null 2>&1
+fi
 git clone -q "$repo" "$root/src/weim"
 mount -t proc proc "$root/proc"
 mount --bind /dev "$root/dev"
