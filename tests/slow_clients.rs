@@ -483,25 +483,25 @@ const FILE_SIZE: usize = 20 << 20;
 /// The node's RSS may not grow by this much while serving the file.
 const MAX_RSS_GROWTH: u64 = 8 << 20;
 
-/// `FILE_SIZE` incompressible bytes (xorshift64).
-fn file_bytes() -> Vec<u8> {
+/// `size` incompressible bytes (xorshift64).
+fn file_bytes(size: usize) -> Vec<u8> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut out = Vec::with_capacity(FILE_SIZE);
-    while out.len() < FILE_SIZE {
+    let mut out = Vec::with_capacity(size);
+    while out.len() < size {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         out.extend_from_slice(&x.to_le_bytes());
     }
-    out.truncate(FILE_SIZE);
+    out.truncate(size);
     out
 }
 
 /// Uploads the file (type 6) through a node on `data_dir`, then stops it:
 /// the file's URL and bytes. The node that serves it starts afresh, so the
 /// upload's buffers are not in its memory.
-fn stored_file(data_dir: &std::path::Path) -> (String, Vec<u8>) {
-    let data = file_bytes();
+fn stored_file(data_dir: &std::path::Path, size: usize) -> (String, Vec<u8>) {
+    let data = file_bytes(size);
     let node = Node::builder()
         .data_dir(data_dir)
         .env("WEIM_LIMITS_MAX_UPLOAD", "21MiB")
@@ -567,7 +567,13 @@ impl Getter {
 
     #[track_caller]
     fn send(&mut self, method: &str, path: &str, range: Option<u64>) {
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: weim.test\r\n");
+        self.send_with(method, path, range, "");
+    }
+
+    /// A request with `extra` header lines (each ending in CRLF).
+    #[track_caller]
+    fn send_with(&mut self, method: &str, path: &str, range: Option<u64>, extra: &str) {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: weim.test\r\n{extra}");
         if let Some(from) = range {
             req.push_str(&format!("Range: bytes={from}-\r\n"));
         }
@@ -667,26 +673,27 @@ fn watched_download(
     get.send("GET", url, None);
     let head = get.head();
     assert_eq!(head.status, 200, "{head:?}");
-    assert_eq!(head.content_length(), FILE_SIZE as u64, "{head:?}");
+    let size = data.len() as u64;
+    assert_eq!(head.content_length(), size, "{head:?}");
     let mut hash = Sha256::new();
-    let got = get.body(FILE_SIZE as u64, u64::MAX, rate, 16 * 1024, &mut hash);
+    let got = get.body(size, u64::MAX, rate, 16 * 1024, &mut hash);
     let took = start.elapsed();
     let peak = node.peak_rss_bytes();
-    assert_eq!(got, FILE_SIZE as u64);
+    assert_eq!(got, size);
     assert!(
         hash.finalize().to_vec() == sha256(data),
         "the downloaded bytes differ from the uploaded ones"
     );
     let growth = peak.saturating_sub(before);
     eprintln!(
-        "{FILE_SIZE} bytes in {took:?} ({:.1} MB/s); RSS {} KiB before, +{} KiB at most",
-        FILE_SIZE as f64 / took.as_secs_f64() / 1e6,
+        "{size} bytes in {took:?} ({:.1} MB/s); RSS {} KiB before, +{} KiB at most",
+        size as f64 / took.as_secs_f64() / 1e6,
         before >> 10,
         growth >> 10
     );
     assert!(
         growth < MAX_RSS_GROWTH,
-        "the node's RSS grew by {growth} bytes while serving a {FILE_SIZE}-byte file"
+        "the node's RSS grew by {growth} bytes while serving a {size}-byte file"
     );
     (took, growth)
 }
@@ -708,7 +715,7 @@ fn resumed_download(connect: impl Fn() -> TcpStream, url: &str, data: &[u8], cut
     let mut get = Getter::new(connect());
     get.send("GET", url, Some(cut));
     let head = get.head();
-    let total = FILE_SIZE as u64;
+    let total = data.len() as u64;
     assert_eq!(head.status, 206, "{head:?}");
     assert_eq!(
         head.header("Content-Range"),
@@ -758,7 +765,7 @@ fn head_has_no_body(stream: TcpStream, url: &str, data: &[u8]) {
         .unwrap();
     let head = get.head();
     assert_eq!(head.status, 200, "{head:?}");
-    assert_eq!(head.content_length(), FILE_SIZE as u64, "{head:?}");
+    assert_eq!(head.content_length(), data.len() as u64, "{head:?}");
     assert_eq!(
         head.header("Content-Type"),
         Some("application/octet-stream")
@@ -770,7 +777,7 @@ fn head_has_no_body(stream: TcpStream, url: &str, data: &[u8]) {
     );
     assert_eq!(
         next.header("Content-Range"),
-        Some(format!("bytes 0-15/{FILE_SIZE}").as_str())
+        Some(format!("bytes 0-15/{}", data.len()).as_str())
     );
     let mut hash = Sha256::new();
     assert_eq!(get.body(next.content_length(), 16, 0, 16, &mut hash), 16);
@@ -785,7 +792,7 @@ fn head_has_no_body(stream: TcpStream, url: &str, data: &[u8]) {
 #[test]
 fn a_slow_reader_downloads_a_large_file_whole_and_resumes_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (url, data) = stored_file(dir.path());
+    let (url, data) = stored_file(dir.path(), FILE_SIZE);
     let node = Node::builder()
         .data_dir(dir.path())
         .env("WEIM_LIMITS_HTTP_TIMEOUT", "2s")
@@ -813,13 +820,14 @@ const NODE_IP: &str = "10.231.0.1";
 const CLIENT_IP: &str = "10.231.0.2";
 
 impl Netns {
-    /// Both namespaces with the link between them, the node's side shaped
-    /// to 16 Mbit/s; `Err` with the reason when that is not possible here.
-    fn create() -> Result<Netns, String> {
+    /// Both namespaces (named after this process and `tag`) with the link
+    /// between them, the node's side shaped to `rate` (`tc` syntax); `Err`
+    /// with the reason when that is not possible here.
+    fn create(tag: &str, rate: &str) -> Result<Netns, String> {
         let id = std::process::id();
         let net = Netns {
-            node_ns: format!("weim-n{id}"),
-            client_ns: format!("weim-c{id}"),
+            node_ns: format!("weim-{tag}n{id}"),
+            client_ns: format!("weim-{tag}c{id}"),
         };
         let (n, c) = (net.node_ns.as_str(), net.client_ns.as_str());
         let steps: &[&[&str]] = &[
@@ -853,8 +861,8 @@ impl Netns {
             &["ip", "-n", c, "link", "set", "wc0", "up"],
             &["ip", "-n", n, "link", "set", "lo", "up"],
             &[
-                "tc", "-n", n, "qdisc", "add", "dev", "wn0", "root", "tbf", "rate", "16mbit",
-                "burst", "32kbit", "latency", "400ms",
+                "tc", "-n", n, "qdisc", "add", "dev", "wn0", "root", "tbf", "rate", rate, "burst",
+                "32kbit", "latency", "400ms",
             ],
         ];
         for step in steps {
@@ -902,13 +910,27 @@ impl Drop for Netns {
     }
 }
 
+impl Netns {
+    /// A node serving the files of `data_dir` in the node's namespace.
+    fn node(&self, data_dir: &std::path::Path, http_timeout: &str) -> Node {
+        let node = Node::builder()
+            .data_dir(data_dir)
+            .netns(&self.node_ns)
+            .env("WEIM_HTTP_LISTEN", &format!("{NODE_IP}:0"))
+            .env("WEIM_LIMITS_HTTP_TIMEOUT", http_timeout)
+            .start();
+        assert_eq!(node.addr.ip().to_string(), NODE_IP);
+        node
+    }
+}
+
 /// The same file through a real link: the node in one network namespace,
 /// the client in another, the node's side shaped to 16 Mbit/s with `tbf`
 /// (about 10 s for 20 MiB, longer than `limits.http_timeout`). Skipped,
 /// with the reason, where network namespaces cannot be made.
 #[test]
 fn a_large_file_download_through_a_shaped_link() {
-    let net = match Netns::create() {
+    let net = match Netns::create("a", "16mbit") {
         Ok(net) => net,
         Err(why) => {
             eprintln!("skipped: no network namespaces here ({why})");
@@ -916,23 +938,51 @@ fn a_large_file_download_through_a_shaped_link() {
         }
     };
     let dir = tempfile::tempdir().unwrap();
-    let (url, data) = stored_file(dir.path());
-    let node = Node::builder()
-        .data_dir(dir.path())
-        .netns(&net.node_ns)
-        .env("WEIM_HTTP_LISTEN", &format!("{NODE_IP}:0"))
-        .env("WEIM_LIMITS_HTTP_TIMEOUT", "2s")
-        .start();
+    let (url, data) = stored_file(dir.path(), FILE_SIZE);
+    let node = Arc::new(net.node(dir.path(), "2s"));
     let addr: SocketAddr = node.addr;
-    assert_eq!(addr.ip().to_string(), NODE_IP);
-    let node = Arc::new(node);
-    let (n, u, d) = (node.clone(), url.clone(), Arc::new(data));
+    let (n, d) = (node.clone(), Arc::new(data));
     let took = net.in_client(move || {
-        head_has_no_body(tcp_connect(addr), &u, &d);
-        let (took, _) = watched_download(&n, tcp_connect(addr), &u, &d, 0);
-        tail(tcp_connect(addr), &u, &d, FILE_SIZE as u64 - (1 << 20));
+        head_has_no_body(tcp_connect(addr), &url, &d);
+        let (took, _) = watched_download(&n, tcp_connect(addr), &url, &d, 0);
+        tail(tcp_connect(addr), &url, &d, FILE_SIZE as u64 - (1 << 20));
         took
     });
     assert!(took > Duration::from_secs(5), "not shaped: {took:?}");
-    drop(node);
+}
+
+/// A link so slow (1 Mbit/s) that the kernel's send buffer and one
+/// 256 KiB piece of a streamed body take seconds to go out, longer than
+/// `limits.http_timeout` (300 ms here) and than the linger of a closing
+/// connection (2 s): as long as the peer keeps receiving, the body is not
+/// cut, with keep-alive or `Connection: close`.
+#[test]
+fn a_download_slower_than_the_http_timeout_per_piece_is_not_cut() {
+    let net = match Netns::create("b", "1mbit") {
+        Ok(net) => net,
+        Err(why) => {
+            eprintln!("skipped: no network namespaces here ({why})");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (url, data) = stored_file(dir.path(), 768 << 10);
+    let node = net.node(dir.path(), "300ms");
+    let addr: SocketAddr = node.addr;
+    let took = net.in_client(move || {
+        let start = Instant::now();
+        for close in ["", "Connection: close\r\n"] {
+            let mut get = Getter::new(tcp_connect(addr));
+            get.send_with("GET", &url, None, close);
+            let head = get.head();
+            assert_eq!(head.status, 200, "{head:?}");
+            let mut hash = Sha256::new();
+            let size = data.len() as u64;
+            assert_eq!(get.body(size, u64::MAX, 0, 16 * 1024, &mut hash), size);
+            assert!(hash.finalize().to_vec() == sha256(&data), "{close:?}");
+        }
+        start.elapsed()
+    });
+    eprintln!("2 × 768 KiB through 1 Mbit/s in {took:?}");
+    assert!(took > Duration::from_secs(8), "not shaped: {took:?}");
 }
