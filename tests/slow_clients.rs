@@ -9,7 +9,9 @@
 //! - a 20 MiB file is downloaded by a slow reader (and through a shaped
 //!   link between two network namespaces, when `ip netns` is available)
 //!   whole, resumable with `Range`, with `HEAD`, and without the node's
-//!   memory growing with the file.
+//!   memory growing with the file;
+//! - a download on a link so slow that one piece of the body takes longer
+//!   than `limits.http_timeout` to go out is not cut.
 //!
 //! Keepalive of idle clients is in `tests/keepalive.rs`.
 
