@@ -27,7 +27,9 @@
 //! Invariants: nothing here blocks, and nothing here panics on network
 //! input. `since` is a connection's one deadline anchor (the start of the
 //! current HTTP request or the last progress of a streamed body, the
-//! upgrade, the last frame received, or the start of closing).
+//! upgrade, the last frame received, or the start of closing). An HTTP or
+//! closing connection whose peer is still acknowledging bytes of what was
+//! written to it is making progress: it is not past its deadline.
 
 mod catchup;
 mod conn;
@@ -527,12 +529,18 @@ impl Reactor {
         let now = self.now;
         let mut doomed = std::mem::take(&mut self.doomed);
         let mut ping = Vec::new();
-        for (key, conn) in self.conns.iter() {
+        for (key, conn) in self.conns.iter_mut() {
             let age = now.saturating_duration_since(conn.since);
             let reason = match &conn.state {
                 State::Http(HttpPhase::Idle) | State::Http(HttpPhase::Streaming { .. })
                     if age > limits.http_timeout =>
                 {
+                    // A peer still receiving its answer, however slowly,
+                    // is making progress: its deadline starts again.
+                    if conn.out.receiving(&conn.stream) {
+                        conn.since = now;
+                        continue;
+                    }
                     CloseReason::HttpTimeout
                 }
                 State::WsPending if age > auth_timeout => CloseReason::AuthTimeout,
@@ -548,7 +556,13 @@ impl Reactor {
                     }
                     continue;
                 }
-                State::Closing if age > LINGER => CloseReason::Client,
+                State::Closing if age > LINGER => {
+                    if conn.out.receiving(&conn.stream) {
+                        conn.since = now;
+                        continue;
+                    }
+                    CloseReason::Client
+                }
                 _ => continue,
             };
             doomed.push((key, reason));

@@ -67,6 +67,9 @@ pub(super) struct Output {
     live: usize,
     /// Stream position after the last byte queued or written.
     pos: u64,
+    /// Stream position the peer had acknowledged at the last
+    /// [`Output::receiving`].
+    seen_acked: u64,
 }
 
 /// How a write went.
@@ -121,6 +124,25 @@ impl Output {
     pub fn acknowledged(&self, stream: &TcpStream) -> Option<u64> {
         let written = self.pos - self.pending as u64;
         unacknowledged(stream).map(|q| written.saturating_sub(q))
+    }
+
+    /// Whether the peer is still receiving: bytes written to it wait (queued
+    /// here or unacknowledged in the kernel) and its TCP stack has
+    /// acknowledged more of the stream since the last call. A reader on a
+    /// slow link may take longer than a deadline to drain one piece of a
+    /// body (or the kernel's send buffer): this tells it from one that
+    /// stopped reading.
+    pub fn receiving(&mut self, stream: &TcpStream) -> bool {
+        let Some(unacked) = unacknowledged(stream) else {
+            return false;
+        };
+        if self.pending == 0 && unacked == 0 {
+            return false;
+        }
+        let acked = (self.pos - self.pending as u64).saturating_sub(unacked);
+        let more = acked > self.seen_acked;
+        self.seen_acked = acked;
+        more
     }
 
     /// Queues a chunk without writing; returns the stream position after it.

@@ -98,6 +98,7 @@ pub struct NodeBuilder {
     store: Store,
     env: Vec<(String, String)>,
     data_dir: Option<std::path::PathBuf>,
+    netns: Option<String>,
 }
 
 impl NodeBuilder {
@@ -122,13 +123,28 @@ impl NodeBuilder {
         self
     }
 
+    /// Runs the node inside network namespace `name` (`ip netns exec`,
+    /// which execs the node: the child's pid is the node's). Set
+    /// `WEIM_HTTP_LISTEN` to an address of that namespace too.
+    pub fn netns(mut self, name: &str) -> Self {
+        self.netns = Some(name.to_string());
+        self
+    }
+
     /// Starts the node and waits for its `listening` line.
     pub fn start(self) -> Node {
         let dir = tempfile::tempdir().expect("temporary directory");
         let config = dir.path().join("empty.yml");
         std::fs::write(&config, b"").expect("write empty.yml");
 
-        let mut cmd = Command::new(weim_binary());
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(weim_binary());
+                cmd
+            }
+            None => Command::new(weim_binary()),
+        };
         cmd.arg("--config").arg(&config);
         // The node must see our variables only: any unknown WEIM_* variable
         // of the surrounding environment would stop it (exit code 2).
@@ -274,6 +290,7 @@ impl Node {
             store: Store::Sqlite,
             env: Vec::new(),
             data_dir: None,
+            netns: None,
         }
     }
 
@@ -307,6 +324,45 @@ impl Node {
     /// The exit status, if the process has ended.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().expect("try_wait")
+    }
+
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The node's resident set size (`VmRSS` of `/proc/<pid>/status`), bytes.
+    #[track_caller]
+    pub fn rss_bytes(&self) -> u64 {
+        self.proc_status_bytes("VmRSS")
+    }
+
+    /// The node's peak resident set size since it started or since
+    /// [`Node::reset_peak_rss`] (`VmHWM`), bytes.
+    #[track_caller]
+    pub fn peak_rss_bytes(&self) -> u64 {
+        self.proc_status_bytes("VmHWM")
+    }
+
+    /// Resets the node's peak resident set size to its current one
+    /// (`/proc/<pid>/clear_refs`), so that the next peak is measured from
+    /// now on, however briefly it lasts.
+    #[track_caller]
+    pub fn reset_peak_rss(&self) {
+        let path = format!("/proc/{}/clear_refs", self.pid());
+        std::fs::write(&path, b"5").unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+
+    #[track_caller]
+    fn proc_status_bytes(&self, field: &str) -> u64 {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {field} in {path}:\n{status}"));
+        kib * 1024
     }
 
     /// Kills this node with SIGKILL (no drain) and reaps it.
@@ -781,9 +837,22 @@ pub fn tcp_connect(addr: SocketAddr) -> TcpStream {
 /// allows (set before connecting, so the advertised window stays small).
 #[track_caller]
 pub fn tcp_connect_small_rcvbuf(addr: SocketAddr) -> TcpStream {
+    tcp_connect_rcvbuf(addr, 1024)
+}
+
+/// A connection whose `SO_RCVBUF` is set to `bytes` before connecting (the
+/// kernel doubles it for its bookkeeping), so the window it advertises
+/// stays that small.
+#[track_caller]
+pub fn tcp_connect_rcvbuf(addr: SocketAddr, bytes: usize) -> TcpStream {
     use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    socket.set_recv_buffer_size(1024).expect("SO_RCVBUF");
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let socket = Socket::new(domain, Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
     socket
         .connect_timeout(&addr.into(), IO_TIMEOUT)
         .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
@@ -987,8 +1056,13 @@ const MAX_RESPONSE_BODY: usize = 16 * 1024 * 1024;
 impl Http {
     #[track_caller]
     pub fn connect(addr: SocketAddr) -> Http {
+        Http::over(tcp_connect(addr))
+    }
+
+    /// HTTP over an already connected stream.
+    pub fn over(stream: TcpStream) -> Http {
         Http {
-            stream: tcp_connect(addr),
+            stream,
             buf: Vec::new(),
         }
     }
@@ -1537,6 +1611,15 @@ pub fn ws_handshake(key: &str) -> Request {
 pub struct RawWs {
     stream: TcpStream,
     buf: Vec<u8>,
+    pace: Option<Pace>,
+}
+
+/// A reading pace: at most `rate` bytes a second, `chunk` bytes a read.
+struct Pace {
+    rate: u64,
+    chunk: usize,
+    start: Instant,
+    got: u64,
 }
 
 /// The largest server frame the raw client accepts.
@@ -1546,8 +1629,15 @@ impl RawWs {
     /// Connects and completes a valid handshake; checks the 101 answer.
     #[track_caller]
     pub fn connect(addr: SocketAddr) -> RawWs {
+        RawWs::over(tcp_connect(addr))
+    }
+
+    /// Completes a valid handshake over an already connected stream (e.g.
+    /// one with a small receive buffer); checks the 101 answer.
+    #[track_caller]
+    pub fn over(stream: TcpStream) -> RawWs {
         let key = "dGhlIHNhbXBsZSBub25jZQ==";
-        let mut http = Http::connect(addr);
+        let mut http = Http::over(stream);
         let resp = http.request(&ws_handshake(key));
         assert_eq!(resp.status, 101, "handshake answer: {resp:?}");
         assert!(
@@ -1568,7 +1658,60 @@ impl RawWs {
         RawWs {
             stream: http.stream,
             buf: http.buf,
+            pace: None,
         }
+    }
+
+    /// From now on reads at most `rate` bytes a second, `chunk` bytes at a
+    /// time (a slow client: the rest waits in the kernel, then in the
+    /// server's queue).
+    pub fn pace(&mut self, rate: u64, chunk: usize) {
+        assert!(rate > 0 && chunk > 0);
+        self.pace = Some(Pace {
+            rate,
+            chunk,
+            start: Instant::now(),
+            got: 0,
+        });
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Reads exactly what the kernel holds for this socket now (`FIONREAD`)
+    /// into the buffer, and returns how many bytes that was. Whatever
+    /// arrives meanwhile stays unread.
+    #[track_caller]
+    pub fn read_available(&mut self) -> usize {
+        use std::os::fd::AsRawFd;
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int through the pointer, which points
+        // at a live c_int; the descriptor belongs to `self.stream`.
+        let rc = unsafe { libc::ioctl(self.stream.as_raw_fd(), libc::FIONREAD, &mut n) };
+        assert_eq!(rc, 0, "FIONREAD: {}", io::Error::last_os_error());
+        let n = n.max(0) as usize;
+        let start = self.buf.len();
+        self.buf.resize(start + n, 0);
+        let mut got = 0;
+        while got < n {
+            match self.stream.read(&mut self.buf[start + got..]) {
+                Ok(0) => break,
+                Ok(k) => got += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        self.buf.truncate(start + got);
+        got
+    }
+
+    /// The next complete frame already read into the buffer, if any (no
+    /// reading from the socket).
+    pub fn buffered_frame(&mut self) -> Option<Frame> {
+        let (frame, used) = parse_server_frame(&self.buf).ok()??;
+        self.buf.drain(..used);
+        Some(frame)
     }
 
     #[track_caller]
@@ -1594,7 +1737,19 @@ impl RawWs {
 
     fn fill(&mut self) -> io::Result<usize> {
         let mut chunk = [0u8; 16 * 1024];
-        let n = self.stream.read(&mut chunk)?;
+        let mut want = chunk.len();
+        if let Some(pace) = &self.pace {
+            let due = pace.start + Duration::from_secs_f64(pace.got as f64 / pace.rate as f64);
+            let now = Instant::now();
+            if due > now {
+                thread::sleep(due - now);
+            }
+            want = want.min(pace.chunk);
+        }
+        let n = self.stream.read(&mut chunk[..want])?;
+        if let Some(pace) = &mut self.pace {
+            pace.got += n as u64;
+        }
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(n)
     }
