@@ -16,8 +16,14 @@
 //! Tests of this file run in parallel against the same etcd and Redis: node
 //! ids and users are unique per test, and frames of other tests (a
 //! broadcast reaches every node on the Redis) are skipped by [`expect`].
+//!
+//! [`holes`] checks that a message live routing missed still reaches its
+//! recipient: those tests cut one node's link to the shared Redis or etcd
+//! through a [`CutProxy`], or remove their own users' presence records.
 
 mod common;
+#[path = "cluster/holes.rs"]
+mod holes;
 
 use std::collections::HashSet;
 use std::io::{ErrorKind, Read, Write};
@@ -269,9 +275,10 @@ fn make_friends(a: &Account, b: &Account) {
     }
 }
 
-/// A TCP forwarder to MariaDB that can be cut (every connection closed
-/// within [`CutProxy::CUT_WITHIN`], new ones refused) and restored: MySQL
-/// down for the nodes behind it, without touching the shared server.
+/// A TCP forwarder to a service (MariaDB, Redis, etcd) that can be cut
+/// (every connection closed within [`CutProxy::CUT_WITHIN`], new ones
+/// refused) and restored: the service down for the nodes behind it, without
+/// touching the shared server.
 struct CutProxy {
     addr: std::net::SocketAddr,
     up: Arc<AtomicBool>,
@@ -333,6 +340,22 @@ impl CutProxy {
 
     fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
+    }
+
+    /// A proxy to the service at `url` (`scheme://[user@]host:port[/...]`,
+    /// one endpoint), and `url` pointing through it.
+    fn in_front_of(url: &str) -> (CutProxy, String) {
+        let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(end);
+        let (user, upstream) = match authority.rsplit_once('@') {
+            Some((user, host)) => (format!("{user}@"), host),
+            None => (String::new(), authority),
+        };
+        assert!(!upstream.contains(','), "one endpoint only: {url}");
+        let proxy = CutProxy::start(upstream.to_string());
+        let via = format!("{scheme}://{user}{}{path}", proxy.addr);
+        (proxy, via)
     }
 }
 
@@ -507,16 +530,29 @@ fn send_friend(node: &Node, from: &Account, to: &Account, body: &str) -> i64 {
 /// skipped (and named if nothing matches).
 #[track_caller]
 fn expect(ws: &mut Ws, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + FRAME_WAIT;
+    match next_matching(ws, FRAME_WAIT, &pred) {
+        Ok(frame) => frame,
+        Err(skipped) => panic!("no {what} within {FRAME_WAIT:?}; skipped {skipped:?}"),
+    }
+}
+
+/// The next frame matching `pred` within `within`, or the frames skipped
+/// meanwhile.
+fn next_matching(
+    ws: &mut Ws,
+    within: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Result<Value, Vec<Value>> {
+    let deadline = Instant::now() + within;
     let mut skipped = Vec::new();
     while let Some(frame) = ws.recv_json_within(deadline.saturating_duration_since(Instant::now()))
     {
         if pred(&frame) {
-            return frame;
+            return Ok(frame);
         }
         skipped.push(frame);
     }
-    panic!("no {what} within {FRAME_WAIT:?}; skipped {skipped:?}");
+    Err(skipped)
 }
 
 /// Asserts that no frame matching `pred` arrives within `quiet`.
