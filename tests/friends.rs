@@ -82,7 +82,10 @@ fn request_accept_list_delete(store: Store) {
     let list = expect_ok(&reply, "请求成功")["list"].clone();
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     let req = &list[0];
-    assert!(req["Id"].as_i64().unwrap() > 0, "{req}");
+    // `Id` is the requester (old clients feed it back as `f_uid`), the
+    // request's own id is `ReqId`.
+    assert_eq!(req["Id"], a.id, "{req}");
+    assert!(req["ReqId"].as_i64().unwrap() > 0, "{req}");
     assert_eq!(req["Uid"], a.id);
     assert_eq!(req["Username"], a.username.as_str());
     assert_eq!(req["Nickname"], a.username.as_str());
@@ -91,10 +94,9 @@ fn request_accept_list_delete(store: Store) {
         (&json!(""), &json!("search"), &json!("你好"))
     );
     assert_eq!(req["Status"], 0);
-    assert!(
-        (now_secs() - req["RequestAt"].as_i64().unwrap()).abs() < 60,
-        "{req}"
-    );
+    // Unix seconds in a string, as the old server answered.
+    let at: i64 = req["RequestAt"].as_str().unwrap().parse().unwrap();
+    assert!((now_secs() - at).abs() < 60, "{req}");
 
     // b accepts: a hears it, both lists show the other, online.
     let a_id = a.id.to_string();
