@@ -139,7 +139,7 @@ fn avatar() {
     };
     let reply = send(&[("avatar", "me.png", PNG)]);
     expect(&reply, CODE_OK, "设置成功");
-    assert_eq!(reply["data"]["result"], true);
+    assert_eq!(reply["data"]["result"], 1);
     let url = reply["data"]["avatar"].as_str().unwrap().to_string();
     assert!(url.starts_with("/files/img/"), "{url}");
     assert_eq!(node.me(&a.token)["data"]["user"]["avatar"], url.as_str());
