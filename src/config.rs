@@ -141,7 +141,8 @@ pub struct Limits {
     pub max_message: usize,
     /// Maximum bytes queued for sending per connection; default 256 KiB.
     pub max_pending_bytes: usize,
-    /// Maximum simultaneous WebSocket connections per user; default 8, at least 1.
+    /// Maximum simultaneous WebSocket connections per user; default 0 =
+    /// unlimited, as the old server.
     pub conns_per_user: usize,
     /// A signed-in connection silent for this long gets a WebSocket ping;
     /// default 30 s; 0 = no pings.
@@ -332,7 +333,7 @@ impl Default for Limits {
             max_upload: 20 << 20,
             max_message: 64 << 10,
             max_pending_bytes: 256 << 10,
-            conns_per_user: 8,
+            conns_per_user: 0,
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
             http_timeout: Duration::from_secs(30),
@@ -442,7 +443,7 @@ const KEYS: &[Key] = keys![
     limits.max_upload: Size >= 1024,
     limits.max_message: Size >= 126,
     limits.max_pending_bytes: Size >= 1,
-    limits.conns_per_user: Usize >= 1,
+    limits.conns_per_user: Usize,
     limits.ping_interval: DurOff,
     limits.idle_timeout: Dur,
     limits.http_timeout: Dur,
@@ -949,7 +950,7 @@ mod tests {
         assert_eq!(c.limits.max_body, 1 << 20);
         assert_eq!(c.limits.max_message, 64 << 10);
         assert_eq!(c.limits.max_pending_bytes, 256 << 10);
-        assert_eq!(c.limits.conns_per_user, 8);
+        assert_eq!(c.limits.conns_per_user, 0);
         assert_eq!(c.limits.idle_timeout, Duration::from_secs(120));
         assert_eq!(c.limits.ping_interval, Duration::from_secs(30));
         assert_eq!(c.limits.http_timeout, Duration::from_secs(30));
@@ -1380,11 +1381,6 @@ cluster:
             "",
         );
         assert_err(
-            load_env(&[("WEIM_LIMITS_CONNS_PER_USER", "0")]),
-            "limits.conns_per_user:",
-            "",
-        );
-        assert_err(
             load_env(&[("WEIM_NODE_JOB_QUEUE", "0")]),
             "node.job_queue:",
             "at least 1",
@@ -1411,6 +1407,7 @@ cluster:
         );
         // Zero means "unlimited"/"automatic"/"off" for these.
         assert!(load_env(&[
+            ("WEIM_LIMITS_CONNS_PER_USER", "0"),
             ("WEIM_LIMITS_PING_INTERVAL", "0s"),
             ("WEIM_LIMITS_MAX_CONNECTIONS", "0"),
             ("WEIM_STORE_POOL_SIZE", "0")
