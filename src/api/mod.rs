@@ -88,6 +88,21 @@ fn find(path: &str) -> Option<&'static Route> {
         .map(|(_, r)| r)
 }
 
+/// Request headers a browser may send across origins: the old server's
+/// list (`AccessToken`, `X-CSRF-Token` and `Authorization` included, which
+/// its web clients send) and `Admin-Token`.
+const CORS_ALLOW_HEADERS: &str =
+    "Content-Type, AccessToken, X-CSRF-Token, Authorization, Login-Token, Admin-Token";
+
+/// Response headers a script may read across origins: the old server's
+/// list, and those of resumable downloads.
+const CORS_EXPOSE_HEADERS: &str = "Content-Length, Access-Control-Allow-Origin, \
+     Access-Control-Allow-Headers, Content-Type, Content-Range, Accept-Ranges, \
+     Content-Disposition";
+
+/// What `GET /` answers, as the old server did.
+const WELCOME: &str = "欢迎使用，承接项目开发，请联系微信：freePan_1995";
+
 /// Answers one request.
 pub fn handle(node: &Shared, req: &Request) -> Response {
     let mut resp = route(node, req);
@@ -103,6 +118,8 @@ pub fn handle(node: &Shared, req: &Request) -> Response {
     };
     if let Some(origin) = allowed {
         resp.headers.push(("Access-Control-Allow-Origin", origin));
+        resp.headers
+            .push(("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS.into()));
         resp.headers.push(("Vary", "Origin".to_string()));
     }
     resp
@@ -113,16 +130,15 @@ fn route(node: &Shared, req: &Request) -> Response {
         let mut resp = Response::text(204, "");
         resp.headers
             .push(("Access-Control-Allow-Methods", "GET, POST, OPTIONS".into()));
-        resp.headers.push((
-            "Access-Control-Allow-Headers",
-            "Content-Type, Login-Token, Admin-Token".into(),
-        ));
+        resp.headers
+            .push(("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS.into()));
         resp.headers
             .push(("Access-Control-Max-Age", "86400".into()));
         return resp;
     }
     let get = req.method == "GET";
     match req.path.as_str() {
+        "/" if get || req.method == "HEAD" => ok(WELCOME, Value::Null),
         "/healthz" if get => ops::healthz(node),
         "/metrics" if get => ops::metrics(node),
         "/ws/status" if get => ops::admin(node, req, ops::ws_status),
