@@ -36,7 +36,30 @@ pub struct Config {
     pub search: Search,
     /// Chat message rules.
     pub chat: Chat,
+    /// Users as answered.
+    pub user: User,
 }
+
+/// Section `user`: how users are answered.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// Avatar answered for a user without one (a URL, or a path on this
+    /// gateway made absolute like uploads); default
+    /// `/public/avatar/default.png`, a picture the gateway serves itself;
+    /// empty = answered empty.
+    pub default_avatar: String,
+}
+
+impl Default for User {
+    fn default() -> Self {
+        User {
+            default_avatar: DEFAULT_AVATAR_PATH.to_string(),
+        }
+    }
+}
+
+/// Where the gateway serves its built-in default avatar.
+pub const DEFAULT_AVATAR_PATH: &str = "/public/avatar/default.png";
 
 /// Section `chat`: rules for chat messages.
 #[derive(Debug, Clone)]
@@ -69,6 +92,10 @@ pub struct Http {
     pub admin_token: Option<String>,
     /// Origins allowed by CORS; default `["*"]`.
     pub cors_origins: Vec<String>,
+    /// Scheme and host clients reach the gateway at (`https://im.example.com`),
+    /// put before the gateway's own paths in answered URLs; empty = from each
+    /// request's `Host` (`http://<Host>`). No trailing `/` after loading.
+    pub public_url: String,
 }
 
 /// Section `node`: threads and local files of this process.
@@ -285,6 +312,7 @@ impl Default for Http {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             admin_token: None,
             cors_origins: vec!["*".to_string()],
+            public_url: String::new(),
         }
     }
 }
@@ -423,6 +451,7 @@ const KEYS: &[Key] = keys![
     http.listen: Addr,
     http.admin_token: OptStr,
     http.cors_origins: List,
+    http.public_url: Str,
     node.reactors: Usize,
     node.workers: Usize,
     node.pin_cores: Bool,
@@ -473,10 +502,11 @@ const KEYS: &[Key] = keys![
     chat.max_body_chars: Usize >= 1,
     chat.withdraw_window: Dur,
     chat.commit_queue: Usize >= 1,
+    user.default_avatar: Str,
 ];
 
 const SECTIONS: &[&str] = &[
-    "http", "node", "auth", "store", "limits", "cluster", "attach", "geo", "search", "chat",
+    "http", "node", "auth", "store", "limits", "cluster", "attach", "geo", "search", "chat", "user",
 ];
 
 /// A raw value from either source: text (env, YAML scalar) or a YAML sequence.
@@ -795,6 +825,7 @@ fn validate(cfg: &mut Config) -> Result<(), String> {
         cfg.store.sqlite_path = cfg.node.data_dir.join("weim.db");
     }
     validate_attach(&mut cfg.attach, &cfg.node.data_dir)?;
+    validate_urls(cfg)?;
     if cfg.search.kind == SearchKind::Elasticsearch && cfg.search.url.is_empty() {
         return Err("search.url: required when search.kind is elasticsearch".to_string());
     }
@@ -843,6 +874,40 @@ fn validate_attach(a: &mut Attach, data_dir: &Path) -> Result<(), String> {
     }
     if a.dir.as_os_str().is_empty() {
         a.dir = data_dir.join("files");
+    }
+    Ok(())
+}
+
+/// Whether `s` is an absolute `http://` or `https://` URL with a host and
+/// without blanks or control characters.
+fn is_http_url(s: &str) -> bool {
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Checks `http.public_url` and `user.default_avatar`; drops the former's
+/// trailing `/`.
+fn validate_urls(cfg: &mut Config) -> Result<(), String> {
+    let base = cfg.http.public_url.trim().trim_end_matches('/').to_string();
+    if !base.is_empty() && !is_http_url(&base) {
+        return Err(format!(
+            "http.public_url: expected empty or a URL like https://im.example.com, got {:?}",
+            cfg.http.public_url
+        ));
+    }
+    cfg.http.public_url = base;
+    let avatar = &cfg.user.default_avatar;
+    let path_ok = avatar.starts_with('/')
+        && !avatar.starts_with("//")
+        && !avatar.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !avatar.is_empty() && !path_ok && !is_http_url(avatar) {
+        return Err(format!(
+            "user.default_avatar: expected empty, a path like /public/avatar/default.png \
+             or a URL like https://cdn.example.com/a.png, got {avatar:?}"
+        ));
     }
     Ok(())
 }
@@ -932,6 +997,8 @@ mod tests {
         assert_eq!(c.http.listen, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(c.http.admin_token, None);
         assert_eq!(c.http.cors_origins, vec!["*"]);
+        assert_eq!(c.http.public_url, "");
+        assert_eq!(c.user.default_avatar, "/public/avatar/default.png");
         assert_eq!(c.node.reactors, 0);
         assert_eq!(c.node.workers, 0);
         assert!(!c.node.pin_cores);
@@ -993,7 +1060,7 @@ mod tests {
         vars.dedup();
         assert_eq!(vars.len(), KEYS.len(), "ambiguous environment name");
         assert!(KEYS.iter().all(|k| SECTIONS.contains(&k.section)));
-        assert_eq!(KEYS.len(), 3 + 5 + 7 + 4 + 9 + 6 + 9 + 3 + 4 + 3);
+        assert_eq!(KEYS.len(), 4 + 5 + 7 + 4 + 9 + 6 + 9 + 3 + 4 + 3 + 1);
     }
 
     #[test]
@@ -1167,6 +1234,7 @@ cluster:
             // A node id becomes part of keys: no '/'.
             let value = match key.env_name().as_str() {
                 "WEIM_CLUSTER_NODE_ID" => "probe",
+                "WEIM_HTTP_PUBLIC_URL" => "https://probe",
                 _ => value,
             };
             let mut vars = vec![(key.env_name(), value.to_string())];
@@ -1452,6 +1520,32 @@ cluster:
             "limits.max_upload:",
             "1024",
         );
+    }
+
+    #[test]
+    fn public_url_and_default_avatar_validation() {
+        let c = load_env(&[("WEIM_HTTP_PUBLIC_URL", "https://im.example.com/")]).unwrap();
+        assert_eq!(c.http.public_url, "https://im.example.com");
+        let c = load_env(&[("WEIM_HTTP_PUBLIC_URL", "http://10.0.0.1:8080")]).unwrap();
+        assert_eq!(c.http.public_url, "http://10.0.0.1:8080");
+        for bad in ["im.example.com", "ftp://x", "https://", "https://a b", "/x"] {
+            assert_err(
+                load_env(&[("WEIM_HTTP_PUBLIC_URL", bad)]),
+                "http.public_url:",
+                "https://im.example.com",
+            );
+        }
+        for good in ["", "/a.png", "https://cdn.example.com/a.png", "http://x/y"] {
+            let c = load_env(&[("WEIM_USER_DEFAULT_AVATAR", good)]).unwrap();
+            assert_eq!(c.user.default_avatar, good);
+        }
+        for bad in ["a.png", "//cdn/a.png", "/a b.png", "ftp://x/a.png"] {
+            assert_err(
+                load_env(&[("WEIM_USER_DEFAULT_AVATAR", bad)]),
+                "user.default_avatar:",
+                "/public/avatar/default.png",
+            );
+        }
     }
 
     #[test]

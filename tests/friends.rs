@@ -49,7 +49,7 @@ fn request_accept_list_delete(store: Store) {
     let found = &expect_ok(&reply, "请求成功")["list"];
     assert_eq!(
         found,
-        &json!([{"Id": b.id, "Username": b.username, "Nickname": b.username, "Avatar": "", "Sex": 0}])
+        &json!([{"Id": b.id, "Username": b.username, "Nickname": b.username, "Avatar": DEFAULT_AVATAR_URL, "Sex": 0}])
     );
 
     // a asks; both of b's devices hear it.
@@ -91,7 +91,7 @@ fn request_accept_list_delete(store: Store) {
     assert_eq!(req["Nickname"], a.username.as_str());
     assert_eq!(
         (&req["Avatar"], &req["Channel"], &req["Reason"]),
-        (&json!(""), &json!("search"), &json!("你好"))
+        (&json!(DEFAULT_AVATAR_URL), &json!("search"), &json!("你好"))
     );
     assert_eq!(req["Status"], 0);
     // Unix seconds in a string, as the old server answered.
@@ -112,7 +112,7 @@ fn request_accept_list_delete(store: Store) {
     );
     assert_eq!(
         friends(&node, &a),
-        json!([{"Id": b.id, "Nickname": b.username, "Username": b.username, "Avatar": "", "Sex": 0, "Online": true}])
+        json!([{"Id": b.id, "Nickname": b.username, "Username": b.username, "Avatar": DEFAULT_AVATAR_URL, "Sex": 0, "Online": true}])
     );
     assert_eq!(ids(&friends(&node, &b)), vec![a.id]);
     assert_eq!(friends(&node, &b)[0]["Online"], true);
