@@ -36,7 +36,30 @@ pub struct Config {
     pub search: Search,
     /// Chat message rules.
     pub chat: Chat,
+    /// Users as answered.
+    pub user: User,
 }
+
+/// Section `user`: how users are answered.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// Avatar answered for a user without one (a URL, or a path on this
+    /// gateway made absolute like uploads); default
+    /// `/public/avatar/default.png`, a picture the gateway serves itself;
+    /// empty = answered empty.
+    pub default_avatar: String,
+}
+
+impl Default for User {
+    fn default() -> Self {
+        User {
+            default_avatar: DEFAULT_AVATAR_PATH.to_string(),
+        }
+    }
+}
+
+/// Where the gateway serves its built-in default avatar.
+pub const DEFAULT_AVATAR_PATH: &str = "/public/avatar/default.png";
 
 /// Section `chat`: rules for chat messages.
 #[derive(Debug, Clone)]
@@ -69,6 +92,10 @@ pub struct Http {
     pub admin_token: Option<String>,
     /// Origins allowed by CORS; default `["*"]`.
     pub cors_origins: Vec<String>,
+    /// Scheme and host clients reach the gateway at (`https://im.example.com`),
+    /// put before the gateway's own paths in answered URLs; empty = from each
+    /// request's `Host` (`http://<Host>`). No trailing `/` after loading.
+    pub public_url: String,
 }
 
 /// Section `node`: threads and local files of this process.
@@ -141,7 +168,8 @@ pub struct Limits {
     pub max_message: usize,
     /// Maximum bytes queued for sending per connection; default 256 KiB.
     pub max_pending_bytes: usize,
-    /// Maximum simultaneous WebSocket connections per user; default 8, at least 1.
+    /// Maximum simultaneous WebSocket connections per user; default 0 =
+    /// unlimited, as the old server.
     pub conns_per_user: usize,
     /// A signed-in connection silent for this long gets a WebSocket ping;
     /// default 30 s; 0 = no pings.
@@ -284,6 +312,7 @@ impl Default for Http {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             admin_token: None,
             cors_origins: vec!["*".to_string()],
+            public_url: String::new(),
         }
     }
 }
@@ -332,7 +361,7 @@ impl Default for Limits {
             max_upload: 20 << 20,
             max_message: 64 << 10,
             max_pending_bytes: 256 << 10,
-            conns_per_user: 8,
+            conns_per_user: 0,
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
             http_timeout: Duration::from_secs(30),
@@ -422,6 +451,7 @@ const KEYS: &[Key] = keys![
     http.listen: Addr,
     http.admin_token: OptStr,
     http.cors_origins: List,
+    http.public_url: Str,
     node.reactors: Usize,
     node.workers: Usize,
     node.pin_cores: Bool,
@@ -442,7 +472,7 @@ const KEYS: &[Key] = keys![
     limits.max_upload: Size >= 1024,
     limits.max_message: Size >= 126,
     limits.max_pending_bytes: Size >= 1,
-    limits.conns_per_user: Usize >= 1,
+    limits.conns_per_user: Usize,
     limits.ping_interval: DurOff,
     limits.idle_timeout: Dur,
     limits.http_timeout: Dur,
@@ -472,10 +502,11 @@ const KEYS: &[Key] = keys![
     chat.max_body_chars: Usize >= 1,
     chat.withdraw_window: Dur,
     chat.commit_queue: Usize >= 1,
+    user.default_avatar: Str,
 ];
 
 const SECTIONS: &[&str] = &[
-    "http", "node", "auth", "store", "limits", "cluster", "attach", "geo", "search", "chat",
+    "http", "node", "auth", "store", "limits", "cluster", "attach", "geo", "search", "chat", "user",
 ];
 
 /// A raw value from either source: text (env, YAML scalar) or a YAML sequence.
@@ -794,6 +825,7 @@ fn validate(cfg: &mut Config) -> Result<(), String> {
         cfg.store.sqlite_path = cfg.node.data_dir.join("weim.db");
     }
     validate_attach(&mut cfg.attach, &cfg.node.data_dir)?;
+    validate_urls(cfg)?;
     if cfg.search.kind == SearchKind::Elasticsearch && cfg.search.url.is_empty() {
         return Err("search.url: required when search.kind is elasticsearch".to_string());
     }
@@ -842,6 +874,40 @@ fn validate_attach(a: &mut Attach, data_dir: &Path) -> Result<(), String> {
     }
     if a.dir.as_os_str().is_empty() {
         a.dir = data_dir.join("files");
+    }
+    Ok(())
+}
+
+/// Whether `s` is an absolute `http://` or `https://` URL with a host and
+/// without blanks or control characters.
+fn is_http_url(s: &str) -> bool {
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Checks `http.public_url` and `user.default_avatar`; drops the former's
+/// trailing `/`.
+fn validate_urls(cfg: &mut Config) -> Result<(), String> {
+    let base = cfg.http.public_url.trim().trim_end_matches('/').to_string();
+    if !base.is_empty() && !is_http_url(&base) {
+        return Err(format!(
+            "http.public_url: expected empty or a URL like https://im.example.com, got {:?}",
+            cfg.http.public_url
+        ));
+    }
+    cfg.http.public_url = base;
+    let avatar = &cfg.user.default_avatar;
+    let path_ok = avatar.starts_with('/')
+        && !avatar.starts_with("//")
+        && !avatar.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !avatar.is_empty() && !path_ok && !is_http_url(avatar) {
+        return Err(format!(
+            "user.default_avatar: expected empty, a path like /public/avatar/default.png \
+             or a URL like https://cdn.example.com/a.png, got {avatar:?}"
+        ));
     }
     Ok(())
 }
@@ -931,6 +997,8 @@ mod tests {
         assert_eq!(c.http.listen, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(c.http.admin_token, None);
         assert_eq!(c.http.cors_origins, vec!["*"]);
+        assert_eq!(c.http.public_url, "");
+        assert_eq!(c.user.default_avatar, "/public/avatar/default.png");
         assert_eq!(c.node.reactors, 0);
         assert_eq!(c.node.workers, 0);
         assert!(!c.node.pin_cores);
@@ -949,7 +1017,7 @@ mod tests {
         assert_eq!(c.limits.max_body, 1 << 20);
         assert_eq!(c.limits.max_message, 64 << 10);
         assert_eq!(c.limits.max_pending_bytes, 256 << 10);
-        assert_eq!(c.limits.conns_per_user, 8);
+        assert_eq!(c.limits.conns_per_user, 0);
         assert_eq!(c.limits.idle_timeout, Duration::from_secs(120));
         assert_eq!(c.limits.ping_interval, Duration::from_secs(30));
         assert_eq!(c.limits.http_timeout, Duration::from_secs(30));
@@ -992,7 +1060,7 @@ mod tests {
         vars.dedup();
         assert_eq!(vars.len(), KEYS.len(), "ambiguous environment name");
         assert!(KEYS.iter().all(|k| SECTIONS.contains(&k.section)));
-        assert_eq!(KEYS.len(), 3 + 5 + 7 + 4 + 9 + 6 + 9 + 3 + 4 + 3);
+        assert_eq!(KEYS.len(), 4 + 5 + 7 + 4 + 9 + 6 + 9 + 3 + 4 + 3 + 1);
     }
 
     #[test]
@@ -1166,6 +1234,7 @@ cluster:
             // A node id becomes part of keys: no '/'.
             let value = match key.env_name().as_str() {
                 "WEIM_CLUSTER_NODE_ID" => "probe",
+                "WEIM_HTTP_PUBLIC_URL" => "https://probe",
                 _ => value,
             };
             let mut vars = vec![(key.env_name(), value.to_string())];
@@ -1380,11 +1449,6 @@ cluster:
             "",
         );
         assert_err(
-            load_env(&[("WEIM_LIMITS_CONNS_PER_USER", "0")]),
-            "limits.conns_per_user:",
-            "",
-        );
-        assert_err(
             load_env(&[("WEIM_NODE_JOB_QUEUE", "0")]),
             "node.job_queue:",
             "at least 1",
@@ -1411,6 +1475,7 @@ cluster:
         );
         // Zero means "unlimited"/"automatic"/"off" for these.
         assert!(load_env(&[
+            ("WEIM_LIMITS_CONNS_PER_USER", "0"),
             ("WEIM_LIMITS_PING_INTERVAL", "0s"),
             ("WEIM_LIMITS_MAX_CONNECTIONS", "0"),
             ("WEIM_STORE_POOL_SIZE", "0")
@@ -1455,6 +1520,32 @@ cluster:
             "limits.max_upload:",
             "1024",
         );
+    }
+
+    #[test]
+    fn public_url_and_default_avatar_validation() {
+        let c = load_env(&[("WEIM_HTTP_PUBLIC_URL", "https://im.example.com/")]).unwrap();
+        assert_eq!(c.http.public_url, "https://im.example.com");
+        let c = load_env(&[("WEIM_HTTP_PUBLIC_URL", "http://10.0.0.1:8080")]).unwrap();
+        assert_eq!(c.http.public_url, "http://10.0.0.1:8080");
+        for bad in ["im.example.com", "ftp://x", "https://", "https://a b", "/x"] {
+            assert_err(
+                load_env(&[("WEIM_HTTP_PUBLIC_URL", bad)]),
+                "http.public_url:",
+                "https://im.example.com",
+            );
+        }
+        for good in ["", "/a.png", "https://cdn.example.com/a.png", "http://x/y"] {
+            let c = load_env(&[("WEIM_USER_DEFAULT_AVATAR", good)]).unwrap();
+            assert_eq!(c.user.default_avatar, good);
+        }
+        for bad in ["a.png", "//cdn/a.png", "/a b.png", "ftp://x/a.png"] {
+            assert_err(
+                load_env(&[("WEIM_USER_DEFAULT_AVATAR", bad)]),
+                "user.default_avatar:",
+                "/public/avatar/default.png",
+            );
+        }
     }
 
     #[test]

@@ -180,20 +180,18 @@ pub struct ClientMsg {
     pub ack: bool,
 }
 
-/// Reads a client message; `None` when it is not a JSON object with a
-/// numeric `Cmd`.
+/// Reads a client message; `None` when it is not a JSON object or its
+/// `Cmd` is not a number. A missing or null `Cmd` is 0, as the old server
+/// read it (its clients' heartbeats may carry none).
 pub fn parse_client(text: &[u8]) -> Option<ClientMsg> {
     let Value::Object(obj) = serde_json::from_slice::<Value>(text).ok()? else {
         return None;
     };
     let mut msg = ClientMsg::default();
-    let mut has_cmd = false;
     for (key, value) in obj {
         match key.to_ascii_lowercase().as_str() {
-            "cmd" => {
-                msg.cmd = as_i64(&value)?;
-                has_cmd = true;
-            }
+            "cmd" if value.is_null() => msg.cmd = 0,
+            "cmd" => msg.cmd = as_i64(&value)?,
             "body" => {
                 msg.body = match value {
                     Value::String(s) => s,
@@ -223,7 +221,7 @@ pub fn parse_client(text: &[u8]) -> Option<ClientMsg> {
             _ => {}
         }
     }
-    has_cmd.then_some(msg)
+    Some(msg)
 }
 
 fn as_i64(v: &Value) -> Option<i64> {
@@ -265,7 +263,9 @@ mod tests {
         assert!(!m.ack);
         assert!(parse_client(b"not json").is_none());
         assert!(parse_client(b"[1,2]").is_none());
-        assert!(parse_client(br#"{"Body":"x"}"#).is_none());
+        assert_eq!(parse_client(br#"{"Body":"x"}"#).unwrap().cmd, 0);
+        assert_eq!(parse_client(br#"{"Cmd":null}"#).unwrap().cmd, 0);
+        assert_eq!(parse_client(b"{}").unwrap().cmd, 0);
         assert!(parse_client(br#"{"Cmd":"x"}"#).is_none());
     }
 }

@@ -196,11 +196,30 @@ pub fn close_reply_code(payload: &[u8]) -> u16 {
     }
 }
 
-/// The `101 Switching Protocols` answer to a client's `Sec-WebSocket-Key`.
-pub fn upgrade_response(key: &[u8]) -> Vec<u8> {
+/// The subprotocol this node speaks, selected when a client offers it.
+pub const SUBPROTOCOL: &str = "weim.v1";
+
+/// Whether the `Sec-WebSocket-Protocol` values a client sent (each a
+/// comma-separated list) offer [`SUBPROTOCOL`]. Tokens are compared
+/// exactly (RFC 6455 §4.1).
+pub fn offers_subprotocol<'a>(values: impl IntoIterator<Item = &'a str>) -> bool {
+    values
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim() == SUBPROTOCOL)
+}
+
+/// The `101 Switching Protocols` answer to a client's `Sec-WebSocket-Key`,
+/// selecting `protocol` when given (only ever one the client offered: a
+/// client that offered none gets no `Sec-WebSocket-Protocol`, RFC 6455
+/// §4.2.2).
+pub fn upgrade_response(key: &[u8], protocol: Option<&str>) -> Vec<u8> {
     let accept = tungstenite::handshake::derive_accept_key(key);
+    let protocol = protocol
+        .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
+        .unwrap_or_default();
     format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{protocol}\r\n"
     )
     .into_bytes()
 }
@@ -297,7 +316,22 @@ mod tests {
 
     #[test]
     fn accept_key_matches_rfc_example() {
-        let resp = String::from_utf8(upgrade_response(b"dGhlIHNhbXBsZSBub25jZQ==")).unwrap();
+        let resp = String::from_utf8(upgrade_response(b"dGhlIHNhbXBsZSBub25jZQ==", None)).unwrap();
         assert!(resp.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(!resp.contains("Sec-WebSocket-Protocol"));
+        assert!(resp.ends_with("\r\n\r\n"));
+        let resp = upgrade_response(b"dGhlIHNhbXBsZSBub25jZQ==", Some(SUBPROTOCOL));
+        let resp = String::from_utf8(resp).unwrap();
+        assert!(resp.ends_with("\r\nSec-WebSocket-Protocol: weim.v1\r\n\r\n"));
+    }
+
+    #[test]
+    fn subprotocol_is_selected_only_when_offered() {
+        assert!(offers_subprotocol(["weim.v1"]));
+        assert!(offers_subprotocol(["chat, weim.v1"]));
+        assert!(offers_subprotocol(["chat", " weim.v1 "]));
+        assert!(!offers_subprotocol(["chat, mqtt"]));
+        assert!(!offers_subprotocol(["WEIM.V1", "weim.v10", "weim"]));
+        assert!(!offers_subprotocol(Vec::<&str>::new()));
     }
 }

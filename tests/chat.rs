@@ -497,7 +497,7 @@ fn send_errors() {
             &[("to_uid", &to), ("type", "99"), ("body", "x")],
             "非法参数",
         ),
-        (&[("to_uid", &to), ("body", "x")], "非法参数"),
+        (&[("to_uid", &to), ("type", "x"), ("body", "x")], "非法参数"),
         (
             &[("to_uid", "abc"), ("type", "0"), ("body", "x")],
             "非法参数",

@@ -49,7 +49,7 @@ fn request_accept_list_delete(store: Store) {
     let found = &expect_ok(&reply, "请求成功")["list"];
     assert_eq!(
         found,
-        &json!([{"Id": b.id, "Username": b.username, "Nickname": b.username, "Avatar": "", "Sex": 0}])
+        &json!([{"Id": b.id, "Username": b.username, "Nickname": b.username, "Avatar": DEFAULT_AVATAR_URL, "Sex": 0}])
     );
 
     // a asks; both of b's devices hear it.
@@ -82,19 +82,21 @@ fn request_accept_list_delete(store: Store) {
     let list = expect_ok(&reply, "请求成功")["list"].clone();
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     let req = &list[0];
-    assert!(req["Id"].as_i64().unwrap() > 0, "{req}");
+    // `Id` is the requester (old clients feed it back as `f_uid`), the
+    // request's own id is `ReqId`.
+    assert_eq!(req["Id"], a.id, "{req}");
+    assert!(req["ReqId"].as_i64().unwrap() > 0, "{req}");
     assert_eq!(req["Uid"], a.id);
     assert_eq!(req["Username"], a.username.as_str());
     assert_eq!(req["Nickname"], a.username.as_str());
     assert_eq!(
         (&req["Avatar"], &req["Channel"], &req["Reason"]),
-        (&json!(""), &json!("search"), &json!("你好"))
+        (&json!(DEFAULT_AVATAR_URL), &json!("search"), &json!("你好"))
     );
     assert_eq!(req["Status"], 0);
-    assert!(
-        (now_secs() - req["RequestAt"].as_i64().unwrap()).abs() < 60,
-        "{req}"
-    );
+    // Unix seconds in a string, as the old server answered.
+    let at: i64 = req["RequestAt"].as_str().unwrap().parse().unwrap();
+    assert!((now_secs() - at).abs() < 60, "{req}");
 
     // b accepts: a hears it, both lists show the other, online.
     let a_id = a.id.to_string();
@@ -110,7 +112,7 @@ fn request_accept_list_delete(store: Store) {
     );
     assert_eq!(
         friends(&node, &a),
-        json!([{"Id": b.id, "Nickname": b.username, "Username": b.username, "Avatar": "", "Sex": 0, "Online": true}])
+        json!([{"Id": b.id, "Nickname": b.username, "Username": b.username, "Avatar": DEFAULT_AVATAR_URL, "Sex": 0, "Online": true}])
     );
     assert_eq!(ids(&friends(&node, &b)), vec![a.id]);
     assert_eq!(friends(&node, &b)[0]["Online"], true);

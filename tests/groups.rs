@@ -136,7 +136,7 @@ fn create_join_members_kick_leave(store: Store) {
         list,
         json!([{
             "JoinId": join_a, "UserId": a.id, "GroupId": group,
-            "Username": a.username, "Nickname": a.username, "Avatar": "",
+            "Username": a.username, "Nickname": a.username, "Avatar": DEFAULT_AVATAR_URL,
             "GroupName": name, "JoinAt": list[0]["JoinAt"],
         }])
     );
@@ -175,7 +175,10 @@ fn create_join_members_kick_leave(store: Store) {
         (&a_item["Username"], &a_item["Nickname"]),
         (&json!(a.username), &json!(a.username))
     );
-    assert_eq!((&a_item["Avatar"], &a_item["Sex"]), (&json!(""), &json!(0)));
+    assert_eq!(
+        (&a_item["Avatar"], &a_item["Sex"]),
+        (&json!(DEFAULT_AVATAR_URL), &json!(0))
+    );
     assert!(a_item["JoinAt"].as_i64().unwrap() >= created_at);
     expect_fail(&members(&node, &b, group, &[]), "您不是群成员");
 

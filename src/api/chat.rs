@@ -44,13 +44,13 @@ fn chat_error(e: ChatError) -> Response {
     }
 }
 
-/// `type`: a required integer.
+/// `type`: an integer; missing or blank is 0 (text), as the old server
+/// read it.
 fn kind_param(params: &Params) -> Result<i64, Response> {
-    params
-        .str("type")
-        .trim()
-        .parse::<i64>()
-        .map_err(|_| fail("非法参数"))
+    match params.str("type").trim() {
+        "" => Ok(0),
+        kind => kind.parse::<i64>().map_err(|_| fail("非法参数")),
+    }
 }
 
 fn send(

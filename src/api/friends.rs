@@ -9,6 +9,10 @@
 //! too, and accepting either settles both; `channel` (≤ 32 characters) and
 //! `reason` (≤ 255) are optional; a malformed or over-long parameter
 //! without its own text answers `非法参数`.
+//!
+//! As the old server: in `add/reqs` `Id` is the requester (old clients pass
+//! it back as `f_uid` to `add/handle`; the request's own id is `ReqId`) and
+//! `RequestAt` is unix seconds in a string.
 
 use serde_json::{json, Value};
 
@@ -142,14 +146,15 @@ fn requests(node: &Shared, caller: &Caller, params: &Params) -> Response {
                 .iter()
                 .map(|r| {
                     json!({
-                        "Id": r.id,
+                        "Id": r.from.id,
+                        "ReqId": r.id,
                         "Uid": r.from.id,
                         "Nickname": r.from.nickname,
                         "Username": r.from.username,
                         "Avatar": r.from.avatar,
                         "Channel": r.channel,
                         "Reason": r.reason,
-                        "RequestAt": r.created_at,
+                        "RequestAt": r.created_at.to_string(),
                         "Status": r.status,
                     })
                 })

@@ -2,6 +2,11 @@
 //! operations routes, the `Login-Token` check, CORS, and the
 //! `{code,msg,data}` answers of PROTOCOL §1. Each concern's handlers live in
 //! a submodule that exports its route table.
+//!
+//! Every successful API answer is finished here: avatars a user has not set
+//! become `user.default_avatar`, and the gateway's own paths in `avatar` and
+//! `url` values (`/files/…`, kept relative in the store) become absolute
+//! URLs, from `http.public_url` or else the request's `Host`.
 
 /// The value of a parameter check, or an early return of its error answer.
 macro_rules! try_param {
@@ -88,6 +93,25 @@ fn find(path: &str) -> Option<&'static Route> {
         .map(|(_, r)| r)
 }
 
+/// Request headers a browser may send across origins: the old server's
+/// list (`AccessToken`, `X-CSRF-Token` and `Authorization` included, which
+/// its web clients send) and `Admin-Token`.
+const CORS_ALLOW_HEADERS: &str =
+    "Content-Type, AccessToken, X-CSRF-Token, Authorization, Login-Token, Admin-Token";
+
+/// Response headers a script may read across origins: the old server's
+/// list, and those of resumable downloads.
+const CORS_EXPOSE_HEADERS: &str = "Content-Length, Access-Control-Allow-Origin, \
+     Access-Control-Allow-Headers, Content-Type, Content-Range, Accept-Ranges, \
+     Content-Disposition";
+
+/// What `GET /` answers, as the old server did.
+const WELCOME: &str = "欢迎使用，承接项目开发，请联系微信：freePan_1995";
+
+/// The picture answered for users without an avatar (served at
+/// [`crate::config::DEFAULT_AVATAR_PATH`]).
+const DEFAULT_AVATAR_PNG: &[u8] = include_bytes!("../../assets/default_avatar.png");
+
 /// Answers one request.
 pub fn handle(node: &Shared, req: &Request) -> Response {
     let mut resp = route(node, req);
@@ -103,6 +127,8 @@ pub fn handle(node: &Shared, req: &Request) -> Response {
     };
     if let Some(origin) = allowed {
         resp.headers.push(("Access-Control-Allow-Origin", origin));
+        resp.headers
+            .push(("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS.into()));
         resp.headers.push(("Vary", "Origin".to_string()));
     }
     resp
@@ -113,16 +139,17 @@ fn route(node: &Shared, req: &Request) -> Response {
         let mut resp = Response::text(204, "");
         resp.headers
             .push(("Access-Control-Allow-Methods", "GET, POST, OPTIONS".into()));
-        resp.headers.push((
-            "Access-Control-Allow-Headers",
-            "Content-Type, Login-Token, Admin-Token".into(),
-        ));
+        resp.headers
+            .push(("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS.into()));
         resp.headers
             .push(("Access-Control-Max-Age", "86400".into()));
         return resp;
     }
     let get = req.method == "GET";
+    let read = get || req.method == "HEAD";
     match req.path.as_str() {
+        "/" if read => ok(WELCOME, Value::Null),
+        crate::config::DEFAULT_AVATAR_PATH if read => default_avatar(),
         "/healthz" if get => ops::healthz(node),
         "/metrics" if get => ops::metrics(node),
         "/ws/status" if get => ops::admin(node, req, ops::ws_status),
@@ -148,28 +175,118 @@ fn api(node: &Shared, req: &Request, handler: &Route) -> Response {
     let Some(params) = req.params() else {
         return Response::envelope(400, FAIL, "非法参数", Value::Null);
     };
-    let (caller, resp, refresh) = match handler {
-        Route::Public(f) => return f(node, req, &params),
+    let (resp, refresh) = match handler {
+        Route::Public(f) => (f(node, req, &params), None),
         Route::Authed(f, refresh) => match caller(node, req) {
-            Ok(c) => {
-                let resp = f(node, &c, &params);
-                (c, resp, *refresh)
-            }
+            Ok(c) => (f(node, &c, &params), refresh.then_some(c.uid)),
             Err(resp) => return resp,
         },
         Route::Upload(f, refresh) => match caller(node, req) {
-            Ok(c) => {
-                let resp = f(node, &c, req, &params);
-                (c, resp, *refresh)
-            }
+            Ok(c) => (f(node, &c, req, &params), refresh.then_some(c.uid)),
             Err(resp) => return resp,
         },
     };
-    if refresh {
-        with_token(resp, &node.tokens.issue(caller.uid))
-    } else {
-        resp
+    let links = Links {
+        base: base_url(node, req),
+        default_avatar: &node.config.user.default_avatar,
+    };
+    finish(resp, &links, || refresh.map(|uid| node.tokens.issue(uid)))
+}
+
+/// The built-in default avatar.
+fn default_avatar() -> Response {
+    let mut resp = Response {
+        content_type: "image/png",
+        ..Response::text(200, DEFAULT_AVATAR_PNG)
+    };
+    resp.headers
+        .push(("X-Content-Type-Options", "nosniff".into()));
+    resp.headers
+        .push(("Cache-Control", "public, max-age=86400".into()));
+    resp
+}
+
+/// How URLs are completed in answers.
+struct Links<'a> {
+    /// Scheme and host put before the gateway's own paths; `None` leaves
+    /// them relative (no `http.public_url` and no usable `Host`).
+    base: Option<String>,
+    /// Avatar of users without one.
+    default_avatar: &'a str,
+}
+
+impl Links<'_> {
+    /// `url` made absolute when it is a path on this gateway.
+    fn absolute(&self, url: &str) -> Option<String> {
+        let base = self.base.as_deref()?;
+        (url.starts_with('/') && !url.starts_with("//")).then(|| format!("{base}{url}"))
     }
+
+    /// Completes every `avatar`/`Avatar` and `url` string under `value`.
+    fn apply(&self, value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map.iter_mut() {
+                    match (key.as_str(), v) {
+                        ("avatar" | "Avatar", Value::String(s)) => {
+                            if s.is_empty() {
+                                self.default_avatar.clone_into(s);
+                            }
+                            if let Some(url) = self.absolute(s) {
+                                *s = url;
+                            }
+                        }
+                        ("url", Value::String(s)) => {
+                            if let Some(url) = self.absolute(s) {
+                                *s = url;
+                            }
+                        }
+                        (_, v) => self.apply(v),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| self.apply(v)),
+            _ => {}
+        }
+    }
+}
+
+/// `http.public_url`, or `http://<Host>` when the request names a plain
+/// host (and port): this listener speaks plain HTTP.
+fn base_url(node: &Shared, req: &Request) -> Option<String> {
+    let configured = &node.config.http.public_url;
+    if !configured.is_empty() {
+        return Some(configured.clone());
+    }
+    let host = req.header("host")?.trim();
+    let plain = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b));
+    plain.then(|| format!("http://{host}"))
+}
+
+/// Completes a successful answer's `data`: its links, and `t`, a refreshed
+/// token, when `token` gives one.
+fn finish(
+    mut resp: Response,
+    links: &Links<'_>,
+    token: impl FnOnce() -> Option<String>,
+) -> Response {
+    let Ok(mut v) = serde_json::from_slice::<Value>(&resp.body) else {
+        return resp;
+    };
+    if v["code"] != OK {
+        return resp;
+    }
+    if let Some(data) = v.get_mut("data") {
+        links.apply(data);
+        if let (Some(data), Some(t)) = (data.as_object_mut(), token()) {
+            data.insert("t".into(), Value::String(t));
+        }
+    }
+    resp.body = v.to_string().into_bytes();
+    resp
 }
 
 /// The caller of an authenticated route, from `Login-Token`.
@@ -185,19 +302,6 @@ fn caller(node: &Shared, req: &Request) -> Result<Caller, Response> {
         token: token.to_string(),
         exp: claims.exp,
     })
-}
-
-/// Adds `data.t` to a successful answer.
-fn with_token(mut resp: Response, token: &str) -> Response {
-    if let Ok(mut v) = serde_json::from_slice::<Value>(&resp.body) {
-        if v["code"] == OK {
-            if let Some(data) = v["data"].as_object_mut() {
-                data.insert("t".into(), Value::String(token.to_string()));
-                resp.body = v.to_string().into_bytes();
-            }
-        }
-    }
-    resp
 }
 
 pub(crate) fn ok(msg: &str, data: Value) -> Response {

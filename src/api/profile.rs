@@ -13,7 +13,7 @@ use crate::http::{Params, Request, Response};
 use crate::idcard::{mask_name, today_cst, valid_name, IdNumber};
 use crate::node::Shared;
 use crate::search::UserDoc;
-use crate::store::{RealName, StoreError, User};
+use crate::store::{Changed, RealName, StoreError, User};
 
 /// Profile routes.
 pub(super) const ROUTES: Routes = &[
@@ -27,9 +27,11 @@ pub(super) const ROUTES: Routes = &[
 /// Largest avatar, bytes.
 pub(super) const MAX_AVATAR: usize = 2 << 20;
 
-/// `设置成功` and friends: `{result: true}` plus `extra`.
-fn done(msg: &str, extra: Value) -> Response {
-    let mut data = json!({ "result": true });
+/// `设置成功` and friends: `{result}` plus `extra`; `result` is the number
+/// of rows the update changed (1, or 0 when nothing changed), as the old
+/// server answered.
+fn done(msg: &str, changed: u64, extra: Value) -> Response {
+    let mut data = json!({ "result": changed });
     if let (Some(d), Value::Object(extra)) = (data.as_object_mut(), extra) {
         d.extend(extra);
     }
@@ -53,17 +55,17 @@ fn reindex(node: &Shared, uid: u64, location: Option<(Point, i64)>) -> Option<Re
         .map(unavailable)
 }
 
-/// Answers an update whose store call returned `found`.
+/// Answers an update whose store call returned `changed`.
 fn updated(
     node: &Shared,
     caller: &Caller,
-    found: Result<bool, StoreError>,
+    changed: Result<Changed, StoreError>,
     msg: &str,
     extra: Value,
 ) -> Response {
-    match found {
-        Ok(true) => reindex(node, caller.uid, None).unwrap_or_else(|| done(msg, extra)),
-        Ok(false) => fail_with(super::AUTH_FAIL, "鉴权失败"),
+    match changed {
+        Ok(Some(n)) => reindex(node, caller.uid, None).unwrap_or_else(|| done(msg, n, extra)),
+        Ok(None) => fail_with(super::AUTH_FAIL, "鉴权失败"),
         Err(e) => store_error(e),
     }
 }
@@ -73,8 +75,8 @@ fn nickname(node: &Shared, caller: &Caller, params: &Params) -> Response {
     if !(4..=20).contains(&nickname.len()) || nickname.chars().any(char::is_control) {
         return fail("昵称长度不合法");
     }
-    let found = node.store.set_nickname(caller.uid, nickname);
-    updated(node, caller, found, "设置成功", json!({}))
+    let changed = node.store.set_nickname(caller.uid, nickname);
+    updated(node, caller, changed, "设置成功", json!({}))
 }
 
 fn avatar(node: &Shared, caller: &Caller, req: &Request, _: &Params) -> Response {
@@ -88,8 +90,8 @@ fn avatar(node: &Shared, caller: &Caller, req: &Request, _: &Params) -> Response
         Ok(url) => url,
         Err(resp) => return resp,
     };
-    let found = node.store.set_avatar(caller.uid, &url);
-    updated(node, caller, found, "设置成功", json!({ "avatar": url }))
+    let changed = node.store.set_avatar(caller.uid, &url);
+    updated(node, caller, changed, "设置成功", json!({ "avatar": url }))
 }
 
 fn realname(node: &Shared, caller: &Caller, params: &Params) -> Response {
@@ -110,7 +112,7 @@ fn realname(node: &Shared, caller: &Caller, params: &Params) -> Response {
         // Another account holds this number: the same answer as an invalid
         // number, so the endpoint does not tell whether a number is in use.
         Err(StoreError::Conflict) => fail("身份证不合法"),
-        found => updated(node, caller, found, "实名认证成功", json!({})),
+        changed => updated(node, caller, changed, "实名认证成功", json!({})),
     }
 }
 
@@ -120,9 +122,9 @@ fn location(node: &Shared, caller: &Caller, params: &Params) -> Response {
     };
     let now = auth::now_secs();
     match node.store.set_location(caller.uid, point, now) {
-        Ok(true) => reindex(node, caller.uid, Some((point, now)))
-            .unwrap_or_else(|| done("更新位置成功", json!({}))),
-        Ok(false) => fail_with(super::AUTH_FAIL, "鉴权失败"),
+        Ok(Some(n)) => reindex(node, caller.uid, Some((point, now)))
+            .unwrap_or_else(|| done("更新位置成功", n, json!({}))),
+        Ok(None) => fail_with(super::AUTH_FAIL, "鉴权失败"),
         Err(e) => store_error(e),
     }
 }

@@ -23,11 +23,16 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// An empty registry keeping at most `conns_per_user` connections a user.
+    /// An empty registry keeping at most `conns_per_user` connections a
+    /// user (0 = no limit).
     pub fn new(conns_per_user: usize) -> Registry {
+        let conns_per_user = match conns_per_user {
+            0 => usize::MAX,
+            n => n,
+        };
         Registry {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            conns_per_user: conns_per_user.max(1),
+            conns_per_user,
             presence: None,
         }
     }
@@ -118,6 +123,18 @@ mod tests {
         r.remove(7, conn(3));
         assert!(!r.is_online(7));
         assert_eq!(r.users(), 0);
+    }
+
+    #[test]
+    fn zero_keeps_every_connection() {
+        let r = Registry::new(0);
+        for token in 1..=2_000 {
+            assert_eq!(r.add(7, conn(token)), None);
+        }
+        for token in 1..=2_000 {
+            r.remove(7, conn(token));
+        }
+        assert!(!r.is_online(7));
     }
 
     #[test]

@@ -37,7 +37,15 @@ impl Reactor {
                 self.http_reject(key, 503);
                 return;
             }
-            let Some(accept) = upgrade_key(&req).map(|k| ws::upgrade_response(k.as_bytes())) else {
+            let offered = req
+                .headers
+                .iter()
+                .filter(|(n, _)| n == "sec-websocket-protocol")
+                .map(|(_, v)| v.as_str());
+            let protocol = ws::offers_subprotocol(offered).then_some(ws::SUBPROTOCOL);
+            let Some(accept) =
+                upgrade_key(&req).map(|k| ws::upgrade_response(k.as_bytes(), protocol))
+            else {
                 self.http_reject(key, 400);
                 return;
             };

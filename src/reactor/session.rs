@@ -108,16 +108,12 @@ impl Reactor {
                 Ok(upto) => self.acknowledged(key, upto),
                 Err(_) => self.reply(key, &Push::system(cmd::FAIL, "消息格式错误")),
             },
-            cmd::SIGN_IN => {
-                let same = self.shared.tokens.verify(&msg.body).map(|c| c.id) == Ok(uid);
-                let push = if same {
-                    Push::system(cmd::SIGNED_IN, "认证成功")
-                } else {
-                    Push::system(cmd::FAIL, "认证失败")
-                };
-                self.reply(key, &push);
-            }
-            _ => self.reply(key, &Push::system(cmd::FAIL, "不支持的指令")),
+            // As the old server: a signed-in connection ignores another
+            // sign-in (whatever its token) and every command it does not
+            // know, such as the heartbeats of old clients ({"Cmd":0},
+            // {"Cmd":1}, {}), without an answer; the frame still counts as
+            // activity.
+            _ => {}
         }
     }
 

@@ -34,7 +34,9 @@ mod sqlite;
 
 pub use self::messages::{Feed, Message, Messages, NewMessage};
 pub use self::mysql::{open_mysql, MysqlStore};
-pub use self::profile::{Area, Located, Profiles, RealName, MAX_AVATAR_CHARS, MAX_NICKNAME_CHARS};
+pub use self::profile::{
+    Area, Changed, Located, Profiles, RealName, MAX_AVATAR_CHARS, MAX_NICKNAME_CHARS,
+};
 pub use self::social::{
     group_name_key, FoundGroup, FriendRequest, Group, JoinHandled, JoinRequest, Left, Member,
     Membership, Profile, Social, ACCEPTED, MAX_CHANNEL_CHARS, MAX_GROUP_NAME_CHARS,

@@ -48,6 +48,12 @@ pub struct Located {
     pub at: i64,
 }
 
+/// What an update of a user's row did: `None` when the user does not
+/// exist, else the number of rows it changed (1, or 0 when every value was
+/// already so: MySQL's count of affected rows, which the old server
+/// answered as `result`).
+pub type Changed = Option<u64>;
+
 /// Longest nickname accepted by the store, in characters.
 pub const MAX_NICKNAME_CHARS: usize = 64;
 /// Longest avatar URL accepted by the store, in characters.
@@ -55,26 +61,23 @@ pub const MAX_AVATAR_CHARS: usize = 512;
 
 /// Profile updates and location queries.
 pub trait Profiles {
-    /// Sets the nickname (at most [`MAX_NICKNAME_CHARS`]); `Ok(false)` when
-    /// the user does not exist.
-    fn set_nickname(&self, uid: u64, nickname: &str) -> Result<bool, StoreError>;
+    /// Sets the nickname (at most [`MAX_NICKNAME_CHARS`]).
+    fn set_nickname(&self, uid: u64, nickname: &str) -> Result<Changed, StoreError>;
 
-    /// Sets the avatar URL (at most [`MAX_AVATAR_CHARS`]); `Ok(false)` when
-    /// the user does not exist.
-    fn set_avatar(&self, uid: u64, avatar: &str) -> Result<bool, StoreError>;
+    /// Sets the avatar URL (at most [`MAX_AVATAR_CHARS`]).
+    fn set_avatar(&self, uid: u64, avatar: &str) -> Result<Changed, StoreError>;
 
     /// Records a real-name verification and marks the user verified.
     /// `Err(Conflict)` when another account holds the same `id_hash`;
-    /// verifying again with the same number is Ok. `Ok(false)` when the user
-    /// does not exist.
-    fn set_realname(&self, uid: u64, realname: &RealName) -> Result<bool, StoreError>;
+    /// verifying again with the same number is Ok (and changes nothing).
+    fn set_realname(&self, uid: u64, realname: &RealName) -> Result<Changed, StoreError>;
 
     /// The stored verification of a user, if any.
     fn realname(&self, uid: u64) -> Result<Option<RealName>, StoreError>;
 
-    /// Sets the user's location and its time; `Ok(false)` when the user does
-    /// not exist. The point must be valid (see [`Point::new`]).
-    fn set_location(&self, uid: u64, point: Point, now: i64) -> Result<bool, StoreError>;
+    /// Sets the user's location and its time. The point must be valid (see
+    /// [`Point::new`]).
+    fn set_location(&self, uid: u64, point: Point, now: i64) -> Result<Changed, StoreError>;
 
     /// Users located in `area` (box, freshness, exclusion), nearest to its
     /// center first by a flat-earth approximation, at most `limit`. The

@@ -42,6 +42,13 @@ pub const PASSWORD: &str = "Secret123";
 pub const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/weim_test";
 /// A short wait for pushes that must not come.
 pub const QUIET: Duration = Duration::from_millis(200);
+/// The `Host` every `Request` names.
+pub const TEST_HOST: &str = "weim.test";
+/// What the gateway's own paths become in answers to a `Request` (no
+/// `http.public_url`): `http://<Host>`.
+pub const TEST_BASE_URL: &str = "http://weim.test";
+/// The avatar answered for a user without one (default `user.default_avatar`).
+pub const DEFAULT_AVATAR_URL: &str = "http://weim.test/public/avatar/default.png";
 
 // Texts of PROTOCOL.md, matched byte for byte.
 pub const MSG_LOGGED_IN: &str = "登录成功";
@@ -959,13 +966,18 @@ impl Request {
         self
     }
 
-    /// The bytes on the wire: request line, `Host`, the headers,
-    /// `Content-Length` when there is a body, the body.
+    /// The bytes on the wire: request line, `Host` (unless the headers
+    /// name one), the headers, `Content-Length` when there is a body, the
+    /// body.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = format!(
-            "{} {} HTTP/1.1\r\nHost: weim.test\r\n",
-            self.method, self.target
-        );
+        let mut out = format!("{} {} HTTP/1.1\r\n", self.method, self.target);
+        if !self
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("host"))
+        {
+            out.push_str(&format!("Host: {TEST_HOST}\r\n"));
+        }
         for (name, value) in &self.headers {
             out.push_str(&format!("{name}: {value}\r\n"));
         }

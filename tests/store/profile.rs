@@ -35,19 +35,21 @@ fn realname(hash: &str) -> RealName {
 
 pub fn nickname_and_avatar(store: &dyn Store) {
     let id = new_user(store);
-    assert!(store.set_nickname(id, "小明同学").unwrap());
-    assert!(
+    assert_eq!(store.set_nickname(id, "小明同学").unwrap(), Some(1));
+    assert_eq!(
         store.set_nickname(id, "小明同学").unwrap(),
-        "same value again"
+        Some(0),
+        "same value again: nothing changed"
     );
-    assert!(store.set_avatar(id, "/files/img/a.png").unwrap());
+    assert_eq!(store.set_avatar(id, "/files/img/a.png").unwrap(), Some(1));
+    assert_eq!(store.set_avatar(id, "/files/img/a.png").unwrap(), Some(0));
     let u = store.user_by_id(id).unwrap().unwrap();
     assert_eq!(
         (u.nickname.as_str(), u.avatar.as_str()),
         ("小明同学", "/files/img/a.png")
     );
-    assert!(!store.set_nickname(u64::MAX / 2, "nobody").unwrap());
-    assert!(!store.set_avatar(u64::MAX / 2, "x").unwrap());
+    assert_eq!(store.set_nickname(u64::MAX / 2, "nobody").unwrap(), None);
+    assert_eq!(store.set_avatar(u64::MAX / 2, "x").unwrap(), None);
     let long = "x".repeat(weim::store::MAX_NICKNAME_CHARS + 1);
     assert!(matches!(
         store.set_nickname(id, &long),
@@ -59,9 +61,10 @@ pub fn realname_is_unique_per_number(store: &dyn Store) {
     let (a, b) = (new_user(store), new_user(store));
     let hash = unique_name("h");
     assert_eq!(store.realname(a).unwrap(), None);
-    assert!(store.set_realname(a, &realname(&hash)).unwrap());
-    assert!(
+    assert_eq!(store.set_realname(a, &realname(&hash)).unwrap(), Some(1));
+    assert_eq!(
         store.set_realname(a, &realname(&hash)).unwrap(),
+        Some(0),
         "again, same account"
     );
     assert!(matches!(
@@ -73,7 +76,10 @@ pub fn realname_is_unique_per_number(store: &dyn Store) {
     assert!(!store.user_by_id(b).unwrap().unwrap().realname_verified);
     assert_eq!(store.realname(b).unwrap(), None);
     // A different number for b is fine.
-    assert!(store.set_realname(b, &realname(&unique_name("h"))).unwrap());
+    assert_eq!(
+        store.set_realname(b, &realname(&unique_name("h"))).unwrap(),
+        Some(1)
+    );
 }
 
 pub fn racing_verifications_one_wins(store: &dyn Store) {
@@ -90,7 +96,7 @@ pub fn racing_verifications_one_wins(store: &dyn Store) {
         handles
             .into_iter()
             .map(|h| h.join().unwrap())
-            .filter(|r| matches!(r, Ok(true)))
+            .filter(|r| matches!(r, Ok(Some(1))))
             .count()
     });
     assert_eq!(wins, 1);
@@ -104,11 +110,15 @@ pub fn locations_in_a_box(store: &dyn Store) {
     let stale = new_user(store);
     let me = new_user(store);
     let at = |dlat: f64| Point::new(c.lon, c.lat + dlat).unwrap();
-    assert!(store.set_location(near, at(0.01), t).unwrap());
-    assert!(store.set_location(far, at(0.5), t).unwrap());
-    assert!(store.set_location(stale, at(0.001), t - 1000).unwrap());
-    assert!(store.set_location(me, c, t).unwrap());
-    assert!(!store.set_location(u64::MAX / 2, c, t).unwrap());
+    assert_eq!(store.set_location(near, at(0.01), t).unwrap(), Some(1));
+    assert_eq!(store.set_location(far, at(0.5), t).unwrap(), Some(1));
+    assert_eq!(
+        store.set_location(stale, at(0.001), t - 1000).unwrap(),
+        Some(1)
+    );
+    assert_eq!(store.set_location(me, c, t).unwrap(), Some(1));
+    assert_eq!(store.set_location(me, c, t).unwrap(), Some(0), "same again");
+    assert_eq!(store.set_location(u64::MAX / 2, c, t).unwrap(), None);
     let (lat, lon) = bounding_box(c, 10_000.0);
     let area = Area {
         center: c,

@@ -9,8 +9,8 @@ use super::{placeholders, user_from_row, MysqlStore, IN_CHUNK};
 use crate::geo::Point;
 use crate::store::profile::{check_len, lon_weight, DLON_SQL};
 use crate::store::{
-    Area, Located, Profiles, RealName, StoreError, User, MAX_AVATAR_CHARS, MAX_NICKNAME_CHARS,
-    USER_COLUMNS,
+    Area, Changed, Located, Profiles, RealName, StoreError, User, MAX_AVATAR_CHARS,
+    MAX_NICKNAME_CHARS, USER_COLUMNS,
 };
 
 /// Duplicate key name: another node created the index first.
@@ -49,30 +49,31 @@ pub(super) fn apply_schema(conn: &mut PooledConn) -> ::mysql::Result<()> {
 }
 
 impl MysqlStore {
-    /// Runs one `UPDATE users ... WHERE id = ?` (the id last); whether the
-    /// user exists (MySQL counts only changed rows, so an update to the same
-    /// values is checked with a `SELECT`).
+    /// Runs one `UPDATE users ... WHERE id = ?` (the id last). MySQL
+    /// counts only changed rows, so an update to the same values (0) is told
+    /// from a missing user with a `SELECT`.
     fn update_user(
         &self,
         sql: &str,
         params: Vec<::mysql::Value>,
         uid: u64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Changed, StoreError> {
         self.run(|c| {
             let mut values = params.clone();
             values.push(uid.into());
             c.exec_drop(sql, values)?;
-            if c.affected_rows() > 0 {
-                return Ok(true);
+            let changed = c.affected_rows();
+            if changed > 0 {
+                return Ok(Some(changed));
             }
             let found: Option<u8> = c.exec_first("SELECT 1 FROM users WHERE id = ?", (uid,))?;
-            Ok(found.is_some())
+            Ok(found.map(|_| 0))
         })
     }
 }
 
 impl Profiles for MysqlStore {
-    fn set_nickname(&self, uid: u64, nickname: &str) -> Result<bool, StoreError> {
+    fn set_nickname(&self, uid: u64, nickname: &str) -> Result<Changed, StoreError> {
         check_len("nickname", nickname, MAX_NICKNAME_CHARS)?;
         self.update_user(
             "UPDATE users SET nickname = ? WHERE id = ?",
@@ -81,7 +82,7 @@ impl Profiles for MysqlStore {
         )
     }
 
-    fn set_avatar(&self, uid: u64, avatar: &str) -> Result<bool, StoreError> {
+    fn set_avatar(&self, uid: u64, avatar: &str) -> Result<Changed, StoreError> {
         check_len("avatar", avatar, MAX_AVATAR_CHARS)?;
         self.update_user(
             "UPDATE users SET avatar = ? WHERE id = ?",
@@ -90,7 +91,7 @@ impl Profiles for MysqlStore {
         )
     }
 
-    fn set_realname(&self, uid: u64, r: &RealName) -> Result<bool, StoreError> {
+    fn set_realname(&self, uid: u64, r: &RealName) -> Result<Changed, StoreError> {
         self.update_user(
             "UPDATE users SET realname = ?, id_card_mask = ?, id_card_hash = ?, \
              realname_verified = 1 WHERE id = ?",
@@ -118,7 +119,7 @@ impl Profiles for MysqlStore {
         }))
     }
 
-    fn set_location(&self, uid: u64, point: Point, now: i64) -> Result<bool, StoreError> {
+    fn set_location(&self, uid: u64, point: Point, now: i64) -> Result<Changed, StoreError> {
         self.update_user(
             "UPDATE users SET longitude = ?, latitude = ?, location_at = ? WHERE id = ?",
             vec![point.lon.into(), point.lat.into(), now.into()],

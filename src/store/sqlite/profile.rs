@@ -6,8 +6,8 @@ use super::{user_from_row, SqliteStore};
 use crate::geo::Point;
 use crate::store::profile::{check_len, lon_weight, DLON_SQL};
 use crate::store::{
-    Area, Located, Profiles, RealName, StoreError, User, MAX_AVATAR_CHARS, MAX_NICKNAME_CHARS,
-    USER_COLUMNS,
+    Area, Changed, Located, Profiles, RealName, StoreError, User, MAX_AVATAR_CHARS,
+    MAX_NICKNAME_CHARS, USER_COLUMNS,
 };
 
 /// Indexes of the profile queries; applied after the main schema.
@@ -22,46 +22,58 @@ fn id(v: u64) -> i64 {
 }
 
 impl SqliteStore {
-    /// Runs one `UPDATE users ... WHERE id = ?1`; whether a row matched.
+    /// Runs one `UPDATE users ... WHERE id = ?1 AND <a value differs>`:
+    /// SQLite counts the rows a `WHERE` matched, so the condition makes it
+    /// count changed rows as MySQL does; 0 is told from a missing user with
+    /// a `SELECT`.
     fn update_user(
         &self,
         sql: &str,
         uid: u64,
         rest: &[&dyn rusqlite::ToSql],
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Changed, StoreError> {
         self.with_conn(|c| {
             let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rest.len() + 1);
             let uid = id(uid);
             values.push(&uid);
             values.extend_from_slice(rest);
-            Ok(c.prepare_cached(sql)?.execute(&values[..])? > 0)
+            let changed = c.prepare_cached(sql)?.execute(&values[..])?;
+            if changed > 0 {
+                return Ok(Some(changed as u64));
+            }
+            let found = c
+                .prepare_cached("SELECT 1 FROM users WHERE id = ?1")?
+                .query_row(params![uid], |_| Ok(()))
+                .optional()?;
+            Ok(found.map(|()| 0))
         })
     }
 }
 
 impl Profiles for SqliteStore {
-    fn set_nickname(&self, uid: u64, nickname: &str) -> Result<bool, StoreError> {
+    fn set_nickname(&self, uid: u64, nickname: &str) -> Result<Changed, StoreError> {
         check_len("nickname", nickname, MAX_NICKNAME_CHARS)?;
         self.update_user(
-            "UPDATE users SET nickname = ?2 WHERE id = ?1",
+            "UPDATE users SET nickname = ?2 WHERE id = ?1 AND nickname IS NOT ?2",
             uid,
             &[&nickname],
         )
     }
 
-    fn set_avatar(&self, uid: u64, avatar: &str) -> Result<bool, StoreError> {
+    fn set_avatar(&self, uid: u64, avatar: &str) -> Result<Changed, StoreError> {
         check_len("avatar", avatar, MAX_AVATAR_CHARS)?;
         self.update_user(
-            "UPDATE users SET avatar = ?2 WHERE id = ?1",
+            "UPDATE users SET avatar = ?2 WHERE id = ?1 AND avatar IS NOT ?2",
             uid,
             &[&avatar],
         )
     }
 
-    fn set_realname(&self, uid: u64, r: &RealName) -> Result<bool, StoreError> {
+    fn set_realname(&self, uid: u64, r: &RealName) -> Result<Changed, StoreError> {
         self.update_user(
             "UPDATE users SET realname = ?2, id_card_mask = ?3, id_card_hash = ?4, \
-             realname_verified = 1 WHERE id = ?1",
+             realname_verified = 1 WHERE id = ?1 AND (realname IS NOT ?2 \
+             OR id_card_mask IS NOT ?3 OR id_card_hash IS NOT ?4 OR realname_verified IS NOT 1)",
             uid,
             &[&r.name_mask, &r.id_mask, &r.id_hash],
         )
@@ -84,9 +96,10 @@ impl Profiles for SqliteStore {
         })
     }
 
-    fn set_location(&self, uid: u64, point: Point, now: i64) -> Result<bool, StoreError> {
+    fn set_location(&self, uid: u64, point: Point, now: i64) -> Result<Changed, StoreError> {
         self.update_user(
-            "UPDATE users SET longitude = ?2, latitude = ?3, location_at = ?4 WHERE id = ?1",
+            "UPDATE users SET longitude = ?2, latitude = ?3, location_at = ?4 WHERE id = ?1 \
+             AND (longitude IS NOT ?2 OR latitude IS NOT ?3 OR location_at IS NOT ?4)",
             uid,
             &[&point.lon, &point.lat, &now],
         )
