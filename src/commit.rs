@@ -10,7 +10,7 @@
 //! relation checks and the round trips to a MySQL server. Durability is
 //! unchanged: nothing is answered or pushed before its batch has committed.
 
-use std::collections::hash_map::{Entry, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,21 +131,12 @@ pub fn spawn(rx: Receiver<Submission>, shared: Arc<Shared>) -> std::io::Result<(
 }
 
 fn commit(shared: &Shared, batch: Vec<Submission>) {
-    let recipients = match relations(shared, &batch) {
-        Ok(r) => r,
-        Err(e) => {
-            log::warn!("{} messages not checked: {e}", batch.len());
-            for s in batch {
-                answer(shared, s.answer, None, Err(ChatError::Store(e.clone())));
-            }
-            return;
-        }
-    };
+    let verdicts = relations(shared, &batch);
     let mut accepted = Vec::with_capacity(batch.len());
-    for (s, r) in batch.into_iter().zip(recipients) {
-        match r {
+    for (s, verdict) in batch.into_iter().zip(verdicts) {
+        match verdict {
             Ok(uids) => accepted.push((s, uids)),
-            Err(rule) => answer(shared, s.answer, None, Err(ChatError::Rule(rule))),
+            Err(e) => answer(shared, s.answer, None, Err(e)),
         }
     }
     if accepted.is_empty() {
@@ -193,44 +184,60 @@ fn commit(shared: &Shared, batch: Vec<Submission>) {
     }
 }
 
-/// A message's recipients, or the rule (its client-facing text) it breaks.
-type Verdict = Result<Arc<[u64]>, &'static str>;
+/// A message's recipients, or why it is refused.
+type Verdict = Result<Arc<[u64]>, ChatError>;
 
-/// Who receives each message of the batch, or the rule it breaks: a friend
+/// Who receives each message of the batch, or why it is refused: a friend
 /// message goes to both friends (every device of the sender too), a group
 /// message to every member. One friendship query for the batch and one
-/// member list per group, shared by that group's messages.
-fn relations(shared: &Shared, batch: &[Submission]) -> Result<Vec<Verdict>, StoreError> {
+/// member list per group, shared by that group's messages. A failed query
+/// refuses only the messages that needed it: the friend messages when the
+/// friendship query failed, one group's messages when its member list did.
+fn relations(shared: &Shared, batch: &[Submission]) -> Vec<Verdict> {
     let pairs: Vec<(u64, u64)> = batch
         .iter()
         .filter(|s| s.ope != OPE_GROUP)
         .map(|s| (s.from_id, s.to_id))
         .collect();
-    let mut friends = shared.store.friendships(&pairs)?.into_iter();
-    let mut groups: HashMap<u64, Arc<[u64]>> = HashMap::new();
-    let mut out = Vec::with_capacity(batch.len());
-    for s in batch {
-        if s.ope != OPE_GROUP {
-            out.push(if friends.next() == Some(true) {
-                Ok(Arc::from([s.to_id, s.from_id]))
-            } else {
-                Err("对方不是你的好友")
-            });
-            continue;
-        }
-        let members = match groups.entry(s.to_id) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => e.insert(shared.store.group_member_ids(s.to_id)?.into()),
-        };
-        out.push(if members.is_empty() {
-            Err("群组不存在")
-        } else if members.binary_search(&s.from_id).is_err() {
-            Err("您不是群成员")
-        } else {
-            Ok(Arc::clone(members))
-        });
+    let friends = if pairs.is_empty() {
+        Ok(Vec::new())
+    } else {
+        shared.store.friendships(&pairs)
+    };
+    if let Err(e) = &friends {
+        log::warn!("{} friend messages not checked: {e}", pairs.len());
     }
-    Ok(out)
+    let mut friends = friends.map(Vec::into_iter);
+    let mut groups: HashMap<u64, Result<Arc<[u64]>, StoreError>> = HashMap::new();
+    batch
+        .iter()
+        .map(|s| {
+            if s.ope != OPE_GROUP {
+                return match &mut friends {
+                    Ok(f) => match f.next() {
+                        Some(true) => Ok(Arc::from([s.to_id, s.from_id])),
+                        _ => Err(ChatError::Rule("对方不是你的好友")),
+                    },
+                    Err(e) => Err(ChatError::Store(e.clone())),
+                };
+            }
+            let members = groups.entry(s.to_id).or_insert_with(|| {
+                let members = shared.store.group_member_ids(s.to_id);
+                if let Err(e) = &members {
+                    log::warn!("messages to group {} not checked: {e}", s.to_id);
+                }
+                members.map(Arc::from)
+            });
+            match members {
+                Err(e) => Err(ChatError::Store(e.clone())),
+                Ok(m) if m.is_empty() => Err(ChatError::Rule("群组不存在")),
+                Ok(m) if m.binary_search(&s.from_id).is_err() => {
+                    Err(ChatError::Rule("您不是群成员"))
+                }
+                Ok(m) => Ok(Arc::clone(m)),
+            }
+        })
+        .collect()
 }
 
 fn answer(shared: &Shared, to: Answer, cid: Option<&str>, outcome: Result<Message, ChatError>) {
