@@ -18,6 +18,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::chat::{message_push, ChatError};
+use crate::fault::Fault;
 use crate::message::{cmd, now_millis, Push};
 use crate::node::Shared;
 use crate::reactor::ConnRef;
@@ -141,6 +142,11 @@ fn commit(shared: &Shared, batch: Vec<Submission>) {
     }
     if accepted.is_empty() {
         return;
+    }
+    if let Some(fault) = shared.config.fault {
+        for (s, _) in &accepted {
+            fault.trip(Fault::CommitPanic, &s.body);
+        }
     }
     let now = now_millis();
     let news: Vec<NewMessage<'_>> = accepted

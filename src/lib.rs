@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod commit;
 pub mod config;
 pub mod delivery;
+pub mod fault;
 pub mod geo;
 pub mod http;
 pub mod idcard;
