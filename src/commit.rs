@@ -24,6 +24,7 @@ use crate::node::Shared;
 use crate::reactor::ConnRef;
 use crate::store::messages::OPE_GROUP;
 use crate::store::{Message, NewMessage, StoreError};
+use crate::supervise::{self, Role};
 
 /// Most messages stored in one transaction.
 const MAX_BATCH: usize = 512;
@@ -108,57 +109,97 @@ impl Committer {
 }
 
 /// Starts the committer thread; it runs until the queue's senders are gone.
+/// A panic while storing a batch answers that batch's senders not yet
+/// answered with a failure, and the loop carries on with the next batch.
 pub fn spawn(rx: Receiver<Submission>, shared: Arc<Shared>) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("weim-commit".into())
-        .spawn(move || {
-            while let Ok(first) = rx.recv() {
-                shared.committer.busy.store(true, Relaxed);
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(s) => batch.push(s),
-                        Err(_) => break,
-                    }
+    let s = Arc::clone(&shared);
+    // The batch in hand: still here after a panic, when the loop runs again.
+    let mut current: Option<Batch> = None;
+    supervise::restarting(&shared, Role::Committer, "weim-commit".into(), move || {
+        if let Some(lost) = current.take() {
+            lost.abandon(&s);
+            s.committer.busy.store(false, Relaxed);
+        }
+        while let Ok(first) = rx.recv() {
+            s.committer.busy.store(true, Relaxed);
+            let mut items = vec![first];
+            while items.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(m) => items.push(m),
+                    Err(_) => break,
                 }
-                shared.metrics.commit_batches.fetch_add(1, Relaxed);
-                let n = batch.len() as u64;
-                shared.metrics.commit_messages.fetch_add(n, Relaxed);
-                commit(&shared, batch);
-                shared.committer.busy.store(false, Relaxed);
             }
-        })
-        .map(drop)
+            s.metrics.commit_batches.fetch_add(1, Relaxed);
+            let n = items.len() as u64;
+            s.metrics.commit_messages.fetch_add(n, Relaxed);
+            commit(&s, current.insert(Batch::new(items)));
+            current = None;
+            s.committer.busy.store(false, Relaxed);
+        }
+    })
+    .map(drop)
 }
 
-fn commit(shared: &Shared, batch: Vec<Submission>) {
-    let verdicts = relations(shared, &batch);
-    let mut accepted = Vec::with_capacity(batch.len());
-    for (s, verdict) in batch.into_iter().zip(verdicts) {
+/// A batch being stored, and which of its senders have had their answer.
+struct Batch {
+    items: Vec<Submission>,
+    answered: Vec<bool>,
+}
+
+impl Batch {
+    fn new(items: Vec<Submission>) -> Batch {
+        let answered = vec![false; items.len()];
+        Batch { items, answered }
+    }
+
+    /// Answers the sender of message `i`, unless it already was.
+    fn answer(&mut self, shared: &Shared, i: usize, outcome: Result<Message, ChatError>) {
+        if !std::mem::replace(&mut self.answered[i], true) {
+            let s = &self.items[i];
+            answer(shared, &s.answer, s.cid.as_deref(), outcome);
+        }
+    }
+
+    /// After a panic: the senders not yet answered learn that their message
+    /// failed (it may have been stored: a retry with its `cid` says).
+    fn abandon(mut self, shared: &Shared) {
+        for i in 0..self.items.len() {
+            let failed = StoreError::Other("the committer failed on this batch".into());
+            self.answer(shared, i, Err(ChatError::Store(failed)));
+        }
+    }
+}
+
+fn commit(shared: &Shared, batch: &mut Batch) {
+    let mut accepted = Vec::with_capacity(batch.items.len());
+    for (i, verdict) in relations(shared, &batch.items).into_iter().enumerate() {
         match verdict {
-            Ok(uids) => accepted.push((s, uids)),
-            Err(e) => answer(shared, s.answer, None, Err(e)),
+            Ok(uids) => accepted.push((i, uids)),
+            Err(e) => batch.answer(shared, i, Err(e)),
         }
     }
     if accepted.is_empty() {
         return;
     }
     if let Some(fault) = shared.config.fault {
-        for (s, _) in &accepted {
-            fault.trip(Fault::CommitPanic, &s.body);
+        for &(i, _) in &accepted {
+            fault.trip(Fault::CommitPanic, &batch.items[i].body);
         }
     }
     let now = now_millis();
     let news: Vec<NewMessage<'_>> = accepted
         .iter()
-        .map(|(s, _)| NewMessage {
-            from_id: s.from_id,
-            to_id: s.to_id,
-            ope: s.ope,
-            kind: s.kind,
-            body: &s.body,
-            cid: s.cid.as_deref(),
-            now_ms: now,
+        .map(|&(i, _)| {
+            let s = &batch.items[i];
+            NewMessage {
+                from_id: s.from_id,
+                to_id: s.to_id,
+                ope: s.ope,
+                kind: s.kind,
+                body: &s.body,
+                cid: s.cid.as_deref(),
+                now_ms: now,
+            }
         })
         .collect();
     let results = shared.store.insert_messages(&news);
@@ -171,20 +212,21 @@ fn commit(shared: &Shared, batch: Vec<Submission>) {
                 .iter()
                 .zip(&stored)
                 .filter(|(_, (_, new))| *new)
-                .map(|((s, uids), (msg, _))| {
+                .map(|((i, uids), (msg, _))| {
                     let frame = message_push(msg).frame();
-                    (&uids[..], frame, msg.id, s.origin)
+                    (&uids[..], frame, msg.id, batch.items[*i].origin)
                 })
                 .collect();
             shared.delivery.deliver_messages(&pushes);
-            for ((s, _), (msg, _)) in accepted.into_iter().zip(stored) {
-                answer(shared, s.answer, s.cid.as_deref(), Ok(msg));
+            drop(pushes);
+            for ((i, _), (msg, _)) in accepted.into_iter().zip(stored) {
+                batch.answer(shared, i, Ok(msg));
             }
         }
         Err(e) => {
             log::warn!("{} messages not stored: {e}", accepted.len());
-            for (s, _) in accepted {
-                answer(shared, s.answer, None, Err(ChatError::Store(e.clone())));
+            for (i, _) in accepted {
+                batch.answer(shared, i, Err(ChatError::Store(e.clone())));
             }
         }
     }
@@ -246,9 +288,9 @@ fn relations(shared: &Shared, batch: &[Submission]) -> Vec<Verdict> {
         .collect()
 }
 
-fn answer(shared: &Shared, to: Answer, cid: Option<&str>, outcome: Result<Message, ChatError>) {
-    match to {
-        Answer::Caller(tx) => {
+fn answer(shared: &Shared, to: &Answer, cid: Option<&str>, outcome: Result<Message, ChatError>) {
+    match *to {
+        Answer::Caller(ref tx) => {
             let _ = tx.send(outcome);
         }
         Answer::Socket(conn) => {

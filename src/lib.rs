@@ -23,5 +23,6 @@ pub mod node;
 pub mod reactor;
 pub mod search;
 pub mod store;
+pub mod supervise;
 pub mod worker;
 pub mod ws;
