@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::commit::{Answer, Submission};
+use crate::fault::Fault;
 use crate::message::{cmd, now_millis, ope, ClientMsg, Push};
 use crate::node::Shared;
 use crate::reactor::ConnRef;
@@ -151,6 +152,9 @@ pub fn from_socket(
     uid: u64,
     msg: ClientMsg,
 ) -> Result<Submission, SharedFrame> {
+    if let Some(fault) = node.config.fault {
+        fault.trip(Fault::ReactorPanic, &msg.body);
+    }
     let head = Outgoing {
         from: uid,
         ope: msg.ope,

@@ -10,7 +10,7 @@
 //! relation checks and the round trips to a MySQL server. Durability is
 //! unchanged: nothing is answered or pushed before its batch has committed.
 
-use std::collections::hash_map::{Entry, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,11 +18,13 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::chat::{message_push, ChatError};
+use crate::fault::Fault;
 use crate::message::{cmd, now_millis, Push};
 use crate::node::Shared;
 use crate::reactor::ConnRef;
 use crate::store::messages::OPE_GROUP;
 use crate::store::{Message, NewMessage, StoreError};
+use crate::supervise::{self, Role};
 
 /// Most messages stored in one transaction.
 const MAX_BATCH: usize = 512;
@@ -107,61 +109,97 @@ impl Committer {
 }
 
 /// Starts the committer thread; it runs until the queue's senders are gone.
+/// A panic while storing a batch answers that batch's senders not yet
+/// answered with a failure, and the loop carries on with the next batch.
 pub fn spawn(rx: Receiver<Submission>, shared: Arc<Shared>) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("weim-commit".into())
-        .spawn(move || {
-            while let Ok(first) = rx.recv() {
-                shared.committer.busy.store(true, Relaxed);
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(s) => batch.push(s),
-                        Err(_) => break,
-                    }
+    let s = Arc::clone(&shared);
+    // The batch in hand: still here after a panic, when the loop runs again.
+    let mut current: Option<Batch> = None;
+    supervise::restarting(&shared, Role::Committer, "weim-commit".into(), move || {
+        if let Some(lost) = current.take() {
+            lost.abandon(&s);
+            s.committer.busy.store(false, Relaxed);
+        }
+        while let Ok(first) = rx.recv() {
+            s.committer.busy.store(true, Relaxed);
+            let mut items = vec![first];
+            while items.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(m) => items.push(m),
+                    Err(_) => break,
                 }
-                shared.metrics.commit_batches.fetch_add(1, Relaxed);
-                let n = batch.len() as u64;
-                shared.metrics.commit_messages.fetch_add(n, Relaxed);
-                commit(&shared, batch);
-                shared.committer.busy.store(false, Relaxed);
             }
-        })
-        .map(drop)
+            s.metrics.commit_batches.fetch_add(1, Relaxed);
+            let n = items.len() as u64;
+            s.metrics.commit_messages.fetch_add(n, Relaxed);
+            commit(&s, current.insert(Batch::new(items)));
+            current = None;
+            s.committer.busy.store(false, Relaxed);
+        }
+    })
+    .map(drop)
 }
 
-fn commit(shared: &Shared, batch: Vec<Submission>) {
-    let recipients = match relations(shared, &batch) {
-        Ok(r) => r,
-        Err(e) => {
-            log::warn!("{} messages not checked: {e}", batch.len());
-            for s in batch {
-                answer(shared, s.answer, None, Err(ChatError::Store(e.clone())));
-            }
-            return;
+/// A batch being stored, and which of its senders have had their answer.
+struct Batch {
+    items: Vec<Submission>,
+    answered: Vec<bool>,
+}
+
+impl Batch {
+    fn new(items: Vec<Submission>) -> Batch {
+        let answered = vec![false; items.len()];
+        Batch { items, answered }
+    }
+
+    /// Answers the sender of message `i`, unless it already was.
+    fn answer(&mut self, shared: &Shared, i: usize, outcome: Result<Message, ChatError>) {
+        if !std::mem::replace(&mut self.answered[i], true) {
+            let s = &self.items[i];
+            answer(shared, &s.answer, s.cid.as_deref(), outcome);
         }
-    };
-    let mut accepted = Vec::with_capacity(batch.len());
-    for (s, r) in batch.into_iter().zip(recipients) {
-        match r {
-            Ok(uids) => accepted.push((s, uids)),
-            Err(rule) => answer(shared, s.answer, None, Err(ChatError::Rule(rule))),
+    }
+
+    /// After a panic: the senders not yet answered learn that their message
+    /// failed (it may have been stored: a retry with its `cid` says).
+    fn abandon(mut self, shared: &Shared) {
+        for i in 0..self.items.len() {
+            let failed = StoreError::Other("the committer failed on this batch".into());
+            self.answer(shared, i, Err(ChatError::Store(failed)));
+        }
+    }
+}
+
+fn commit(shared: &Shared, batch: &mut Batch) {
+    let mut accepted = Vec::with_capacity(batch.items.len());
+    for (i, verdict) in relations(shared, &batch.items).into_iter().enumerate() {
+        match verdict {
+            Ok(uids) => accepted.push((i, uids)),
+            Err(e) => batch.answer(shared, i, Err(e)),
         }
     }
     if accepted.is_empty() {
         return;
     }
+    if let Some(fault) = shared.config.fault {
+        for &(i, _) in &accepted {
+            fault.trip(Fault::CommitPanic, &batch.items[i].body);
+        }
+    }
     let now = now_millis();
     let news: Vec<NewMessage<'_>> = accepted
         .iter()
-        .map(|(s, _)| NewMessage {
-            from_id: s.from_id,
-            to_id: s.to_id,
-            ope: s.ope,
-            kind: s.kind,
-            body: &s.body,
-            cid: s.cid.as_deref(),
-            now_ms: now,
+        .map(|&(i, _)| {
+            let s = &batch.items[i];
+            NewMessage {
+                from_id: s.from_id,
+                to_id: s.to_id,
+                ope: s.ope,
+                kind: s.kind,
+                body: &s.body,
+                cid: s.cid.as_deref(),
+                now_ms: now,
+            }
         })
         .collect();
     let results = shared.store.insert_messages(&news);
@@ -174,68 +212,85 @@ fn commit(shared: &Shared, batch: Vec<Submission>) {
                 .iter()
                 .zip(&stored)
                 .filter(|(_, (_, new))| *new)
-                .map(|((s, uids), (msg, _))| {
+                .map(|((i, uids), (msg, _))| {
                     let frame = message_push(msg).frame();
-                    (&uids[..], frame, msg.id, s.origin)
+                    (&uids[..], frame, msg.id, batch.items[*i].origin)
                 })
                 .collect();
             shared.delivery.deliver_messages(&pushes);
-            for ((s, _), (msg, _)) in accepted.into_iter().zip(stored) {
-                answer(shared, s.answer, s.cid.as_deref(), Ok(msg));
+            drop(pushes);
+            for ((i, _), (msg, _)) in accepted.into_iter().zip(stored) {
+                batch.answer(shared, i, Ok(msg));
             }
         }
         Err(e) => {
             log::warn!("{} messages not stored: {e}", accepted.len());
-            for (s, _) in accepted {
-                answer(shared, s.answer, None, Err(ChatError::Store(e.clone())));
+            for (i, _) in accepted {
+                batch.answer(shared, i, Err(ChatError::Store(e.clone())));
             }
         }
     }
 }
 
-/// A message's recipients, or the rule (its client-facing text) it breaks.
-type Verdict = Result<Arc<[u64]>, &'static str>;
+/// A message's recipients, or why it is refused.
+type Verdict = Result<Arc<[u64]>, ChatError>;
 
-/// Who receives each message of the batch, or the rule it breaks: a friend
+/// Who receives each message of the batch, or why it is refused: a friend
 /// message goes to both friends (every device of the sender too), a group
 /// message to every member. One friendship query for the batch and one
-/// member list per group, shared by that group's messages.
-fn relations(shared: &Shared, batch: &[Submission]) -> Result<Vec<Verdict>, StoreError> {
+/// member list per group, shared by that group's messages. A failed query
+/// refuses only the messages that needed it: the friend messages when the
+/// friendship query failed, one group's messages when its member list did.
+fn relations(shared: &Shared, batch: &[Submission]) -> Vec<Verdict> {
     let pairs: Vec<(u64, u64)> = batch
         .iter()
         .filter(|s| s.ope != OPE_GROUP)
         .map(|s| (s.from_id, s.to_id))
         .collect();
-    let mut friends = shared.store.friendships(&pairs)?.into_iter();
-    let mut groups: HashMap<u64, Arc<[u64]>> = HashMap::new();
-    let mut out = Vec::with_capacity(batch.len());
-    for s in batch {
-        if s.ope != OPE_GROUP {
-            out.push(if friends.next() == Some(true) {
-                Ok(Arc::from([s.to_id, s.from_id]))
-            } else {
-                Err("对方不是你的好友")
-            });
-            continue;
-        }
-        let members = match groups.entry(s.to_id) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => e.insert(shared.store.group_member_ids(s.to_id)?.into()),
-        };
-        out.push(if members.is_empty() {
-            Err("群组不存在")
-        } else if members.binary_search(&s.from_id).is_err() {
-            Err("您不是群成员")
-        } else {
-            Ok(Arc::clone(members))
-        });
+    let friends = if pairs.is_empty() {
+        Ok(Vec::new())
+    } else {
+        shared.store.friendships(&pairs)
+    };
+    if let Err(e) = &friends {
+        log::warn!("{} friend messages not checked: {e}", pairs.len());
     }
-    Ok(out)
+    let mut friends = friends.map(Vec::into_iter);
+    let mut groups: HashMap<u64, Result<Arc<[u64]>, StoreError>> = HashMap::new();
+    batch
+        .iter()
+        .map(|s| {
+            if s.ope != OPE_GROUP {
+                return match &mut friends {
+                    Ok(f) => match f.next() {
+                        Some(true) => Ok(Arc::from([s.to_id, s.from_id])),
+                        _ => Err(ChatError::Rule("对方不是你的好友")),
+                    },
+                    Err(e) => Err(ChatError::Store(e.clone())),
+                };
+            }
+            let members = groups.entry(s.to_id).or_insert_with(|| {
+                let members = shared.store.group_member_ids(s.to_id);
+                if let Err(e) = &members {
+                    log::warn!("messages to group {} not checked: {e}", s.to_id);
+                }
+                members.map(Arc::from)
+            });
+            match members {
+                Err(e) => Err(ChatError::Store(e.clone())),
+                Ok(m) if m.is_empty() => Err(ChatError::Rule("群组不存在")),
+                Ok(m) if m.binary_search(&s.from_id).is_err() => {
+                    Err(ChatError::Rule("您不是群成员"))
+                }
+                Ok(m) => Ok(Arc::clone(m)),
+            }
+        })
+        .collect()
 }
 
-fn answer(shared: &Shared, to: Answer, cid: Option<&str>, outcome: Result<Message, ChatError>) {
-    match to {
-        Answer::Caller(tx) => {
+fn answer(shared: &Shared, to: &Answer, cid: Option<&str>, outcome: Result<Message, ChatError>) {
+    match *to {
+        Answer::Caller(ref tx) => {
             let _ = tx.send(outcome);
         }
         Answer::Socket(conn) => {

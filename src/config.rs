@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde_yaml_ng::Value;
 
+use crate::fault::{self, Fault};
+
 /// Whole node configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -38,6 +40,9 @@ pub struct Config {
     pub chat: Chat,
     /// Users as answered.
     pub user: User,
+    /// Test-only fault injection, from `WEIM_FAULT` (not a configuration
+    /// key; see `fault`).
+    pub fault: Option<Fault>,
 }
 
 /// Section `user`: how users are answered.
@@ -741,7 +746,8 @@ fn apply_yaml(cfg: &mut Config, doc: &Value, source: &str) -> Result<(), String>
     Ok(())
 }
 
-/// Applies `WEIM_*` variables to `cfg`; other variables are ignored.
+/// Applies `WEIM_*` variables to `cfg` (and the test-only `WEIM_FAULT`);
+/// other variables are ignored.
 fn apply_env(
     cfg: &mut Config,
     env: impl IntoIterator<Item = (String, String)>,
@@ -753,6 +759,10 @@ fn apply_env(
     // Stable sort: deterministic errors, and a repeated variable keeps its last value.
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     for (var, value) in vars {
+        if var == fault::VAR {
+            cfg.fault = Some(Fault::parse(&value)?);
+            continue;
+        }
         let key = KEYS
             .iter()
             .find(|k| k.env_name() == var)
@@ -1338,6 +1348,18 @@ cluster:
         );
         // Anything else is not ours.
         assert!(load_env(&[("HOME", "/root"), ("XWEIM_HTTP_LISTEN", "x")]).is_ok());
+    }
+
+    #[test]
+    fn fault_variable_is_test_only_and_checked() {
+        assert_eq!(load_env(&[]).unwrap().fault, None);
+        let c = load_env(&[("WEIM_FAULT", "commit-panic")]).unwrap();
+        assert_eq!(c.fault, Some(Fault::CommitPanic));
+        assert_err(
+            load_env(&[("WEIM_FAULT", "oops")]),
+            "WEIM_FAULT:",
+            "unknown fault",
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The `weim` binary: reads the configuration, starts one node, prints
-//! `weim: listening on ADDR` once it accepts, and drains on SIGTERM/SIGINT.
+//! `weim: listening on ADDR` once it accepts, and drains on SIGTERM/SIGINT
+//! (exit 0). A failed node (see `weim::supervise`) drains too and exits
+//! with `FAILED_EXIT` (70) so that the service manager starts it again.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -7,6 +9,15 @@ use std::time::Duration;
 
 use weim::config::Config;
 use weim::node::Node;
+use weim::supervise::FAILED_EXIT;
+
+/// How long queued work may take to finish on drain.
+const DRAIN_LIMIT: Duration = Duration::from_secs(8);
+/// How often the main thread looks for a failed node between signals.
+const FAILURE_POLL: Duration = Duration::from_millis(100);
+/// How long a failed node answers 503 on `/healthz` before it drains, so
+/// health checks see it fail before its connections close.
+const FAILED_GRACE: Duration = Duration::from_secs(1);
 
 const USAGE: &str = "usage: weim [--config PATH]   (default ./config.yml; WEIM_<SECTION>_<KEY> variables override keys)";
 
@@ -45,11 +56,16 @@ fn block_signals() -> libc::sigset_t {
     }
 }
 
-fn wait_for_signal(set: &libc::sigset_t) -> i32 {
-    let mut sig = 0;
-    // SAFETY: `set` is a valid, initialised signal set and `sig` is ours.
-    unsafe { libc::sigwait(set, &mut sig) };
-    sig
+/// A blocked signal taken within `timeout`, if one came.
+fn wait_for_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `set` is a valid, initialised signal set, `ts` is ours and a
+    // null info pointer is allowed.
+    let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+    (sig > 0).then_some(sig)
 }
 
 fn main() {
@@ -80,9 +96,27 @@ fn main() {
     let mut out = std::io::stdout();
     let _ = writeln!(out, "weim: listening on {}", node.addr);
     let _ = out.flush();
-    let sig = wait_for_signal(&signals);
-    log::info!("signal {sig}: draining");
-    node.drain(Duration::from_secs(8));
-    log::info!("stopped");
-    std::process::exit(0);
+    loop {
+        if let Some(sig) = wait_for_signal(&signals, FAILURE_POLL) {
+            log::info!("signal {sig}: draining");
+            node.drain(DRAIN_LIMIT);
+            log::info!("stopped");
+            std::process::exit(0);
+        }
+        if let Some(why) = node.failure() {
+            log::error!(
+                "node failed ({why}): draining in {FAILED_GRACE:?}, then exiting with {FAILED_EXIT}"
+            );
+            std::thread::sleep(FAILED_GRACE);
+            // A failed node may be in any state: the drain gets its limit
+            // and a little more, then the process ends regardless.
+            std::thread::spawn(|| {
+                std::thread::sleep(DRAIN_LIMIT + Duration::from_secs(2));
+                std::process::exit(FAILED_EXIT);
+            });
+            node.drain(DRAIN_LIMIT);
+            log::info!("stopped");
+            std::process::exit(FAILED_EXIT);
+        }
+    }
 }

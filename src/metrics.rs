@@ -5,6 +5,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
+use crate::supervise::Role;
+
 /// Why a connection was closed; one counter each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -123,6 +125,7 @@ pub struct Metrics {
     pub commit_batches: AtomicU64,
     /// Messages in those batches.
     pub commit_messages: AtomicU64,
+    thread_panics: [AtomicU64; Role::ALL.len()],
 }
 
 impl Metrics {
@@ -132,6 +135,11 @@ impl Metrics {
             reactors: (0..n).map(|_| ReactorStats::default()).collect(),
             ..Metrics::default()
         }
+    }
+
+    /// Counts a panic of a long-lived thread.
+    pub fn thread_panicked(&self, role: Role) {
+        self.thread_panics[role as usize].fetch_add(1, Relaxed);
     }
 
     /// Records one finished job.
@@ -283,6 +291,18 @@ impl Metrics {
             "# HELP weim_reactor_loop_lag_seconds The longest turn of any reactor's event loop over its last sweep interval (250 ms).\n# TYPE weim_reactor_loop_lag_seconds gauge\nweim_reactor_loop_lag_seconds {:.6}",
             lag as f64 / 1e6
         );
+        let _ = writeln!(
+            out,
+            "# HELP weim_thread_panics_total Panics of the node's long-lived threads, by thread (restarted, or the node failed).\n# TYPE weim_thread_panics_total counter"
+        );
+        for role in Role::ALL {
+            let n = self.thread_panics[role as usize].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "weim_thread_panics_total{{thread=\"{}\"}} {n}",
+                role.label()
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP weim_closes_total Connections closed, by reason.\n# TYPE weim_closes_total counter"

@@ -1,10 +1,11 @@
 //! One weim node: the state every thread shares, start-up wiring (store,
 //! secret, listeners, reactors, workers, optional core pinning, the cluster
-//! threads in cluster mode) and the drain on shutdown.
+//! threads in cluster mode, each under `supervise`) and the drain on
+//! shutdown.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::reactor::{self, Inbox, Reactor};
 use crate::search::{Elasticsearch, RedisGeo, Search, SqlSearch};
 use crate::store::{self, Store};
+use crate::supervise::{self, Role};
 use crate::worker::{self, Job};
 
 /// What reactors and workers share.
@@ -51,6 +53,21 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Jobs being handled right now.
     pub active_jobs: AtomicUsize,
+    /// Why the node failed, once a thread that cannot be restarted panicked.
+    failed: OnceLock<String>,
+}
+
+impl Shared {
+    /// Marks the node failed (the first reason is kept): `/healthz`
+    /// answers 503 and the main thread ends the process.
+    pub fn fail(&self, why: String) {
+        let _ = self.failed.set(why);
+    }
+
+    /// Why the node failed, if it did.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.get().map(String::as_str)
+    }
 }
 
 /// A running node.
@@ -224,6 +241,7 @@ impl Node {
             committer,
             draining: AtomicBool::new(false),
             active_jobs: AtomicUsize::new(0),
+            failed: OnceLock::new(),
             tokens,
             store,
             attach,
@@ -239,15 +257,19 @@ impl Node {
             let r = Reactor::new(i as u16, p, l, shared.clone())
                 .map_err(|e| format!("reactor: {e}"))?;
             let core = cpus.get(i % cpus.len().max(1)).copied();
-            let t = std::thread::Builder::new()
-                .name(format!("weim-reactor-{i}"))
-                .spawn(move || {
+            // A reactor's connections die with it: its panic fails the node.
+            let t = supervise::critical(
+                &shared,
+                Role::Reactor,
+                format!("weim-reactor-{i}"),
+                move || {
                     if let Some(core) = core.filter(|_| pin) {
                         pin_to(&[core]);
                     }
                     r.run()
-                })
-                .map_err(|e| e.to_string())?;
+                },
+            )
+            .map_err(|e| e.to_string())?;
             threads.push(t);
         }
         let spare: Vec<usize> = cpus.iter().skip(reactors).copied().collect();
@@ -266,6 +288,11 @@ impl Node {
             reactors: threads,
             addr,
         })
+    }
+
+    /// Why the node failed (see `supervise`), if it did.
+    pub fn failure(&self) -> Option<&str> {
+        self.shared.failure()
     }
 
     /// Stops accepting, closes WebSockets with 1001, finishes queued jobs

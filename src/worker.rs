@@ -17,6 +17,7 @@ use crate::delivery::pending::{self, Confirmed};
 use crate::http::{BodyStream, Request, Response};
 use crate::node::Shared;
 use crate::reactor::{ConnRef, Inbox};
+use crate::supervise::{self, Role};
 
 /// Work for a worker.
 #[derive(Debug)]
@@ -57,7 +58,8 @@ pub struct Job {
     pub enqueued: Instant,
 }
 
-/// Starts `n` workers; they run until the queue's senders are gone.
+/// Starts `n` workers; they run until the queue's senders are gone (a
+/// worker's loop that panics outside a job runs again).
 pub fn spawn(
     n: usize,
     jobs: Receiver<Job>,
@@ -66,17 +68,18 @@ pub fn spawn(
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     (0..n)
         .map(|i| {
-            let jobs = jobs.clone();
-            let shared = shared.clone();
-            let cpus = cpus.clone();
-            std::thread::Builder::new()
-                .name(format!("weim-worker-{i}"))
-                .spawn(move || {
-                    if let Some(cpus) = cpus {
-                        crate::node::pin_to(&cpus);
+            let (jobs, s, cpus) = (jobs.clone(), shared.clone(), cpus.clone());
+            supervise::restarting(
+                &shared,
+                Role::Worker,
+                format!("weim-worker-{i}"),
+                move || {
+                    if let Some(cpus) = &cpus {
+                        crate::node::pin_to(cpus);
                     }
-                    run(&jobs, &shared)
-                })
+                    run(&jobs, &s)
+                },
+            )
         })
         .collect()
 }

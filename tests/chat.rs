@@ -24,27 +24,6 @@ const CMD_GROUP_MESSAGE: i64 = 10;
 const CMD_GROUP_WITHDRAWN: i64 = 11;
 const CMD_SEND_ACK: i64 = 21;
 
-/// Makes `a` and `b` friends through the REST flow.
-#[track_caller]
-fn befriend(node: &Node, a: &Account, b: &Account) {
-    let asked = node.api_as(
-        &a.token,
-        "/api/v1/im/friend/add/request",
-        &[
-            ("username", &b.username),
-            ("channel", "test"),
-            ("reason", "hi"),
-        ],
-    );
-    expect_ok(&asked, "成功发送添加请求");
-    let accepted = node.api_as(
-        &b.token,
-        "/api/v1/im/friend/add/handle",
-        &[("f_uid", &a.id.to_string()), ("status", "1")],
-    );
-    expect_ok(&accepted, "处理成功");
-}
-
 /// A group owned by `owner` with these members (join request + accept).
 #[track_caller]
 fn group_with(node: &Node, owner: &Account, members: &[&Account]) -> i64 {

@@ -18,7 +18,7 @@ const PNG: &[u8] =
     b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
 
 /// What the old server answered on `GET /`.
-const WELCOME: &str = "欢迎使用，承接项目开发，请联系微信：freePan_1995";
+const WELCOME: &str = "欢迎使用";
 
 /// The old clients' WebSocket message: the six keys of the old server's
 /// `Message`, as gorilla's `WriteJSON` wrote them.

@@ -105,8 +105,9 @@ const CORS_EXPOSE_HEADERS: &str = "Content-Length, Access-Control-Allow-Origin, 
      Access-Control-Allow-Headers, Content-Type, Content-Range, Accept-Ranges, \
      Content-Disposition";
 
-/// What `GET /` answers, as the old server did.
-const WELCOME: &str = "欢迎使用，承接项目开发，请联系微信：freePan_1995";
+/// What `GET /` answers: the old server's welcome (code 0), without its
+/// advertisement.
+const WELCOME: &str = "欢迎使用";
 
 /// The picture answered for users without an avatar (served at
 /// [`crate::config::DEFAULT_AVATAR_PATH`]).

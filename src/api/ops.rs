@@ -11,6 +11,9 @@ use crate::message::Push;
 use crate::node::Shared;
 
 pub(super) fn healthz(node: &Shared) -> Response {
+    if let Some(why) = node.failure() {
+        return Response::text(503, format!("failed: {why}"));
+    }
     if node.draining.load(std::sync::atomic::Ordering::Relaxed) {
         return Response::text(503, "draining");
     }

@@ -104,6 +104,10 @@ pub fn decode(payload: &[u8]) -> Option<Decoded<'_>> {
 /// Runs the bus until the node drains.
 pub fn run(cluster: &Cluster, shared: &Shared) {
     let stats = &cluster.stats;
+    // A (re)start (`supervise` runs this again after a panic): messages may
+    // have been missed, as after a lost connection.
+    stats.bus_up.store(0, Relaxed);
+    cluster.set_link(Link::Bus, false, &shared.delivery);
     let channel = node_channel(&cluster.me.id);
     let mut backoff = BACKOFF_MIN;
     let mut logged_down = false;

@@ -54,9 +54,9 @@ impl From<etcd_client::Error> for End {
     }
 }
 
-struct Membership {
+struct Membership<'a> {
     cluster: Arc<Cluster>,
-    commands: Receiver<Command>,
+    commands: &'a mut Receiver<Command>,
     presence: crossbeam_channel::Sender<presence::Command>,
     /// The lease of the previous session, revoked once a new one holds the key.
     old_lease: Option<i64>,
@@ -64,12 +64,17 @@ struct Membership {
     reached: bool,
 }
 
-/// Runs the membership thread until `Leave`.
+/// Runs the membership thread until `Leave`. The command channel outlives
+/// a panic (`supervise` runs this again): the session is lost and its lease
+/// expires, a new one registers under a new lease.
 pub fn run(
     cluster: Arc<Cluster>,
-    commands: Receiver<Command>,
+    commands: &mut Receiver<Command>,
     presence: crossbeam_channel::Sender<presence::Command>,
 ) {
+    // A (re)start: nothing is known of etcd yet.
+    cluster.stats.etcd_up.store(0, Relaxed);
+    cluster.peers.synced.store(false, Relaxed);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -110,7 +115,7 @@ fn peer_of(kv: &KeyValue) -> Option<Peer> {
     }
 }
 
-impl Membership {
+impl Membership<'_> {
     async fn run(mut self) {
         let stats = self.cluster.stats.clone();
         let mut backoff = BACKOFF_MIN;

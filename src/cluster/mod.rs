@@ -58,6 +58,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::node::Shared;
+use crate::supervise::{self, Role};
 
 /// etcd prefix of node registrations.
 pub const NODES_PREFIX: &str = "weim/nodes/";
@@ -559,27 +560,29 @@ impl Cluster {
             return Err("cluster already started".to_string());
         };
         let (presence_tx, presence_rx) = crossbeam_channel::bounded(presence::COMMANDS);
-        let (membership_tx, membership_rx) = tokio::sync::mpsc::channel(4);
+        let (membership_tx, mut membership_rx) = tokio::sync::mpsc::channel(4);
         // The threads end on drain; the process exits without joining them.
-        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new()
-                .name(name.to_string())
-                .spawn(f)
+        // Each runs again after a panic (`supervise`): it starts by marking
+        // its link down, so a restart recovers as from a lost connection.
+        let spawn = |role: Role, name: &str, body: Box<dyn FnMut() + Send>| {
+            supervise::restarting(shared, role, name.to_string(), body)
                 .map(drop)
                 .map_err(|e| format!("{name}: {e}"))
         };
         let (c, s) = (self.clone(), shared.clone());
         spawn(
+            Role::Presence,
             "weim-presence",
             Box::new(move || presence::run(&c, &s, &parts.events, &presence_rx)),
         )?;
         let (c, gone) = (self.clone(), presence_tx.clone());
         spawn(
+            Role::Membership,
             "weim-membership",
-            Box::new(move || membership::run(c, membership_rx, gone)),
+            Box::new(move || membership::run(c.clone(), &mut membership_rx, gone.clone())),
         )?;
         let (c, s) = (self.clone(), shared.clone());
-        spawn("weim-bus", Box::new(move || bus::run(&c, &s)))?;
+        spawn(Role::Bus, "weim-bus", Box::new(move || bus::run(&c, &s)))?;
         *self.control.lock() = Some(Control {
             presence: presence_tx,
             membership: membership_tx,

@@ -107,6 +107,11 @@ pub fn run(
     events: &Receiver<Event>,
     commands: &Receiver<Command>,
 ) {
+    // A (re)start (`supervise` runs this again after a panic): nothing is
+    // known of Redis yet; the first tick connects and re-asserts the
+    // online set, and catches connections up if they had missed anything.
+    cluster.stats.redis_up.store(0, Relaxed);
+    cluster.set_link(Link::Presence, false, &shared.delivery);
     let mut p = Presence {
         cluster,
         shared,

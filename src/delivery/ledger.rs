@@ -124,22 +124,18 @@ impl Ledger {
         self.overflowed = false;
     }
 
-    /// Cmd 22 `upto`: the client has every message written up to the one
-    /// with id `upto` (in write order), and every written id not above it.
+    /// Cmd 22 `upto`: the client has every message written to it up to the
+    /// one with id `upto`, in write order (a message written later, even
+    /// with a lower id — a bus hop behind — is not confirmed by it). An id
+    /// that waits for no confirmation confirms nothing more.
     pub fn ack(&mut self, upto: u64) {
-        let last = self.unconfirmed.iter().rposition(|&(_, id)| id == upto);
-        let mut keep = VecDeque::new();
-        for (i, (end, id)) in std::mem::take(&mut self.unconfirmed)
-            .into_iter()
-            .enumerate()
-        {
-            if last.is_some_and(|l| i <= l) || id <= upto {
-                self.confirm(id);
-            } else {
-                keep.push_back((end, id));
-            }
+        let Some(last) = self.unconfirmed.iter().rposition(|&(_, id)| id == upto) else {
+            return;
+        };
+        let done: Vec<(u64, u64)> = self.unconfirmed.drain(..=last).collect();
+        for (_, id) in done {
+            self.confirm(id);
         }
-        self.unconfirmed = keep;
     }
 
     /// The peer's TCP stack acknowledged the stream up to position `pos`
@@ -216,6 +212,7 @@ mod tests {
         l.written(9, 200);
         l.written(7, 300); // a later hop, out of id order
         l.written(12, 400);
+        l.written(6, 500); // behind 12, not yet received when 12 is acknowledged
         l.ack(7);
         assert_eq!(l.to_check(), Some(vec![5, 7, 9]));
         assert!(l.in_flight(12));
@@ -223,6 +220,9 @@ mod tests {
         l.checked(9, false);
         l.ack(12);
         assert_eq!(l.to_check(), Some(vec![12]));
+        assert!(l.in_flight(6));
+        l.ack(99);
+        assert!(l.in_flight(6));
     }
 
     #[test]

@@ -586,6 +586,27 @@ impl Account {
     }
 }
 
+/// Makes `a` and `b` friends through the REST flow.
+#[track_caller]
+pub fn befriend(node: &Node, a: &Account, b: &Account) {
+    let asked = node.api_as(
+        &a.token,
+        "/api/v1/im/friend/add/request",
+        &[
+            ("username", &b.username),
+            ("channel", "test"),
+            ("reason", "hi"),
+        ],
+    );
+    expect_ok(&asked, "成功发送添加请求");
+    let accepted = node.api_as(
+        &b.token,
+        "/api/v1/im/friend/add/handle",
+        &[("f_uid", &a.id.to_string()), ("status", "1")],
+    );
+    expect_ok(&accepted, "处理成功");
+}
+
 // ---------------------------------------------------------------------------
 // MariaDB
 // ---------------------------------------------------------------------------
