@@ -517,9 +517,12 @@ fn stored_file(data_dir: &std::path::Path, size: usize) -> (String, Vec<u8>) {
         )
         .api();
     assert_eq!(reply["code"], CODE_OK, "{reply}");
-    let url = reply["data"]["url"].as_str().unwrap().to_string();
-    assert!(url.starts_with("/files/file/"), "{url}");
-    (url, data)
+    // Answered absolute (`http://<Host>/files/…`): the path is what is fetched.
+    let url = reply["data"]["url"].as_str().unwrap();
+    let path = url.find("/files/").map(|i| url[i..].to_string());
+    let path = path.unwrap_or_else(|| panic!("{url}"));
+    assert!(path.starts_with("/files/file/"), "{url}");
+    (path, data)
 }
 
 /// A response head as read off a socket.
