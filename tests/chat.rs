@@ -59,19 +59,6 @@ fn group_with(node: &Node, owner: &Account, members: &[&Account]) -> i64 {
     group
 }
 
-/// Receives frames until one with this Cmd (bounded: notices of the setup
-/// may come first).
-#[track_caller]
-fn recv_cmd(ws: &mut Ws, cmd: i64) -> Value {
-    for _ in 0..20 {
-        let frame = ws.recv_json();
-        if frame["Cmd"] == cmd {
-            return frame;
-        }
-    }
-    panic!("no Cmd {cmd} within 20 frames");
-}
-
 /// Checks a stored-message push (Cmd 6 or 10).
 #[track_caller]
 fn assert_message(frame: &Value, cmd: i64, from: i64, to: i64, body: &str) -> i64 {

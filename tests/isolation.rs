@@ -26,19 +26,6 @@ fn socket_send(ws: &mut Ws, ope: i64, to: i64, body: &str, cid: &str) {
     ws.send_json(&json!({"Cmd": 20, "Ope": ope, "ToId": to, "Type": 0, "Body": body, "Cid": cid}));
 }
 
-/// Receives frames until one with this Cmd (bounded: notices of the setup
-/// may come first).
-#[track_caller]
-fn recv_cmd(ws: &mut Ws, cmd: i64) -> Value {
-    for _ in 0..20 {
-        let frame = ws.recv_json();
-        if frame["Cmd"] == cmd {
-            return frame;
-        }
-    }
-    panic!("no Cmd {cmd} within 20 frames");
-}
-
 /// A socket signed in and done catching up.
 fn caught_up(node: &Node, who: &Account) -> Ws {
     let mut ws = node.ws_signed_in(&who.token);

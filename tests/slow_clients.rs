@@ -48,27 +48,6 @@ const SLOW_CHUNK: usize = 8 * 1024;
 const SEND_WINDOW: usize = 250;
 const SLOW_CONSUMER_DROPS: &str = "weim_slow_consumer_drops_total";
 
-/// Makes `a` and `b` friends through the REST flow.
-#[track_caller]
-fn befriend(node: &Node, a: &Account, b: &Account) {
-    let asked = node.api_as(
-        &a.token,
-        "/api/v1/im/friend/add/request",
-        &[
-            ("username", &b.username),
-            ("channel", "test"),
-            ("reason", "hi"),
-        ],
-    );
-    expect_ok(&asked, "成功发送添加请求");
-    let accepted = node.api_as(
-        &b.token,
-        "/api/v1/im/friend/add/handle",
-        &[("f_uid", &a.id.to_string()), ("status", "1")],
-    );
-    expect_ok(&accepted, "处理成功");
-}
-
 /// Two friends: (sender, recipient).
 fn friends(node: &Node) -> (Account, Account) {
     let (a, b) = (node.new_account(), node.new_account());

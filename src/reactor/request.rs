@@ -78,21 +78,35 @@ impl Reactor {
         if !matches!(conn.state, State::Http(HttpPhase::Working)) {
             return;
         }
+        self.write_piece(key, bytes, stream, keep_alive);
+    }
+
+    /// Writes a head or a piece of a body; then the next piece is read once
+    /// the connection has room, or, with nothing left, the answer is done.
+    fn write_piece(
+        &mut self,
+        key: usize,
+        bytes: Vec<u8>,
+        rest: Option<BodyStream>,
+        keep_alive: bool,
+    ) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         conn.since = self.now;
-        match stream {
-            Some(stream) => {
-                conn.state = State::Http(HttpPhase::Streaming {
-                    stream: Some(stream),
-                    keep_alive,
-                });
-                self.send(key, Chunk::Owned(bytes), false);
-                self.drained(key);
-            }
-            None => {
-                conn.state = State::Http(HttpPhase::Idle);
-                self.send(key, Chunk::Owned(bytes), false);
-                self.reply_done(key, keep_alive);
-            }
+        let done = rest.is_none();
+        conn.state = State::Http(match rest {
+            Some(rest) => HttpPhase::Streaming {
+                stream: Some(rest),
+                keep_alive,
+            },
+            None => HttpPhase::Idle,
+        });
+        self.send(key, Chunk::Owned(bytes), false);
+        if done {
+            self.reply_done(key, keep_alive);
+        } else {
+            self.drained(key);
         }
     }
 
@@ -140,22 +154,7 @@ impl Reactor {
             self.drop_conn(key, Some(CloseReason::HttpError));
             return;
         }
-        conn.since = self.now;
-        match rest {
-            Some(rest) => {
-                conn.state = State::Http(HttpPhase::Streaming {
-                    stream: Some(rest),
-                    keep_alive,
-                });
-                self.send(key, Chunk::Owned(bytes), false);
-                self.drained(key);
-            }
-            None => {
-                conn.state = State::Http(HttpPhase::Idle);
-                self.send(key, Chunk::Owned(bytes), false);
-                self.reply_done(key, keep_alive);
-            }
-        }
+        self.write_piece(key, bytes, rest, keep_alive);
     }
 
     /// A whole answer is queued: close, or go on with pipelined input.

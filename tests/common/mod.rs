@@ -586,6 +586,19 @@ impl Account {
     }
 }
 
+/// Receives frames until one with this Cmd (bounded: notices of the setup
+/// may come first).
+#[track_caller]
+pub fn recv_cmd(ws: &mut Ws, cmd: i64) -> Value {
+    for _ in 0..20 {
+        let frame = ws.recv_json();
+        if frame["Cmd"] == cmd {
+            return frame;
+        }
+    }
+    panic!("no Cmd {cmd} within 20 frames");
+}
+
 /// Makes `a` and `b` friends through the REST flow.
 #[track_caller]
 pub fn befriend(node: &Node, a: &Account, b: &Account) {
