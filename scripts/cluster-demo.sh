@@ -118,6 +118,7 @@ for i in 1 2 3; do
     WEIM_CLUSTER_ETCD="http://127.0.0.1:$etcd_port" \
     WEIM_CLUSTER_REDIS="redis://127.0.0.1:$redis_port/" \
     WEIM_CLUSTER_LEASE_TTL=5s \
+    WEIM_ATTACH_DIR="$demo_dir/files" WEIM_ATTACH_SHARED=true \
     "$bin" --config "$demo_dir/empty.yml" >"$demo_dir/n$i.out" 2>"$demo_dir/n$i.log" &
   node_pids+=($!)
 done

@@ -7,7 +7,7 @@
 //! to the same per-type parser, so a value means the same thing wherever it comes
 //! from.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -101,6 +101,51 @@ pub struct Http {
     /// put before the gateway's own paths in answered URLs; empty = from each
     /// request's `Host` (`http://<Host>`). No trailing `/` after loading.
     pub public_url: String,
+    /// Peers (addresses or CIDR blocks) whose `X-Forwarded-For` /
+    /// `X-Real-IP` name the client (see `http::Request::client`); default
+    /// none: the client is the TCP peer.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// An address block, `10.0.0.0/8` or a single address (`127.0.0.1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Parses `a.b.c.d[/n]` or `ipv6[/n]`.
+    pub fn parse(s: &str) -> Result<IpNet, String> {
+        let bad = || format!("expected an address or a block like 10.0.0.0/8, got {s:?}");
+        let (addr, prefix) = match s.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s.trim(), None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().ok().filter(|&p| p <= max).ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+
+    /// Whether `ip` is in this block (an IPv4-mapped IPv6 address counts as
+    /// its IPv4 address).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let (net, ip, bits) = match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => (u32::from(n) as u128, u32::from(i) as u128, 32),
+            (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i), 128),
+            _ => return false,
+        };
+        let host_bits = bits - u32::from(self.prefix);
+        host_bits == bits || (net ^ ip) >> host_bits == 0
+    }
 }
 
 /// Section `node`: threads and local files of this process.
@@ -223,6 +268,10 @@ pub struct Attach {
     /// Directory of the local backend. Empty means `<data_dir>/files`;
     /// [`Config::load`] resolves it.
     pub dir: PathBuf,
+    /// Whether `dir` is one directory every node of a cluster sees (a
+    /// network file system); a cluster refuses the local backend without
+    /// it. Default false.
+    pub shared: bool,
     /// URL path under which the gateway serves local files; default
     /// `/files/` (always starts and ends with `/` after loading).
     pub url_prefix: String,
@@ -279,6 +328,7 @@ impl Default for Attach {
         Attach {
             kind: AttachKind::Local,
             dir: PathBuf::new(),
+            shared: false,
             url_prefix: "/files/".to_string(),
             s3_endpoint: String::new(),
             s3_bucket: String::new(),
@@ -318,6 +368,7 @@ impl Default for Http {
             admin_token: None,
             cors_origins: vec!["*".to_string()],
             public_url: String::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -397,6 +448,8 @@ enum Slot<'a> {
     Path(&'a mut PathBuf),
     /// Comma-separated in text form; blank items are dropped.
     List(&'a mut Vec<String>),
+    /// A list of [`IpNet`]s, written like `List`.
+    Nets(&'a mut Vec<IpNet>),
     Bool(&'a mut bool),
     Usize(&'a mut usize),
     U32(&'a mut u32),
@@ -457,6 +510,7 @@ const KEYS: &[Key] = keys![
     http.admin_token: OptStr,
     http.cors_origins: List,
     http.public_url: Str,
+    http.trusted_proxies: Nets,
     node.reactors: Usize,
     node.workers: Usize,
     node.pin_cores: Bool,
@@ -490,6 +544,7 @@ const KEYS: &[Key] = keys![
     cluster.lease_ttl: Dur,
     attach.kind: AttachKind,
     attach.dir: Path,
+    attach.shared: Bool,
     attach.url_prefix: Str,
     attach.s3_endpoint: Str,
     attach.s3_bucket: Str,
@@ -529,6 +584,10 @@ fn assign(slot: Slot<'_>, input: Input) -> Result<(), String> {
                 *v = clean_list(items.iter().map(String::as_str));
                 return Ok(());
             }
+            Slot::Nets(v) => {
+                *v = parse_nets(clean_list(items.iter().map(String::as_str)))?;
+                return Ok(());
+            }
             _ => return Err("expected a single value, got a list".to_string()),
         },
     };
@@ -542,6 +601,7 @@ fn assign(slot: Slot<'_>, input: Input) -> Result<(), String> {
         Slot::Str(v) => *v = t,
         Slot::Path(v) => *v = PathBuf::from(t),
         Slot::List(v) => *v = clean_list(t.split(',')),
+        Slot::Nets(v) => *v = parse_nets(clean_list(t.split(',')))?,
         Slot::Bool(v) => *v = parse_bool(&t)?,
         Slot::Usize(v) => *v = parse_int(&t)?,
         Slot::U32(v) => *v = parse_int(&t)?,
@@ -570,6 +630,10 @@ fn assign(slot: Slot<'_>, input: Input) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn parse_nets(items: Vec<String>) -> Result<Vec<IpNet>, String> {
+    items.iter().map(|s| IpNet::parse(s)).collect()
 }
 
 fn clean_list<'a>(items: impl Iterator<Item = &'a str>) -> Vec<String> {
@@ -835,6 +899,14 @@ fn validate(cfg: &mut Config) -> Result<(), String> {
         cfg.store.sqlite_path = cfg.node.data_dir.join("weim.db");
     }
     validate_attach(&mut cfg.attach, &cfg.node.data_dir)?;
+    if cfg.cluster.enabled && cfg.attach.kind == AttachKind::Local && !cfg.attach.shared {
+        return Err(
+            "attach.kind: local keeps each upload on the node that received it, so in a \
+             cluster the other nodes answer 404 for it; use attach.kind: s3, or put \
+             attach.dir on storage every node shares and set attach.shared: true"
+                .to_string(),
+        );
+    }
     validate_urls(cfg)?;
     if cfg.search.kind == SearchKind::Elasticsearch && cfg.search.url.is_empty() {
         return Err("search.url: required when search.kind is elasticsearch".to_string());
@@ -1070,7 +1142,7 @@ mod tests {
         vars.dedup();
         assert_eq!(vars.len(), KEYS.len(), "ambiguous environment name");
         assert!(KEYS.iter().all(|k| SECTIONS.contains(&k.section)));
-        assert_eq!(KEYS.len(), 4 + 5 + 7 + 4 + 9 + 6 + 9 + 3 + 4 + 3 + 1);
+        assert_eq!(KEYS.len(), 5 + 5 + 7 + 4 + 9 + 6 + 10 + 3 + 4 + 3 + 1);
     }
 
     #[test]
@@ -1129,9 +1201,13 @@ cluster:
     - http://127.0.0.1:2379
   redis: redis://127.0.0.1:6379
   lease_ttl: 3s
+attach:
+  dir: /mnt/shared/weim
+  shared: true
 "#,
         )
         .unwrap();
+        assert!(c.attach.shared);
         assert_eq!(c.http.listen, "127.0.0.1:9001".parse().unwrap());
         assert_eq!(c.http.admin_token.as_deref(), Some("s3cret"));
         assert_eq!(
@@ -1233,6 +1309,7 @@ cluster:
             let value = match (key.slot)(&mut probe) {
                 Slot::Addr(_) => "127.0.0.1:1",
                 Slot::OptStr(_) | Slot::Str(_) | Slot::Path(_) | Slot::List(_) => "/probe",
+                Slot::Nets(_) => "10.1.0.0/16",
                 Slot::Bool(_) => "true",
                 Slot::Usize(_) | Slot::U32(_) => "3",
                 Slot::Size(_) => "3MiB",
@@ -1266,6 +1343,7 @@ cluster:
             }
             if key.env_name() == "WEIM_CLUSTER_ENABLED" {
                 vars.push(("WEIM_STORE_KIND".to_string(), "mysql".to_string()));
+                vars.push(("WEIM_ATTACH_SHARED".to_string(), "true".to_string()));
             }
             let c = Config::load(None, vars.clone()).unwrap_or_else(|e| panic!("{e}"));
             vars.remove(0);
@@ -1571,6 +1649,42 @@ cluster:
     }
 
     #[test]
+    fn trusted_proxies() {
+        let c = load_env(&[(
+            "WEIM_HTTP_TRUSTED_PROXIES",
+            "127.0.0.1, 10.0.0.0/8,fd00::/8",
+        )])
+        .unwrap();
+        let nets = &c.http.trusted_proxies;
+        assert_eq!(nets.len(), 3);
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(nets[0].contains(ip("127.0.0.1")));
+        assert!(!nets[0].contains(ip("127.0.0.2")));
+        assert!(nets[0].contains(ip("::ffff:127.0.0.1")));
+        assert!(nets[1].contains(ip("10.255.1.2")));
+        assert!(!nets[1].contains(ip("11.0.0.1")));
+        assert!(!nets[1].contains(ip("::1")));
+        assert!(nets[2].contains(ip("fd12::1")));
+        assert!(!nets[2].contains(ip("fe80::1")));
+        assert!(IpNet::parse("0.0.0.0/0").unwrap().contains(ip("192.0.2.1")));
+        let c = load_yaml("http:\n  trusted_proxies: [\"192.0.2.0/24\"]\n").unwrap();
+        assert!(c.http.trusted_proxies[0].contains(ip("192.0.2.9")));
+        for bad in [
+            "10.0.0.0/33",
+            "fd00::/129",
+            "proxy",
+            "10.0.0/8",
+            "10.0.0.0/",
+        ] {
+            assert_err(
+                load_env(&[("WEIM_HTTP_TRUSTED_PROXIES", bad)]),
+                "http.trusted_proxies:",
+                "10.0.0.0/8",
+            );
+        }
+    }
+
+    #[test]
     fn cluster_validation() {
         let full = [
             ("WEIM_CLUSTER_ENABLED", "true"),
@@ -1579,8 +1693,22 @@ cluster:
             ("WEIM_AUTH_JWT_SECRET", "shared"),
             ("WEIM_STORE_KIND", "mysql"),
             ("WEIM_STORE_MYSQL_URL", "mysql://root@127.0.0.1:3306/weim"),
+            ("WEIM_ATTACH_SHARED", "true"),
         ];
         assert!(load_env(&full).is_ok());
+        // Local attachments in a cluster: only on a directory declared
+        // shared; the object store needs no declaration.
+        let local = &full[..full.len() - 1];
+        assert_err(load_env(local), "attach.kind:", "attach.shared: true");
+        let mut s3 = local.to_vec();
+        s3.extend([
+            ("WEIM_ATTACH_KIND", "s3"),
+            ("WEIM_ATTACH_S3_ENDPOINT", "http://s3"),
+            ("WEIM_ATTACH_S3_BUCKET", "b"),
+            ("WEIM_ATTACH_S3_ACCESS_KEY", "a"),
+            ("WEIM_ATTACH_S3_SECRET_KEY", "s"),
+        ]);
+        assert!(load_env(&s3).is_ok());
         for (drop, name) in [
             (1, "cluster.etcd"),
             (2, "cluster.redis"),

@@ -20,6 +20,7 @@ pub mod idcard;
 pub mod message;
 pub mod metrics;
 pub mod node;
+pub mod notify;
 pub mod reactor;
 pub mod search;
 pub mod store;

@@ -1,6 +1,7 @@
 //! The `weim` binary: reads the configuration, starts one node, prints
-//! `weim: listening on ADDR` once it accepts, and drains on SIGTERM/SIGINT
-//! (exit 0). A failed node (see `weim::supervise`) drains too and exits
+//! `weim: listening on ADDR` once it accepts (and tells the service
+//! manager `READY=1`, see `weim::notify`), and drains on SIGTERM/SIGINT
+//! (`STOPPING=1`, exit 0). A configuration error exits 2. A failed node (see `weim::supervise`) drains too and exits
 //! with `FAILED_EXIT` (70) so that the service manager starts it again.
 
 use std::io::Write;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use weim::config::Config;
 use weim::node::Node;
+use weim::notify::Notifier;
 use weim::supervise::FAILED_EXIT;
 
 /// How long queued work may take to finish on drain.
@@ -96,9 +98,17 @@ fn main() {
     let mut out = std::io::stdout();
     let _ = writeln!(out, "weim: listening on {}", node.addr);
     let _ = out.flush();
+    let notifier = Notifier::from_env();
+    let notify = |state: &str| {
+        if let Some(n) = &notifier {
+            n.send(state);
+        }
+    };
+    notify(&format!("READY=1\nSTATUS=listening on {}", node.addr));
     loop {
         if let Some(sig) = wait_for_signal(&signals, FAILURE_POLL) {
             log::info!("signal {sig}: draining");
+            notify("STOPPING=1\nSTATUS=draining");
             node.drain(DRAIN_LIMIT);
             log::info!("stopped");
             std::process::exit(0);
@@ -107,6 +117,10 @@ fn main() {
             log::error!(
                 "node failed ({why}): draining in {FAILED_GRACE:?}, then exiting with {FAILED_EXIT}"
             );
+            notify(&format!(
+                "STOPPING=1\nSTATUS=failed: {}",
+                why.replace('\n', " ")
+            ));
             std::thread::sleep(FAILED_GRACE);
             // A failed node may be in any state: the drain gets its limit
             // and a little more, then the process ends regardless.

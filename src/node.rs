@@ -251,6 +251,13 @@ impl Node {
         });
 
         let cpus = allowed_cpus();
+        if reactors > cpus.len() {
+            log::warn!(
+                "node.reactors = {reactors} exceeds the {} CPUs this process may run on \
+                 (its affinity mask {cpus:?}): reactors share CPUs",
+                cpus.len()
+            );
+        }
         let pin = shared.config.node.pin_cores && !cpus.is_empty();
         let mut threads = Vec::with_capacity(reactors);
         for (i, (p, l)) in parts.into_iter().zip(listeners).enumerate() {

@@ -97,19 +97,20 @@ fn login(node: &Shared, req: &Request, params: &Params) -> Response {
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    if node.throttle.blocked(username, req.peer) {
+    let client = req.client(&node.config.http.trusted_proxies);
+    if node.throttle.blocked(username, client) {
         return fail("登录失败次数过多，请稍后再试");
     }
     let user = match node.store.user_by_name(username) {
         Ok(Some(u)) => u,
         Ok(None) => {
-            node.throttle.failed(username, req.peer);
+            node.throttle.failed(username, client);
             return fail("用户不存在，请更换用户名后重试");
         }
         Err(e) => return store_error(e),
     };
     if !auth::verify_password(password, &user.password_hash) {
-        node.throttle.failed(username, req.peer);
+        node.throttle.failed(username, client);
         return fail("密码错误");
     }
     node.throttle.succeeded(username);
