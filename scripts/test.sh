@@ -14,6 +14,10 @@ command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# tests/deploy.rs: the nginx example under a real nginx, the unit through
+# `systemd-analyze verify` (works without systemd as PID 1).
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   apt-get update -qq
@@ -104,6 +108,8 @@ export TEST_S3_ACCESS_KEY=${TEST_S3_ACCESS_KEY:-$(printf '%s' "$s3_keys" | sed -
 export TEST_S3_SECRET_KEY=${TEST_S3_SECRET_KEY:-$(printf '%s' "$s3_keys" | sed -n 's|.*<SecretAccessKey>\([^<]*\)</SecretAccessKey>.*|\1|p')}
 
 export TEST_MYSQL_URL=${TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306/weim_test}
+# tests/deploy.rs runs nginx and systemd-analyze here, never skips them.
+unset TEST_ALLOW_MISSING_TOOLS
 export TEST_REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379/}
 export TEST_ETCD_ENDPOINTS=${TEST_ETCD_ENDPOINTS:-http://127.0.0.1:$etcd_port}
 
