@@ -1,8 +1,9 @@
 //! The `weim` binary: reads the configuration, starts one node, prints
 //! `weim: listening on ADDR` once it accepts (and tells the service
 //! manager `READY=1`, see `weim::notify`), and drains on SIGTERM/SIGINT
-//! (`STOPPING=1`, exit 0). A configuration error exits 2. A failed node (see `weim::supervise`) drains too and exits
-//! with `FAILED_EXIT` (70) so that the service manager starts it again.
+//! (`STOPPING=1`, exit 0). A configuration error exits 2. A failed node
+//! (see `weim::supervise`) drains too and exits with `FAILED_EXIT` (70) so
+//! that the service manager starts it again.
 
 use std::io::Write;
 use std::path::PathBuf;
