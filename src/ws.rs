@@ -163,6 +163,11 @@ pub fn pong_frame(payload: &[u8]) -> Vec<u8> {
     encode(OpCode::Control(Control::Pong), payload)
 }
 
+/// An unmasked, final server binary frame.
+pub fn binary_frame(payload: &[u8]) -> Vec<u8> {
+    encode(OpCode::Data(Data::Binary), payload)
+}
+
 /// A keepalive ping (empty payload).
 pub fn ping_frame() -> Vec<u8> {
     encode(OpCode::Control(Control::Ping), &[])
@@ -174,6 +179,59 @@ pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
     payload.extend_from_slice(&code.to_be_bytes());
     payload.extend_from_slice(&reason.as_bytes()[..reason.len().min(123)]);
     encode(OpCode::Control(Control::Close), &payload)
+}
+
+/// Incremental UTF-8 validation of a text message arriving in fragments:
+/// an invalid sequence is known at the fragment that holds it (RFC 6455
+/// §8.1: fail fast), a character cut between two fragments is fine.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Utf8 {
+    /// The start of a character cut at the end of the last fragment.
+    tail: [u8; 3],
+    tail_len: u8,
+}
+
+impl Utf8 {
+    /// Validates the next fragment; `false` once the text is invalid.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> bool {
+        if self.tail_len > 0 {
+            // Complete the cut character with the first bytes of this one.
+            let n = usize::from(self.tail_len);
+            let take = (4 - n).min(bytes.len());
+            let mut joined = [0u8; 4];
+            joined[..n].copy_from_slice(&self.tail[..n]);
+            joined[n..n + take].copy_from_slice(&bytes[..take]);
+            let used = match std::str::from_utf8(&joined[..n + take]) {
+                Ok(_) => take,
+                Err(e) if e.valid_up_to() > 0 => e.valid_up_to() - n,
+                // Still cut short (this fragment had too few bytes; four
+                // bytes always hold a whole character).
+                Err(e) if e.error_len().is_none() && n + take < 4 => {
+                    self.tail[n..n + take].copy_from_slice(&bytes[..take]);
+                    self.tail_len += take as u8;
+                    return true;
+                }
+                Err(_) => return false,
+            };
+            self.tail_len = 0;
+            bytes = &bytes[used..];
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(_) => true,
+            Err(e) if e.error_len().is_none() => {
+                let rest = &bytes[e.valid_up_to()..];
+                self.tail[..rest.len()].copy_from_slice(rest);
+                self.tail_len = rest.len() as u8;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Whether the text fed so far ends on a whole character.
+    pub fn complete(&self) -> bool {
+        self.tail_len == 0
+    }
 }
 
 /// The close code a client's close payload asks to echo, or an error code
@@ -295,6 +353,50 @@ mod tests {
         );
     }
 
+    /// Feeds `text` cut at every position into two and three fragments.
+    fn fragmented(text: &[u8]) -> impl Iterator<Item = (bool, bool)> + '_ {
+        (0..=text.len()).flat_map(move |a| {
+            (a..=text.len()).map(move |b| {
+                let mut v = Utf8::default();
+                let ok = v.feed(&text[..a]) && v.feed(&text[a..b]) && v.feed(&text[b..]);
+                (ok, ok && v.complete())
+            })
+        })
+    }
+
+    #[test]
+    fn utf8_is_validated_across_fragments() {
+        let valid = "aé认😀z".as_bytes();
+        assert!(fragmented(valid).all(|r| r == (true, true)));
+        // Cut short at the end: valid so far, incomplete.
+        let cut = &valid[..valid.len() - 3];
+        assert!(fragmented(cut).all(|r| r == (true, false)));
+        // Invalid sequences fail whatever the cuts: a stray continuation
+        // byte, a surrogate, a code point above U+10FFFF, an overlong form.
+        for bad in [
+            &b"ab\x80cd"[..],
+            b"\xed\xa0\x80",
+            b"\xce\xba\xf4\x90\x80\x80\x65",
+            b"\xc0\xaf",
+            b"\xe2\x82x",
+        ] {
+            assert!(fragmented(bad).all(|(ok, _)| !ok), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_fails_at_the_fragment_that_holds_it() {
+        // Autobahn 6.4.1: valid, then a code point above U+10FFFF.
+        let mut v = Utf8::default();
+        assert!(v.feed(b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5"));
+        assert!(!v.feed(b"\xf4\x90\x80\x80"));
+        // Its first byte alone is a valid start.
+        let mut v = Utf8::default();
+        assert!(v.feed(b"\xf4"));
+        assert!(!v.complete());
+        assert!(!v.feed(b"\x90"));
+    }
+
     #[test]
     fn close_codes_are_validated() {
         assert_eq!(close_reply_code(&[]), close::NORMAL);
@@ -311,6 +413,7 @@ mod tests {
         let big = text_frame(&[b'x'; 70_000]);
         assert_eq!(&big[..2], &[0x81, 127]);
         assert_eq!(pong_frame(b"p"), vec![0x8A, 1, b'p']);
+        assert_eq!(binary_frame(&[0, 255]), vec![0x82, 2, 0, 255]);
         assert_eq!(close_frame(1009, ""), vec![0x88, 2, 0x03, 0xf1]);
     }
 

@@ -7,12 +7,12 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
-use super::output::Output;
+use super::output::{Output, LOW_WATER};
 use super::ConnRef;
 use crate::commit::Submission;
 use crate::delivery::ledger::Ledger;
 use crate::http::BodyStream;
-use crate::ws::Opcode;
+use crate::ws::{Opcode, Utf8};
 
 /// Where a connection is in its life.
 pub(super) enum State {
@@ -22,6 +22,11 @@ pub(super) enum State {
     WsPending,
     /// Signed in.
     WsReady(Session),
+    /// On `ws.echo_path`: messages are echoed, not read as commands.
+    WsEcho {
+        /// A keepalive ping was sent since the last frame from the peer.
+        pinged: bool,
+    },
     /// Flushing, then waiting for the peer's EOF (input discarded).
     Closing,
 }
@@ -60,6 +65,8 @@ pub(super) struct Session {
 pub(super) struct Fragment {
     pub opcode: Opcode,
     pub data: Vec<u8>,
+    /// The UTF-8 check of a text message's fragments so far.
+    pub utf8: Utf8,
 }
 
 /// One connection of a reactor's slab.
@@ -112,14 +119,25 @@ impl Conn {
         }
     }
 
+    /// The keepalive flag of a connection under the ping and idle rules
+    /// (signed in, or echoing).
+    pub fn pinged(&mut self) -> Option<&mut bool> {
+        match &mut self.state {
+            State::WsReady(Session { pinged, .. }) | State::WsEcho { pinged } => Some(pinged),
+            _ => None,
+        }
+    }
+
     /// Whether input must wait (a worker or the committer queue is busy
-    /// with this connection, or a body is being streamed to it).
+    /// with this connection, a body is being streamed to it, or its echoes
+    /// are above the low-water mark).
     pub fn input_paused(&self) -> bool {
         match &self.state {
             // While an answer is still queued, the next pipelined request waits.
             State::Http(HttpPhase::Idle) => !self.out.is_empty(),
             State::Http(_) => true,
             State::WsReady(s) => s.deferred.is_some(),
+            State::WsEcho { .. } => self.out.pending() >= LOW_WATER,
             _ => false,
         }
     }

@@ -116,7 +116,7 @@ impl Reactor {
                     }
                 }
                 State::Http(_) => return off,
-                State::WsPending | State::WsReady(_) => {
+                State::WsPending | State::WsReady(_) | State::WsEcho { .. } => {
                     match ws::check_frame(&data[off..], limits.max_message) {
                         Ok(None) => return off,
                         Err(code) => {

@@ -1,6 +1,6 @@
 //! WebSocket on a connection: frames (control frames, fragments, UTF-8),
-//! the client's commands, sign-in, sends into the committer queue, and
-//! closing.
+//! the client's commands (or, on the echo path, the echo of each message),
+//! sign-in, sends into the committer queue, and closing.
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -12,7 +12,7 @@ use crate::commit::Submission;
 use crate::delivery::ledger::Ledger;
 use crate::message::{cmd, parse_client, ClientMsg, Push};
 use crate::metrics::CloseReason;
-use crate::ws::{self, close, Opcode};
+use crate::ws::{self, close, Opcode, Utf8};
 
 impl Reactor {
     pub(super) fn on_frame(&mut self, key: usize, fin: bool, opcode: Opcode, payload: &[u8]) {
@@ -22,9 +22,9 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if let State::WsReady(session) = &mut conn.state {
+        if let Some(pinged) = conn.pinged() {
+            *pinged = false;
             conn.since = now;
-            session.pinged = false;
         }
         match opcode {
             Opcode::Ping => self.send(key, Chunk::Owned(ws::pong_frame(payload)), true),
@@ -41,12 +41,18 @@ impl Reactor {
             Opcode::Text | Opcode::Binary => {
                 if conn.frag.is_some() {
                     self.close_ws(key, close::PROTOCOL, CloseReason::Protocol);
+                    return;
+                }
+                let mut utf8 = Utf8::default();
+                if opcode == Opcode::Text && !(utf8.feed(payload) && (!fin || utf8.complete())) {
+                    self.close_ws(key, close::INVALID_DATA, CloseReason::InvalidData);
                 } else if fin {
                     self.on_message(key, opcode, payload);
                 } else {
                     conn.frag = Some(Box::new(Fragment {
                         opcode,
                         data: payload.to_vec(),
+                        utf8,
                     }));
                 }
             }
@@ -59,6 +65,13 @@ impl Reactor {
                     self.close_ws(key, close::TOO_BIG, CloseReason::TooBig);
                     return;
                 }
+                // Each fragment is checked as it comes: invalid text fails
+                // here, not when the message is whole.
+                let text = frag.opcode == Opcode::Text;
+                if text && !(frag.utf8.feed(payload) && (!fin || frag.utf8.complete())) {
+                    self.close_ws(key, close::INVALID_DATA, CloseReason::InvalidData);
+                    return;
+                }
                 frag.data.extend_from_slice(payload);
                 if fin {
                     if let Some(frag) = conn.frag.take() {
@@ -69,9 +82,21 @@ impl Reactor {
         }
     }
 
+    /// A whole message (text already checked as UTF-8): echoed on the
+    /// echo path, read as a command elsewhere.
     fn on_message(&mut self, key: usize, opcode: Opcode, payload: &[u8]) {
-        if opcode == Opcode::Text && std::str::from_utf8(payload).is_err() {
-            self.close_ws(key, close::INVALID_DATA, CloseReason::InvalidData);
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        if let State::WsEcho { .. } = conn.state {
+            let frame = match opcode {
+                Opcode::Text => ws::text_frame(payload),
+                _ => ws::binary_frame(payload),
+            };
+            self.stats().frames_out.fetch_add(1, Relaxed);
+            // Produced, not live: the connection is not read while its
+            // echoes are above the low-water mark.
+            self.send(key, Chunk::Owned(frame), false);
             return;
         }
         match parse_client(payload).filter(|_| opcode == Opcode::Text) {
