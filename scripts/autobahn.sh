@@ -81,7 +81,12 @@ if ! kill -0 "$weim_pid" 2>/dev/null; then
   exit 1
 fi
 
-python3 - "$reports/index.json" "$elapsed" <<'EOF' || { tail -n 20 "$workdir/kosoku.log" >&2; exit 1; }
+failed() {
+  tail -n 20 "$workdir/kosoku.log" >&2
+  [ -n "${AUTOBAHN_REPORTS:-}" ] || echo "autobahn: AUTOBAHN_REPORTS=<dir> keeps the reports" >&2
+  exit 1
+}
+python3 - "$reports/index.json" "$elapsed" <<'EOF' || failed
 import collections
 import json
 import sys
@@ -111,7 +116,7 @@ for cid, r in sorted(cases.items(), key=lambda kv: [int(p) for p in kv[0].split(
         ok = behavior in PASS and close in PASS
     counts[f"{'12-13' if major in (12, 13) else '1-10'} {behavior}"] += 1
     if not ok:
-        bad.append(f"  {cid}: behavior={behavior}, behaviorClose={close}: {r.get('result', '')}")
+        bad.append(f"  {cid}: behavior={behavior}, behaviorClose={close} ({r.get('reportfile')})")
 
 summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
 print(f"autobahn: {len(cases)} cases in {elapsed} s: {summary}")

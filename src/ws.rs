@@ -1,6 +1,6 @@
 //! WebSocket (RFC 6455) pieces the reactor drives over its own buffers: the
-//! upgrade answer, check-then-parse of client frames, and encoding of server
-//! frames. Header parsing and formatting come from `tungstenite`; this module
+//! upgrade answer, check-then-parse of client frames, incremental UTF-8
+//! validation, and encoding of server frames. Header parsing and formatting come from `tungstenite`; this module
 //! adds the rules a gateway enforces (masking, control-frame limits, reserved
 //! bits and opcodes, message size) and never panics on network input.
 
@@ -77,17 +77,28 @@ impl FrameInfo {
     }
 }
 
-/// Checks whether `buf` starts with one complete, valid client frame.
+/// What the start of a buffer holds, as far as it is acceptable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame {
+    /// Not a whole header yet.
+    Header,
+    /// A valid header; the payload is still arriving (`buf` holds its
+    /// first bytes, from `payload_start`).
+    Partial(FrameInfo),
+    /// A whole, valid frame.
+    Whole(FrameInfo),
+}
+
+/// Checks the client frame at the start of `buf`.
 ///
-/// `Ok(None)`: more bytes are needed (and the frame so far is acceptable).
 /// `Err(code)`: the peer broke the protocol; close with `code`.
 /// A frame whose declared payload exceeds `max_payload` fails before its
 /// payload arrives, so a peer cannot make the reactor buffer it.
-pub fn check_frame(buf: &[u8], max_payload: usize) -> Result<Option<FrameInfo>, u16> {
+pub fn check_frame(buf: &[u8], max_payload: usize) -> Result<Frame, u16> {
     let mut cursor = Cursor::new(buf);
     let (header, len) = match FrameHeader::parse(&mut cursor) {
         Ok(Some(parsed)) => parsed,
-        Ok(None) => return Ok(None),
+        Ok(None) => return Ok(Frame::Header),
         Err(_) => return Err(close::PROTOCOL),
     };
     if header.rsv1 || header.rsv2 || header.rsv3 {
@@ -113,18 +124,18 @@ pub fn check_frame(buf: &[u8], max_payload: usize) -> Result<Option<FrameInfo>, 
     if len > max_payload as u64 {
         return Err(close::TOO_BIG);
     }
-    let payload_start = cursor.position() as usize;
-    let payload_len = len as usize;
-    if buf.len() - payload_start < payload_len {
-        return Ok(None);
-    }
-    Ok(Some(FrameInfo {
+    let info = FrameInfo {
         fin: header.is_final,
         opcode,
-        payload_start,
-        payload_len,
+        payload_start: cursor.position() as usize,
+        payload_len: len as usize,
         mask,
-    }))
+    };
+    Ok(if buf.len() < info.total_len() {
+        Frame::Partial(info)
+    } else {
+        Frame::Whole(info)
+    })
 }
 
 /// Removes the client's mask from a payload in place.
@@ -181,21 +192,22 @@ pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
     encode(OpCode::Control(Control::Close), &payload)
 }
 
-/// Incremental UTF-8 validation of a text message arriving in fragments:
-/// an invalid sequence is known at the fragment that holds it (RFC 6455
-/// §8.1: fail fast), a character cut between two fragments is fine.
+/// Incremental UTF-8 validation of a text message arriving in pieces
+/// (fragments, or the reads of a frame not yet whole): an invalid sequence
+/// is known at the piece that holds it (RFC 6455 §8.1: fail fast), a
+/// character cut between two pieces is fine.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Utf8 {
-    /// The start of a character cut at the end of the last fragment.
+    /// The start of a character cut at the end of the last piece.
     tail: [u8; 3],
     tail_len: u8,
 }
 
 impl Utf8 {
-    /// Validates the next fragment; `false` once the text is invalid.
+    /// Validates the next piece; `false` once the text is invalid.
     pub fn feed(&mut self, mut bytes: &[u8]) -> bool {
         if self.tail_len > 0 {
-            // Complete the cut character with the first bytes of this one.
+            // Complete the cut character with the first bytes of this piece.
             let n = usize::from(self.tail_len);
             let take = (4 - n).min(bytes.len());
             let mut joined = [0u8; 4];
@@ -204,7 +216,7 @@ impl Utf8 {
             let used = match std::str::from_utf8(&joined[..n + take]) {
                 Ok(_) => take,
                 Err(e) if e.valid_up_to() > 0 => e.valid_up_to() - n,
-                // Still cut short (this fragment had too few bytes; four
+                // Still cut short (this piece had too few bytes; four
                 // bytes always hold a whole character).
                 Err(e) if e.error_len().is_none() && n + take < 4 => {
                     self.tail[n..n + take].copy_from_slice(&bytes[..take]);
@@ -226,6 +238,22 @@ impl Utf8 {
             }
             Err(_) => false,
         }
+    }
+
+    /// Like [`Utf8::feed`], for payload bytes still masked with `mask`
+    /// that start `offset` bytes into their frame's payload (a frame not
+    /// yet whole is checked as its bytes arrive and unmasked only once
+    /// whole).
+    pub fn feed_masked(&mut self, masked: &[u8], mask: [u8; 4], offset: usize) -> bool {
+        let mask: [u8; 4] = std::array::from_fn(|i| mask[(offset + i) % 4]);
+        // A multiple of 4: each piece starts at the same mask phase.
+        let mut buf = [0u8; 1024];
+        masked.chunks(buf.len()).all(|piece| {
+            let bytes = &mut buf[..piece.len()];
+            bytes.copy_from_slice(piece);
+            unmask(bytes, mask);
+            self.feed(bytes)
+        })
     }
 
     /// Whether the text fed so far ends on a whole character.
@@ -305,7 +333,9 @@ mod tests {
     #[test]
     fn parses_masked_text_frame_and_unmasks() {
         let mut buf = client_frame(0x81, b"hello world");
-        let info = check_frame(&buf, 1024).unwrap().unwrap();
+        let Ok(Frame::Whole(info)) = check_frame(&buf, 1024) else {
+            panic!("not whole");
+        };
         assert!(info.fin);
         assert_eq!(info.opcode, Opcode::Text);
         assert_eq!(info.total_len(), buf.len());
@@ -317,8 +347,19 @@ mod tests {
     #[test]
     fn incomplete_frames_ask_for_more() {
         let buf = client_frame(0x81, &[b'x'; 300]);
-        for cut in 0..buf.len() {
-            assert_eq!(check_frame(&buf[..cut], 1024), Ok(None), "cut at {cut}");
+        // 4 header bytes (a 16-bit length), the mask, then the payload.
+        for cut in 0..8 {
+            assert_eq!(
+                check_frame(&buf[..cut], 1024),
+                Ok(Frame::Header),
+                "cut at {cut}"
+            );
+        }
+        for cut in 8..buf.len() {
+            match check_frame(&buf[..cut], 1024) {
+                Ok(Frame::Partial(info)) => assert_eq!(info.total_len(), buf.len()),
+                other => panic!("cut at {cut}: {other:?}"),
+            }
         }
     }
 
@@ -382,6 +423,26 @@ mod tests {
         ] {
             assert!(fragmented(bad).all(|(ok, _)| !ok), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn masked_bytes_are_checked_from_any_offset() {
+        let text = "héllo 认证 wörld 😀 ".repeat(100);
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut masked = text.as_bytes().to_vec();
+        unmask(&mut masked, mask);
+        for cut in [0, 1, 2, 3, 5, 1023, 1024, 1027, masked.len()] {
+            let mut v = Utf8::default();
+            assert!(v.feed_masked(&masked[..cut], mask, 0));
+            assert!(v.feed_masked(&masked[cut..], mask, cut), "cut at {cut}");
+            assert!(v.complete());
+        }
+        let mut bad = text.into_bytes();
+        bad[1500] = 0xff;
+        unmask(&mut bad, mask);
+        let mut v = Utf8::default();
+        assert!(v.feed_masked(&bad[..1499], mask, 0));
+        assert!(!v.feed_masked(&bad[1499..1502], mask, 1499));
     }
 
     #[test]

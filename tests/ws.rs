@@ -376,6 +376,41 @@ fn invalid_utf8_fails_at_the_first_bad_fragment() {
     assert_eq!((echo.opcode, echo.payload.as_slice()), (OP_TEXT, text));
 }
 
+#[test]
+fn invalid_utf8_fails_before_its_frame_is_whole() {
+    let node = Node::builder().env("WEIM_WS_ECHO_PATH", "/echo").start();
+    let invalid = b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80edited";
+    // Autobahn 6.4.3: one frame; everything but its last 6 bytes is sent,
+    // the bytes that make it invalid included.
+    let frame = client_frame(true, OP_TEXT, invalid);
+    for path in ["/ws", "/echo"] {
+        let mut ws = node.raw_ws_at(path);
+        ws.send_bytes(&frame[..frame.len() - 6]);
+        assert_eq!(ws.expect_close(), CLOSE_BAD_DATA, "{path}");
+    }
+    // The same inside a continuation frame.
+    let mut ws = node.raw_ws_at("/echo");
+    ws.send_bytes(&client_frame(false, OP_TEXT, b"ok "));
+    let frame = client_frame(true, OP_CONTINUATION, invalid);
+    ws.send_bytes(&frame[..frame.len() - 6]);
+    assert_eq!(ws.expect_close(), CLOSE_BAD_DATA);
+
+    // Valid text written a byte at a time (characters cut between reads)
+    // is echoed whole.
+    let mut ws = node.raw_ws_at("/echo");
+    let text = "认证 wörld 😀".repeat(20);
+    let mut wire = client_frame(false, OP_TEXT, &text.as_bytes()[..77]);
+    wire.extend(client_frame(true, OP_CONTINUATION, &text.as_bytes()[77..]));
+    for byte in &wire {
+        ws.send_bytes(&[*byte]);
+    }
+    let echo = ws.recv_frame();
+    assert_eq!(
+        (echo.opcode, echo.payload.as_slice()),
+        (OP_TEXT, text.as_bytes())
+    );
+}
+
 // ---- the echo endpoint ----
 
 #[test]

@@ -61,12 +61,23 @@ pub(super) struct Session {
     pub pinged: bool,
 }
 
-/// A fragmented message being reassembled.
+/// A data message being received: made by its first frame that is whole
+/// but not final, or earlier, by the first bytes of a text frame, so that
+/// its UTF-8 is checked as the bytes arrive.
 pub(super) struct Fragment {
+    /// Text or binary.
     pub opcode: Opcode,
+    /// The payload of its whole frames.
     pub data: Vec<u8>,
-    /// The UTF-8 check of a text message's fragments so far.
+    /// The UTF-8 check of a text message: its whole frames, and the first
+    /// `ahead` bytes of the frame being received.
     pub utf8: Utf8,
+    /// Payload bytes of the frame being received (not yet whole) checked
+    /// already.
+    pub ahead: usize,
+    /// Whether one of its frames is whole: until then, a text frame is its
+    /// first frame, not a new message inside it.
+    pub started: bool,
 }
 
 /// One connection of a reactor's slab.
@@ -81,7 +92,7 @@ pub(super) struct Conn {
     pub inbuf: Vec<u8>,
     /// Bytes waiting to be written.
     pub out: Output,
-    /// A fragmented WebSocket message being reassembled.
+    /// A WebSocket message being received over several frames or reads.
     pub frag: Option<Box<Fragment>>,
     /// Listed in the reactor's `corked`: frames queued in `out` during this
     /// inbox batch are written when it ends.

@@ -12,7 +12,7 @@ use crate::commit::Submission;
 use crate::delivery::ledger::Ledger;
 use crate::message::{cmd, parse_client, ClientMsg, Push};
 use crate::metrics::CloseReason;
-use crate::ws::{self, close, Opcode, Utf8};
+use crate::ws::{self, close, FrameInfo, Opcode, Utf8};
 
 impl Reactor {
     pub(super) fn on_frame(&mut self, key: usize, fin: bool, opcode: Opcode, payload: &[u8]) {
@@ -39,25 +39,34 @@ impl Reactor {
                 self.close_ws(key, code, reason);
             }
             Opcode::Text | Opcode::Binary => {
-                if conn.frag.is_some() {
-                    self.close_ws(key, close::PROTOCOL, CloseReason::Protocol);
-                    return;
-                }
-                let mut utf8 = Utf8::default();
-                if opcode == Opcode::Text && !(utf8.feed(payload) && (!fin || utf8.complete())) {
+                // A record not started yet is this frame's own, made while
+                // its first bytes arrived (text checked up to `ahead`).
+                let (mut utf8, ahead) = match conn.frag.as_deref() {
+                    Some(frag) if frag.started => {
+                        self.close_ws(key, close::PROTOCOL, CloseReason::Protocol);
+                        return;
+                    }
+                    Some(frag) => (frag.utf8, frag.ahead),
+                    None => (Utf8::default(), 0),
+                };
+                let fresh = payload.get(ahead..).unwrap_or_default();
+                if opcode == Opcode::Text && !(utf8.feed(fresh) && (!fin || utf8.complete())) {
                     self.close_ws(key, close::INVALID_DATA, CloseReason::InvalidData);
                 } else if fin {
+                    conn.frag = None;
                     self.on_message(key, opcode, payload);
                 } else {
                     conn.frag = Some(Box::new(Fragment {
                         opcode,
                         data: payload.to_vec(),
                         utf8,
+                        ahead: 0,
+                        started: true,
                     }));
                 }
             }
             Opcode::Continue => {
-                let Some(frag) = conn.frag.as_mut() else {
+                let Some(frag) = conn.frag.as_mut().filter(|f| f.started) else {
                     self.close_ws(key, close::PROTOCOL, CloseReason::Protocol);
                     return;
                 };
@@ -65,10 +74,13 @@ impl Reactor {
                     self.close_ws(key, close::TOO_BIG, CloseReason::TooBig);
                     return;
                 }
-                // Each fragment is checked as it comes: invalid text fails
-                // here, not when the message is whole.
+                // Each fragment is checked as it comes (its first `ahead`
+                // bytes already were): invalid text fails here, not when
+                // the message is whole.
+                let fresh = payload.get(frag.ahead..).unwrap_or_default();
+                frag.ahead = 0;
                 let text = frag.opcode == Opcode::Text;
-                if text && !(frag.utf8.feed(payload) && (!fin || frag.utf8.complete())) {
+                if text && !(frag.utf8.feed(fresh) && (!fin || frag.utf8.complete())) {
                     self.close_ws(key, close::INVALID_DATA, CloseReason::InvalidData);
                     return;
                 }
@@ -79,6 +91,46 @@ impl Reactor {
                     }
                 }
             }
+        }
+    }
+
+    /// The first bytes of a frame not yet whole (still masked, from the
+    /// start of its payload): those of a text message are checked as UTF-8
+    /// now, so invalid text fails as soon as its bytes arrive (RFC 6455
+    /// §8.1), however the peer spreads one frame over its writes.
+    pub(super) fn on_partial_frame(&mut self, key: usize, info: &FrameInfo, masked: &[u8]) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if info.opcode == Opcode::Text && conn.frag.is_none() {
+            conn.frag = Some(Box::new(Fragment {
+                opcode: Opcode::Text,
+                data: Vec::new(),
+                utf8: Utf8::default(),
+                ahead: 0,
+                started: false,
+            }));
+        }
+        let Some(frag) = conn.frag.as_deref_mut() else {
+            return;
+        };
+        let text = match info.opcode {
+            Opcode::Text => !frag.started,
+            Opcode::Continue => frag.started && frag.opcode == Opcode::Text,
+            // Binary and control frames.
+            _ => false,
+        };
+        // A text frame inside a started message is refused once whole.
+        if !text {
+            return;
+        }
+        let Some(fresh) = masked.get(frag.ahead..).filter(|f| !f.is_empty()) else {
+            return;
+        };
+        let valid = frag.utf8.feed_masked(fresh, info.mask, frag.ahead);
+        frag.ahead = masked.len();
+        if !valid {
+            self.close_ws(key, close::INVALID_DATA, CloseReason::InvalidData);
         }
     }
 
