@@ -1,9 +1,9 @@
 //! HTTP on a connection: a parsed request goes to a worker (or, for
-//! `GET /ws` and `GET <ws.echo_path>`, becomes a WebSocket); the reply is written and, when its body
-//! is streamed, each further piece is read by a worker only once the
-//! connection's output is below the low-water mark. Input is not read
-//! while a request is handled or its answer is being written, so pipelined
-//! requests wait in the connection's buffer.
+//! `GET /ws` and `GET <ws.echo_path>`, becomes a WebSocket); the reply is
+//! written and, when its body is streamed, each further piece is read by a
+//! worker only once the connection's output is below the low-water mark.
+//! Input is not read while a request is handled or its answer is being
+//! written, so pipelined requests wait in the connection's buffer.
 
 use std::sync::atomic::Ordering::Relaxed;
 
