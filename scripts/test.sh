@@ -2,7 +2,8 @@
 # The whole weim test suite on a Debian machine: installs what is missing,
 # starts the services the tests talk to (MariaDB, Redis, etcd and an
 # S3-compatible server, moto, all on loopback), checks formatting and lints,
-# then runs every test.
+# then runs every test and the Autobahn WebSocket conformance cases
+# (scripts/autobahn.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -122,3 +123,5 @@ log "cargo test"
 # The peer servers under bench/peers are benchmark tools with no tests:
 # bench/run.sh builds them; clippy above still checks them.
 cargo test --release --workspace --exclude weim-peer-tokio-ws
+log "Autobahn (RFC 6455 conformance)"
+scripts/autobahn.sh

@@ -40,6 +40,8 @@ pub struct Config {
     pub chat: Chat,
     /// Users as answered.
     pub user: User,
+    /// WebSocket test aids.
+    pub ws: Ws,
     /// Test-only fault injection, from `WEIM_FAULT` (not a configuration
     /// key; see `fault`).
     pub fault: Option<Fault>,
@@ -61,6 +63,15 @@ impl Default for User {
             default_avatar: DEFAULT_AVATAR_PATH.to_string(),
         }
     }
+}
+
+/// Section `ws`: WebSocket test aids, off by default.
+#[derive(Debug, Clone, Default)]
+pub struct Ws {
+    /// Path of the echo endpoint: a WebSocket there needs no sign-in and
+    /// echoes each message (conformance suites drive it); empty = off.
+    /// Never on in production.
+    pub echo_path: String,
 }
 
 /// Where the gateway serves its built-in default avatar.
@@ -563,10 +574,12 @@ const KEYS: &[Key] = keys![
     chat.withdraw_window: Dur,
     chat.commit_queue: Usize >= 1,
     user.default_avatar: Str,
+    ws.echo_path: Str,
 ];
 
 const SECTIONS: &[&str] = &[
-    "http", "node", "auth", "store", "limits", "cluster", "attach", "geo", "search", "chat", "user",
+    "http", "node", "auth", "store", "limits", "cluster", "attach", "geo", "search", "chat",
+    "user", "ws",
 ];
 
 /// A raw value from either source: text (env, YAML scalar) or a YAML sequence.
@@ -907,6 +920,7 @@ fn validate(cfg: &mut Config) -> Result<(), String> {
                 .to_string(),
         );
     }
+    validate_echo_path(&cfg.ws, &cfg.attach)?;
     validate_urls(cfg)?;
     if cfg.search.kind == SearchKind::Elasticsearch && cfg.search.url.is_empty() {
         return Err("search.url: required when search.kind is elasticsearch".to_string());
@@ -914,9 +928,9 @@ fn validate(cfg: &mut Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks section `attach` and resolves its derived defaults.
-fn validate_attach(a: &mut Attach, data_dir: &Path) -> Result<(), String> {
-    let prefix = a.url_prefix.trim_end_matches('/');
+/// Whether `path` is `/segment[/segment…]` of letters, digits and `- . _ ~`
+/// whose first segment is not in `reserved`.
+fn free_path(path: &str, reserved: &[&str]) -> bool {
     let segment_ok = |s: &str| {
         !s.is_empty()
             && s != "."
@@ -924,14 +938,38 @@ fn validate_attach(a: &mut Attach, data_dir: &Path) -> Result<(), String> {
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
     };
-    let reserved = ["api", "ws", "healthz", "metrics"];
-    if !prefix.starts_with('/')
-        || !prefix[1..].split('/').all(segment_ok)
-        || prefix[1..]
-            .split('/')
-            .next()
-            .is_some_and(|s| reserved.contains(&s))
-    {
+    path.strip_prefix('/').is_some_and(|rest| {
+        rest.split('/').all(segment_ok)
+            && rest
+                .split('/')
+                .next()
+                .is_some_and(|s| !reserved.contains(&s))
+    })
+}
+
+/// Checks `ws.echo_path`: empty, or a path none of the gateway's routes
+/// answers (it is matched before them).
+fn validate_echo_path(ws: &Ws, attach: &Attach) -> Result<(), String> {
+    let path = ws.echo_path.as_str();
+    if path.is_empty() {
+        return Ok(());
+    }
+    let under_uploads = format!("{path}/").starts_with(attach.url_prefix.as_str());
+    let routes = ["api", "ws", "healthz", "metrics", "cluster", "public"];
+    if !free_path(path, &routes) || under_uploads {
+        return Err(format!(
+            "ws.echo_path: expected empty or a URL path like /echo (letters, digits, - . _ ~) \
+             outside the gateway's routes and {}, got {path:?}",
+            attach.url_prefix
+        ));
+    }
+    Ok(())
+}
+
+/// Checks section `attach` and resolves its derived defaults.
+fn validate_attach(a: &mut Attach, data_dir: &Path) -> Result<(), String> {
+    let prefix = a.url_prefix.trim_end_matches('/');
+    if !free_path(prefix, &["api", "ws", "healthz", "metrics"]) {
         return Err(format!(
             "attach.url_prefix: expected a URL path like /files/ (letters, digits, - . _ ~), got {:?}",
             a.url_prefix
@@ -1142,7 +1180,7 @@ mod tests {
         vars.dedup();
         assert_eq!(vars.len(), KEYS.len(), "ambiguous environment name");
         assert!(KEYS.iter().all(|k| SECTIONS.contains(&k.section)));
-        assert_eq!(KEYS.len(), 5 + 5 + 7 + 4 + 9 + 6 + 10 + 3 + 4 + 3 + 1);
+        assert_eq!(KEYS.len(), 5 + 5 + 7 + 4 + 9 + 6 + 10 + 3 + 4 + 3 + 1 + 1);
     }
 
     #[test]
@@ -1584,6 +1622,37 @@ attach:
     }
 
     #[test]
+    fn echo_path_validation() {
+        assert_eq!(load_env(&[]).unwrap().ws.echo_path, "");
+        let c = load_env(&[("WEIM_WS_ECHO_PATH", "/echo")]).unwrap();
+        assert_eq!(c.ws.echo_path, "/echo");
+        assert!(load_env(&[("WEIM_WS_ECHO_PATH", "/test/ws-echo")]).is_ok());
+        for bad in [
+            "echo",
+            "/",
+            "/echo/",
+            "/a//b",
+            "/../x",
+            "/a b",
+            "/ws",
+            "/ws/status",
+            "/api/v1/x",
+            "/healthz",
+            "/metrics",
+            "/cluster",
+            "/public/avatar/default.png",
+            "/files",
+            "/files/x",
+        ] {
+            assert_err(
+                load_env(&[("WEIM_WS_ECHO_PATH", bad)]),
+                "ws.echo_path:",
+                "URL path",
+            );
+        }
+    }
+
+    #[test]
     fn attach_and_search_validation() {
         let c = load_env(&[("WEIM_ATTACH_URL_PREFIX", "/static/up")]).unwrap();
         assert_eq!(c.attach.url_prefix, "/static/up/");
@@ -1839,6 +1908,8 @@ attach:
         );
         assert_eq!(loaded.http.admin_token, None);
         assert_eq!(loaded.auth.jwt_secret, None);
+        // The echo endpoint is a test aid: never on as shipped.
+        assert_eq!(loaded.ws.echo_path, "");
         assert_eq!(loaded.store.sqlite_path, PathBuf::from("./data/weim.db"));
 
         // Every key is written out explicitly.

@@ -95,6 +95,8 @@ pub struct ReactorStats {
     pub sends_deferred: AtomicU64,
     /// Keepalive pings sent to silent connections.
     pub pings: AtomicU64,
+    /// WebSockets opened on the echo path (`ws.echo_path`).
+    pub echo_sessions: AtomicU64,
     /// Pending messages a connection never got (caught up again for them).
     pub holes: AtomicU64,
     /// Messages waiting in the inbox, at the last sweep.
@@ -237,6 +239,12 @@ impl Metrics {
             "counter",
             "Keepalive pings sent to silent signed-in connections.",
             self.sum(|r| r.pings.load(Relaxed)),
+        );
+        metric(
+            "weim_ws_echo_sessions_total",
+            "counter",
+            "WebSockets opened on the echo path (ws.echo_path, a test aid).",
+            self.sum(|r| r.echo_sessions.load(Relaxed)),
         );
         metric(
             "weim_delivery_holes_total",

@@ -1,6 +1,6 @@
 //! WebSocket (RFC 6455) pieces the reactor drives over its own buffers: the
-//! upgrade answer, check-then-parse of client frames, and encoding of server
-//! frames. Header parsing and formatting come from `tungstenite`; this module
+//! upgrade answer, check-then-parse of client frames, incremental UTF-8
+//! validation, and encoding of server frames. Header parsing and formatting come from `tungstenite`; this module
 //! adds the rules a gateway enforces (masking, control-frame limits, reserved
 //! bits and opcodes, message size) and never panics on network input.
 
@@ -77,17 +77,28 @@ impl FrameInfo {
     }
 }
 
-/// Checks whether `buf` starts with one complete, valid client frame.
+/// What the start of a buffer holds, as far as it is acceptable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame {
+    /// Not a whole header yet.
+    Header,
+    /// A valid header; the payload is still arriving (`buf` holds its
+    /// first bytes, from `payload_start`).
+    Partial(FrameInfo),
+    /// A whole, valid frame.
+    Whole(FrameInfo),
+}
+
+/// Checks the client frame at the start of `buf`.
 ///
-/// `Ok(None)`: more bytes are needed (and the frame so far is acceptable).
 /// `Err(code)`: the peer broke the protocol; close with `code`.
 /// A frame whose declared payload exceeds `max_payload` fails before its
 /// payload arrives, so a peer cannot make the reactor buffer it.
-pub fn check_frame(buf: &[u8], max_payload: usize) -> Result<Option<FrameInfo>, u16> {
+pub fn check_frame(buf: &[u8], max_payload: usize) -> Result<Frame, u16> {
     let mut cursor = Cursor::new(buf);
     let (header, len) = match FrameHeader::parse(&mut cursor) {
         Ok(Some(parsed)) => parsed,
-        Ok(None) => return Ok(None),
+        Ok(None) => return Ok(Frame::Header),
         Err(_) => return Err(close::PROTOCOL),
     };
     if header.rsv1 || header.rsv2 || header.rsv3 {
@@ -113,18 +124,18 @@ pub fn check_frame(buf: &[u8], max_payload: usize) -> Result<Option<FrameInfo>, 
     if len > max_payload as u64 {
         return Err(close::TOO_BIG);
     }
-    let payload_start = cursor.position() as usize;
-    let payload_len = len as usize;
-    if buf.len() - payload_start < payload_len {
-        return Ok(None);
-    }
-    Ok(Some(FrameInfo {
+    let info = FrameInfo {
         fin: header.is_final,
         opcode,
-        payload_start,
-        payload_len,
+        payload_start: cursor.position() as usize,
+        payload_len: len as usize,
         mask,
-    }))
+    };
+    Ok(if buf.len() < info.total_len() {
+        Frame::Partial(info)
+    } else {
+        Frame::Whole(info)
+    })
 }
 
 /// Removes the client's mask from a payload in place.
@@ -163,6 +174,11 @@ pub fn pong_frame(payload: &[u8]) -> Vec<u8> {
     encode(OpCode::Control(Control::Pong), payload)
 }
 
+/// An unmasked, final server binary frame.
+pub fn binary_frame(payload: &[u8]) -> Vec<u8> {
+    encode(OpCode::Data(Data::Binary), payload)
+}
+
 /// A keepalive ping (empty payload).
 pub fn ping_frame() -> Vec<u8> {
     encode(OpCode::Control(Control::Ping), &[])
@@ -174,6 +190,76 @@ pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
     payload.extend_from_slice(&code.to_be_bytes());
     payload.extend_from_slice(&reason.as_bytes()[..reason.len().min(123)]);
     encode(OpCode::Control(Control::Close), &payload)
+}
+
+/// Incremental UTF-8 validation of a text message arriving in pieces
+/// (fragments, or the reads of a frame not yet whole): an invalid sequence
+/// is known at the piece that holds it (RFC 6455 §8.1: fail fast), a
+/// character cut between two pieces is fine.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Utf8 {
+    /// The start of a character cut at the end of the last piece.
+    tail: [u8; 3],
+    tail_len: u8,
+}
+
+impl Utf8 {
+    /// Validates the next piece; `false` once the text is invalid.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> bool {
+        if self.tail_len > 0 {
+            // Complete the cut character with the first bytes of this piece.
+            let n = usize::from(self.tail_len);
+            let take = (4 - n).min(bytes.len());
+            let mut joined = [0u8; 4];
+            joined[..n].copy_from_slice(&self.tail[..n]);
+            joined[n..n + take].copy_from_slice(&bytes[..take]);
+            let used = match std::str::from_utf8(&joined[..n + take]) {
+                Ok(_) => take,
+                Err(e) if e.valid_up_to() > 0 => e.valid_up_to() - n,
+                // Still cut short (this piece had too few bytes; four
+                // bytes always hold a whole character).
+                Err(e) if e.error_len().is_none() && n + take < 4 => {
+                    self.tail[n..n + take].copy_from_slice(&bytes[..take]);
+                    self.tail_len += take as u8;
+                    return true;
+                }
+                Err(_) => return false,
+            };
+            self.tail_len = 0;
+            bytes = &bytes[used..];
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(_) => true,
+            Err(e) if e.error_len().is_none() => {
+                let rest = &bytes[e.valid_up_to()..];
+                self.tail[..rest.len()].copy_from_slice(rest);
+                self.tail_len = rest.len() as u8;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Like [`Utf8::feed`], for payload bytes still masked with `mask`
+    /// that start `offset` bytes into their frame's payload (a frame not
+    /// yet whole is checked as its bytes arrive and unmasked only once
+    /// whole).
+    pub fn feed_masked(&mut self, masked: &[u8], mask: [u8; 4], offset: usize) -> bool {
+        let mask: [u8; 4] = std::array::from_fn(|i| mask[(offset + i) % 4]);
+        // A multiple of 4: each piece starts at the same mask phase.
+        let mut buf = [0u8; 1024];
+        masked.chunks(buf.len()).all(|piece| {
+            let bytes = &mut buf[..piece.len()];
+            bytes.copy_from_slice(piece);
+            unmask(bytes, mask);
+            self.feed(bytes)
+        })
+    }
+
+    /// Whether the text fed so far ends on a whole character.
+    pub fn complete(&self) -> bool {
+        self.tail_len == 0
+    }
 }
 
 /// The close code a client's close payload asks to echo, or an error code
@@ -247,7 +333,9 @@ mod tests {
     #[test]
     fn parses_masked_text_frame_and_unmasks() {
         let mut buf = client_frame(0x81, b"hello world");
-        let info = check_frame(&buf, 1024).unwrap().unwrap();
+        let Ok(Frame::Whole(info)) = check_frame(&buf, 1024) else {
+            panic!("not whole");
+        };
         assert!(info.fin);
         assert_eq!(info.opcode, Opcode::Text);
         assert_eq!(info.total_len(), buf.len());
@@ -259,8 +347,19 @@ mod tests {
     #[test]
     fn incomplete_frames_ask_for_more() {
         let buf = client_frame(0x81, &[b'x'; 300]);
-        for cut in 0..buf.len() {
-            assert_eq!(check_frame(&buf[..cut], 1024), Ok(None), "cut at {cut}");
+        // 4 header bytes (a 16-bit length), the mask, then the payload.
+        for cut in 0..8 {
+            assert_eq!(
+                check_frame(&buf[..cut], 1024),
+                Ok(Frame::Header),
+                "cut at {cut}"
+            );
+        }
+        for cut in 8..buf.len() {
+            match check_frame(&buf[..cut], 1024) {
+                Ok(Frame::Partial(info)) => assert_eq!(info.total_len(), buf.len()),
+                other => panic!("cut at {cut}: {other:?}"),
+            }
         }
     }
 
@@ -295,6 +394,70 @@ mod tests {
         );
     }
 
+    /// Feeds `text` cut at every position into two and three fragments.
+    fn fragmented(text: &[u8]) -> impl Iterator<Item = (bool, bool)> + '_ {
+        (0..=text.len()).flat_map(move |a| {
+            (a..=text.len()).map(move |b| {
+                let mut v = Utf8::default();
+                let ok = v.feed(&text[..a]) && v.feed(&text[a..b]) && v.feed(&text[b..]);
+                (ok, ok && v.complete())
+            })
+        })
+    }
+
+    #[test]
+    fn utf8_is_validated_across_fragments() {
+        let valid = "aé认😀z".as_bytes();
+        assert!(fragmented(valid).all(|r| r == (true, true)));
+        // Cut short at the end: valid so far, incomplete.
+        let cut = &valid[..valid.len() - 3];
+        assert!(fragmented(cut).all(|r| r == (true, false)));
+        // Invalid sequences fail whatever the cuts: a stray continuation
+        // byte, a surrogate, a code point above U+10FFFF, an overlong form.
+        for bad in [
+            &b"ab\x80cd"[..],
+            b"\xed\xa0\x80",
+            b"\xce\xba\xf4\x90\x80\x80\x65",
+            b"\xc0\xaf",
+            b"\xe2\x82x",
+        ] {
+            assert!(fragmented(bad).all(|(ok, _)| !ok), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn masked_bytes_are_checked_from_any_offset() {
+        let text = "héllo 认证 wörld 😀 ".repeat(100);
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut masked = text.as_bytes().to_vec();
+        unmask(&mut masked, mask);
+        for cut in [0, 1, 2, 3, 5, 1023, 1024, 1027, masked.len()] {
+            let mut v = Utf8::default();
+            assert!(v.feed_masked(&masked[..cut], mask, 0));
+            assert!(v.feed_masked(&masked[cut..], mask, cut), "cut at {cut}");
+            assert!(v.complete());
+        }
+        let mut bad = text.into_bytes();
+        bad[1500] = 0xff;
+        unmask(&mut bad, mask);
+        let mut v = Utf8::default();
+        assert!(v.feed_masked(&bad[..1499], mask, 0));
+        assert!(!v.feed_masked(&bad[1499..1502], mask, 1499));
+    }
+
+    #[test]
+    fn invalid_utf8_fails_at_the_fragment_that_holds_it() {
+        // Autobahn 6.4.1: valid, then a code point above U+10FFFF.
+        let mut v = Utf8::default();
+        assert!(v.feed(b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5"));
+        assert!(!v.feed(b"\xf4\x90\x80\x80"));
+        // Its first byte alone is a valid start.
+        let mut v = Utf8::default();
+        assert!(v.feed(b"\xf4"));
+        assert!(!v.complete());
+        assert!(!v.feed(b"\x90"));
+    }
+
     #[test]
     fn close_codes_are_validated() {
         assert_eq!(close_reply_code(&[]), close::NORMAL);
@@ -311,6 +474,7 @@ mod tests {
         let big = text_frame(&[b'x'; 70_000]);
         assert_eq!(&big[..2], &[0x81, 127]);
         assert_eq!(pong_frame(b"p"), vec![0x8A, 1, b'p']);
+        assert_eq!(binary_frame(&[0, 255]), vec![0x82, 2, 0, 255]);
         assert_eq!(close_frame(1009, ""), vec![0x88, 2, 0x03, 0xf1]);
     }
 

@@ -58,12 +58,21 @@ proptest! {
 
     #[test]
     fn frame_checker_never_panics(buf in prop::collection::vec(any::<u8>(), 0..300), max in 0usize..200) {
-        if let Ok(Some(info)) = ws::check_frame(&buf, max) {
-            prop_assert!(info.total_len() <= buf.len());
-            prop_assert!(info.payload_len <= max);
-            prop_assert!(!info.opcode.is_control() || (info.fin && info.payload_len <= 125));
-            let mut payload = buf[info.payload_start..info.total_len()].to_vec();
-            ws::unmask(&mut payload, info.mask);
+        match ws::check_frame(&buf, max) {
+            Ok(ws::Frame::Whole(info)) => {
+                prop_assert!(info.total_len() <= buf.len());
+                prop_assert!(info.payload_len <= max);
+                prop_assert!(!info.opcode.is_control() || (info.fin && info.payload_len <= 125));
+                let mut payload = buf[info.payload_start..info.total_len()].to_vec();
+                ws::unmask(&mut payload, info.mask);
+            }
+            Ok(ws::Frame::Partial(info)) => {
+                prop_assert!(info.payload_start <= buf.len() && info.total_len() > buf.len());
+                prop_assert!(info.payload_len <= max);
+                let mut utf8 = ws::Utf8::default();
+                let _ = utf8.feed_masked(&buf[info.payload_start..], info.mask, 0);
+            }
+            Ok(ws::Frame::Header) | Err(_) => {}
         }
     }
 
@@ -78,12 +87,50 @@ proptest! {
         buf.extend_from_slice(&mask);
         buf.extend_from_slice(&masked);
         let cut = split.index(buf.len());
-        prop_assert_eq!(ws::check_frame(&buf[..cut], 100_000), Ok(None));
-        let info = ws::check_frame(&buf, 100_000).unwrap().unwrap();
+        prop_assert!(matches!(
+            ws::check_frame(&buf[..cut], 100_000),
+            Ok(ws::Frame::Header | ws::Frame::Partial(_))
+        ));
+        let Ok(ws::Frame::Whole(info)) = ws::check_frame(&buf, 100_000) else {
+            return Err(TestCaseError::fail("not whole"));
+        };
         prop_assert_eq!(info.total_len(), buf.len());
         let mut got = buf[info.payload_start..].to_vec();
         ws::unmask(&mut got, info.mask);
         prop_assert_eq!(got, payload);
+    }
+
+    #[test]
+    fn utf8_in_pieces_agrees_with_std(
+        chars in prop::collection::vec(prop_oneof![
+            any::<char>().prop_map(|c| c.to_string().into_bytes()),
+            prop::collection::vec(any::<u8>(), 1..3),
+        ], 0..20),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..4),
+    ) {
+        let text: Vec<u8> = chars.concat();
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(text.len() + 1)).collect();
+        cuts.push(text.len());
+        cuts.sort_unstable();
+        let mut utf8 = ws::Utf8::default();
+        let mut from = 0;
+        let mut failed_at = None;
+        for &cut in &cuts {
+            if !utf8.feed(&text[from..cut]) {
+                failed_at = Some(cut);
+                break;
+            }
+            from = cut;
+        }
+        // Fails at the first piece after which the text so far is known to
+        // be invalid (not merely cut short), never later.
+        let first_invalid = cuts.iter().copied().find(|&c| {
+            matches!(std::str::from_utf8(&text[..c]), Err(e) if e.error_len().is_some())
+        });
+        prop_assert_eq!(failed_at, first_invalid);
+        if failed_at.is_none() {
+            prop_assert_eq!(utf8.complete(), std::str::from_utf8(&text).is_ok());
+        }
     }
 
     #[test]

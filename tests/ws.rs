@@ -1,5 +1,6 @@
 //! WebSocket (RFC 6455) on `GET /ws`: handshake validation, framing rules,
-//! fragmentation, control frames and close codes (issue 2 point 5).
+//! fragmentation, control frames and close codes; and the echo endpoint
+//! (`ws.echo_path`) that shares them.
 //!
 //! Most tests drive the connection frame by frame with `RawWs`, so they
 //! can send what a well-behaved client never would.
@@ -334,4 +335,222 @@ fn frames_split_across_tcp_writes_are_reassembled() {
         let reply = ws.recv_json();
         assert_eq!(reply["Body"], WS_BAD_FORMAT, "{reply}");
     }
+}
+
+// ---- UTF-8 fails fast ----
+
+/// A text message whose second fragment makes it invalid: the server
+/// closes with 1007 at that fragment, with the final one never sent.
+#[track_caller]
+fn invalid_fragment_is_refused_at_once(ws: &mut RawWs) {
+    // Autobahn 6.4.1: valid text, then a code point above U+10FFFF.
+    ws.send_bytes(&client_frame(
+        false,
+        OP_TEXT,
+        b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5",
+    ));
+    ws.send_bytes(&client_frame(false, OP_CONTINUATION, b"\xf4\x90\x80\x80"));
+    assert_eq!(ws.expect_close(), CLOSE_BAD_DATA);
+}
+
+#[test]
+fn invalid_utf8_fails_at_the_first_bad_fragment() {
+    let node = Node::builder().env("WEIM_WS_ECHO_PATH", "/echo").start();
+    invalid_fragment_is_refused_at_once(&mut node.raw_ws());
+    invalid_fragment_is_refused_at_once(&mut node.raw_ws_at("/echo"));
+
+    // The invalid sequence straddles two fragments: a valid first byte at
+    // the end of one, the byte that breaks it at the start of the next.
+    let mut ws = node.raw_ws_at("/echo");
+    ws.send_bytes(&client_frame(false, OP_TEXT, b"abc\xf4"));
+    ws.send_bytes(&client_frame(false, OP_CONTINUATION, b"\x90\x80\x80def"));
+    assert_eq!(ws.expect_close(), CLOSE_BAD_DATA);
+
+    // A character cut between fragments is fine.
+    let mut ws = node.raw_ws_at("/echo");
+    let text = "认证 ok".as_bytes();
+    ws.send_bytes(&client_frame(false, OP_TEXT, &text[..1]));
+    ws.send_bytes(&client_frame(false, OP_CONTINUATION, &text[1..4]));
+    ws.send_bytes(&client_frame(true, OP_CONTINUATION, &text[4..]));
+    let echo = ws.recv_frame();
+    assert_eq!((echo.opcode, echo.payload.as_slice()), (OP_TEXT, text));
+}
+
+#[test]
+fn invalid_utf8_fails_before_its_frame_is_whole() {
+    let node = Node::builder().env("WEIM_WS_ECHO_PATH", "/echo").start();
+    let invalid = b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80edited";
+    // Autobahn 6.4.3: one frame; everything but its last 6 bytes is sent,
+    // the bytes that make it invalid included.
+    let frame = client_frame(true, OP_TEXT, invalid);
+    for path in ["/ws", "/echo"] {
+        let mut ws = node.raw_ws_at(path);
+        ws.send_bytes(&frame[..frame.len() - 6]);
+        assert_eq!(ws.expect_close(), CLOSE_BAD_DATA, "{path}");
+    }
+    // The same inside a continuation frame.
+    let mut ws = node.raw_ws_at("/echo");
+    ws.send_bytes(&client_frame(false, OP_TEXT, b"ok "));
+    let frame = client_frame(true, OP_CONTINUATION, invalid);
+    ws.send_bytes(&frame[..frame.len() - 6]);
+    assert_eq!(ws.expect_close(), CLOSE_BAD_DATA);
+
+    // Valid text written a byte at a time (characters cut between reads)
+    // is echoed whole.
+    let mut ws = node.raw_ws_at("/echo");
+    let text = "认证 wörld 😀".repeat(20);
+    let mut wire = client_frame(false, OP_TEXT, &text.as_bytes()[..77]);
+    wire.extend(client_frame(true, OP_CONTINUATION, &text.as_bytes()[77..]));
+    for byte in &wire {
+        ws.send_bytes(&[*byte]);
+    }
+    let echo = ws.recv_frame();
+    assert_eq!(
+        (echo.opcode, echo.payload.as_slice()),
+        (OP_TEXT, text.as_bytes())
+    );
+}
+
+// ---- the echo endpoint ----
+
+#[test]
+fn echo_path_is_off_by_default() {
+    let node = Node::start();
+    let resp = node.request(&ws_handshake_at("/echo", KEY));
+    assert_eq!(resp.status, 404, "{resp:?}");
+    assert_eq!(node.metrics().value("weim_ws_echo_sessions_total"), 0.0);
+}
+
+#[test]
+fn echo_path_echoes_text_binary_and_fragmented_messages() {
+    let node = Node::builder().env("WEIM_WS_ECHO_PATH", "/echo").start();
+    #[track_caller]
+    fn expect(ws: &mut RawWs, opcode: u8, payload: &[u8]) {
+        let echo = ws.recv_frame();
+        assert!(echo.fin, "{echo:?}");
+        assert_eq!((echo.opcode, echo.payload.as_slice()), (opcode, payload));
+    }
+    let mut ws = node.raw_ws_at("/echo");
+    // No sign-in: a command is echoed, not answered.
+    ws.send_text(r#"{"Cmd":30}"#);
+    expect(&mut ws, OP_TEXT, br#"{"Cmd":30}"#);
+    ws.send_bytes(&client_frame(true, OP_TEXT, b""));
+    expect(&mut ws, OP_TEXT, b"");
+    let binary: Vec<u8> = (0..=255u8).rev().collect();
+    ws.send_bytes(&client_frame(true, OP_BINARY, &binary));
+    expect(&mut ws, OP_BINARY, &binary);
+
+    // Fragmented, with a ping between the fragments: the pong comes at
+    // once, the message once whole, as one message.
+    let mut wire = client_frame(false, OP_TEXT, "认".as_bytes());
+    wire.extend(client_frame(true, OP_PING, b"between"));
+    wire.extend(client_frame(false, OP_CONTINUATION, b""));
+    wire.extend(client_frame(true, OP_CONTINUATION, "证".as_bytes()));
+    ws.send_bytes(&wire);
+    expect(&mut ws, OP_PONG, b"between");
+    expect(&mut ws, OP_TEXT, "认证".as_bytes());
+    let mut wire = client_frame(false, OP_BINARY, &binary[..100]);
+    wire.extend(client_frame(true, OP_CONTINUATION, &binary[100..]));
+    ws.send_bytes(&wire);
+    expect(&mut ws, OP_BINARY, &binary);
+
+    // The close handshake as on /ws.
+    ws.send_bytes(&client_frame(true, OP_CLOSE, &close_payload(4321, "bye")));
+    assert_eq!(ws.expect_close(), 4321);
+    ws.expect_end(Duration::from_secs(5));
+
+    // /ws on the same node still reads commands.
+    let mut ws = node.raw_ws();
+    ws.send_text(r#"{"Cmd":30}"#);
+    assert_system_frame(&ws.recv_json(), 2);
+    assert_eq!(node.metrics().value("weim_ws_echo_sessions_total"), 1.0);
+}
+
+#[test]
+fn echo_path_keeps_the_framing_rules_of_ws() {
+    let node = Node::builder()
+        .env("WEIM_WS_ECHO_PATH", "/echo")
+        .env("WEIM_LIMITS_MAX_MESSAGE", "4KiB")
+        .start();
+    let refused = |bytes: Vec<u8>| {
+        let mut ws = node.raw_ws_at("/echo");
+        let _ = ws.try_send_bytes(&bytes);
+        ws.expect_close()
+    };
+    assert_eq!(
+        refused(client_frame(true, OP_TEXT, &[b'a'; 4097])),
+        CLOSE_TOO_BIG
+    );
+    assert_eq!(
+        refused(client_frame(true, OP_TEXT, b"\xff")),
+        CLOSE_BAD_DATA
+    );
+    assert_eq!(
+        refused(client_frame(true, OP_CONTINUATION, b"x")),
+        CLOSE_PROTOCOL
+    );
+    assert_eq!(
+        refused(encode_frame(true, 0, OP_TEXT, None, b"x")),
+        CLOSE_PROTOCOL
+    );
+    assert_eq!(
+        refused(encode_frame(true, 4, OP_TEXT, Some([1, 2, 3, 4]), b"x")),
+        CLOSE_PROTOCOL
+    );
+}
+
+#[test]
+fn echo_sessions_need_no_sign_in_and_get_keepalive_pings() {
+    // A connection on /ws would be closed with 1008 after a second without
+    // Cmd 3; one on the echo path gets the keepalive ping instead.
+    let node = Node::builder()
+        .env("WEIM_WS_ECHO_PATH", "/echo")
+        .env("WEIM_AUTH_AUTH_TIMEOUT", "1s")
+        .env("WEIM_LIMITS_PING_INTERVAL", "1s")
+        .start();
+    let mut pending = node.raw_ws();
+    let mut ws = node.raw_ws_at("/echo");
+    assert_eq!(pending.expect_close(), CLOSE_POLICY);
+    let ping = ws.recv_frame();
+    assert_eq!(ping.opcode, OP_PING, "{ping:?}");
+    ws.send_text("still here");
+    let echo = ws.recv_frame();
+    assert_eq!(
+        (echo.opcode, echo.payload.as_slice()),
+        (OP_TEXT, &b"still here"[..])
+    );
+}
+
+#[test]
+fn large_echoes_are_flow_controlled_not_dropped() {
+    // Each echo is four times limits.max_pending_bytes: a client that
+    // reads them is never dropped as a slow consumer, and the server
+    // reads its next message only once the echo before has gone out.
+    let node = Node::builder()
+        .env("WEIM_WS_ECHO_PATH", "/echo")
+        .env("WEIM_LIMITS_MAX_MESSAGE", "1MiB")
+        .env("WEIM_LIMITS_MAX_PENDING_BYTES", "256KiB")
+        .start();
+    let mut ws = node.raw_ws_at("/echo");
+    let messages: Vec<Vec<u8>> = (0..4u8)
+        .map(|i| (0..1 << 20).map(|j: u32| (j as u8) ^ i).collect())
+        .collect();
+    let mut wire = Vec::new();
+    for m in &messages {
+        wire.extend(client_frame(true, OP_BINARY, m));
+    }
+    // Written from another thread: the server stops reading while its
+    // echoes wait, so one thread writing everything first would block.
+    let mut writer = ws.stream().try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        use std::io::Write;
+        writer.write_all(&wire).unwrap();
+    });
+    for m in &messages {
+        let echo = ws.recv_frame();
+        assert_eq!(echo.opcode, OP_BINARY);
+        assert!(echo.payload == *m, "echo differs");
+    }
+    sender.join().unwrap();
+    assert_eq!(node.metrics().value("weim_slow_consumer_drops_total"), 0.0);
 }

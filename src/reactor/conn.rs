@@ -7,12 +7,12 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
-use super::output::Output;
+use super::output::{Output, LOW_WATER};
 use super::ConnRef;
 use crate::commit::Submission;
 use crate::delivery::ledger::Ledger;
 use crate::http::BodyStream;
-use crate::ws::Opcode;
+use crate::ws::{Opcode, Utf8};
 
 /// Where a connection is in its life.
 pub(super) enum State {
@@ -22,6 +22,11 @@ pub(super) enum State {
     WsPending,
     /// Signed in.
     WsReady(Session),
+    /// On `ws.echo_path`: messages are echoed, not read as commands.
+    WsEcho {
+        /// A keepalive ping was sent since the last frame from the peer.
+        pinged: bool,
+    },
     /// Flushing, then waiting for the peer's EOF (input discarded).
     Closing,
 }
@@ -56,10 +61,23 @@ pub(super) struct Session {
     pub pinged: bool,
 }
 
-/// A fragmented message being reassembled.
+/// A data message being received: made by its first frame that is whole
+/// but not final, or earlier, by the first bytes of a text frame, so that
+/// its UTF-8 is checked as the bytes arrive.
 pub(super) struct Fragment {
+    /// Text or binary.
     pub opcode: Opcode,
+    /// The payload of its whole frames.
     pub data: Vec<u8>,
+    /// The UTF-8 check of a text message: its whole frames, and the first
+    /// `ahead` bytes of the frame being received.
+    pub utf8: Utf8,
+    /// Payload bytes of the frame being received (not yet whole) checked
+    /// already.
+    pub ahead: usize,
+    /// Whether one of its frames is whole: until then, a text frame is its
+    /// first frame, not a new message inside it.
+    pub started: bool,
 }
 
 /// One connection of a reactor's slab.
@@ -74,7 +92,7 @@ pub(super) struct Conn {
     pub inbuf: Vec<u8>,
     /// Bytes waiting to be written.
     pub out: Output,
-    /// A fragmented WebSocket message being reassembled.
+    /// A WebSocket message being received over several frames or reads.
     pub frag: Option<Box<Fragment>>,
     /// Listed in the reactor's `corked`: frames queued in `out` during this
     /// inbox batch are written when it ends.
@@ -112,14 +130,25 @@ impl Conn {
         }
     }
 
+    /// The keepalive flag of a connection under the ping and idle rules
+    /// (signed in, or echoing).
+    pub fn pinged(&mut self) -> Option<&mut bool> {
+        match &mut self.state {
+            State::WsReady(Session { pinged, .. }) | State::WsEcho { pinged } => Some(pinged),
+            _ => None,
+        }
+    }
+
     /// Whether input must wait (a worker or the committer queue is busy
-    /// with this connection, or a body is being streamed to it).
+    /// with this connection, a body is being streamed to it, or its echoes
+    /// are above the low-water mark).
     pub fn input_paused(&self) -> bool {
         match &self.state {
             // While an answer is still queued, the next pipelined request waits.
             State::Http(HttpPhase::Idle) => !self.out.is_empty(),
             State::Http(_) => true,
             State::WsReady(s) => s.deferred.is_some(),
+            State::WsEcho { .. } => self.out.pending() >= LOW_WATER,
             _ => false,
         }
     }

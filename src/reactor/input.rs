@@ -1,7 +1,8 @@
 //! Reading: bytes from a socket into HTTP requests and WebSocket frames,
 //! check-then-parse. Reads land in the reactor's scratch buffer; only an
 //! incomplete request or frame is kept on the connection, and freed once
-//! consumed.
+//! consumed. The text in an incomplete frame is checked as UTF-8 as it
+//! arrives.
 
 use std::io::{self, Read};
 use std::sync::atomic::Ordering::Relaxed;
@@ -12,7 +13,7 @@ use super::{reason_for, Reactor};
 use crate::api;
 use crate::http::{self, Parsed};
 use crate::metrics::CloseReason;
-use crate::ws;
+use crate::ws::{self, Frame};
 
 impl Reactor {
     /// Reads until the socket is empty or the connection's input must wait.
@@ -116,14 +117,19 @@ impl Reactor {
                     }
                 }
                 State::Http(_) => return off,
-                State::WsPending | State::WsReady(_) => {
+                State::WsPending | State::WsReady(_) | State::WsEcho { .. } => {
                     match ws::check_frame(&data[off..], limits.max_message) {
-                        Ok(None) => return off,
+                        Ok(Frame::Header) => return off,
+                        Ok(Frame::Partial(info)) => {
+                            let payload = &data[off + info.payload_start..];
+                            self.on_partial_frame(key, &info, payload);
+                            return off;
+                        }
                         Err(code) => {
                             self.close_ws(key, code, reason_for(code));
                             return data.len();
                         }
-                        Ok(Some(info)) => {
+                        Ok(Frame::Whole(info)) => {
                             let start = off + info.payload_start;
                             off += info.total_len();
                             let payload = &mut data[start..off];

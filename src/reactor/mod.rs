@@ -8,8 +8,8 @@
 //! ```text
 //! accept ─▶ Http::Idle ──request──▶ Http::Working (a worker) ──reply──▶ Http::Idle
 //!            │                                   └─ large body ─▶ Http::Streaming ─▶ Http::Idle
-//!            └─ GET /ws + Upgrade ─▶ WsPending ──Cmd 3 + valid token──▶ WsReady(Session)
-//!                                                                         │
+//!            ├─ GET /ws + Upgrade ─▶ WsPending ──Cmd 3 + valid token──▶ WsReady(Session)
+//!            └─ GET <ws.echo_path> + Upgrade ─▶ WsEcho (test aid: echoes)   │
 //!   any state ── error / close frame / deadline / drain ──▶ Closing ──▶ dropped
 //! ```
 //! Where things are:
@@ -57,7 +57,7 @@ use crate::node::Shared;
 use crate::worker::{Job, Task};
 use crate::ws::{close, SharedFrame};
 
-use conn::{Conn, HttpPhase, State};
+use conn::{Conn, HttpPhase, Session, State};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -492,7 +492,7 @@ impl Reactor {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             match self.conns[key].state {
-                State::WsPending | State::WsReady(_) => {
+                State::WsPending | State::WsReady(_) | State::WsEcho { .. } => {
                     self.close_ws(key, close::GOING_AWAY, CloseReason::Drain)
                 }
                 State::Http(HttpPhase::Idle) => {
@@ -544,14 +544,14 @@ impl Reactor {
                     CloseReason::HttpTimeout
                 }
                 State::WsPending if age > auth_timeout => CloseReason::AuthTimeout,
-                State::WsReady(s) => {
+                State::WsReady(Session { pinged, .. }) | State::WsEcho { pinged } => {
                     if ping_interval.is_zero() {
                         if age > limits.idle_timeout {
                             doomed.push((key, CloseReason::Idle));
                         }
                     } else if age > ping_interval + limits.idle_timeout {
                         doomed.push((key, CloseReason::Idle));
-                    } else if age > ping_interval && !s.pinged {
+                    } else if age > ping_interval && !pinged {
                         ping.push(key);
                     }
                     continue;

@@ -284,10 +284,10 @@ impl Reactor {
         self.send(key, Chunk::Owned(ws::text_frame(&push.to_json())), true);
     }
 
-    /// Sends a keepalive ping to a silent signed-in connection.
+    /// Sends a keepalive ping to a silent signed-in (or echoing) connection.
     pub(super) fn ping(&mut self, key: usize) {
-        if let Some(s) = self.conns.get_mut(key).and_then(|c| c.session()) {
-            s.pinged = true;
+        if let Some(pinged) = self.conns.get_mut(key).and_then(|c| c.pinged()) {
+            *pinged = true;
         }
         self.stats().pings.fetch_add(1, Relaxed);
         self.send(key, Chunk::Owned(ws::ping_frame()), true);
@@ -364,7 +364,8 @@ impl Reactor {
 
     /// Lets the next produced piece go ahead once the connection's output
     /// is below [`LOW_WATER`]: the next catch-up batch, the next piece of a
-    /// streamed body, or the next pipelined request.
+    /// streamed body, the next pipelined request, or the next message to
+    /// echo.
     pub(super) fn drained(&mut self, key: usize) {
         let Some(conn) = self.conns.get(key) else {
             return;
@@ -378,6 +379,7 @@ impl Reactor {
                 stream: Some(_), ..
             }) => self.read_body(key),
             State::Http(HttpPhase::Idle) if conn.out.is_empty() => self.resume_input(key),
+            State::WsEcho { .. } => self.resume_input(key),
             _ => {}
         }
     }

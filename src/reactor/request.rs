@@ -1,9 +1,9 @@
 //! HTTP on a connection: a parsed request goes to a worker (or, for
-//! `GET /ws`, becomes a WebSocket); the reply is written and, when its body
-//! is streamed, each further piece is read by a worker only once the
-//! connection's output is below the low-water mark. Input is not read
-//! while a request is handled or its answer is being written, so pipelined
-//! requests wait in the connection's buffer.
+//! `GET /ws` and `GET <ws.echo_path>`, becomes a WebSocket); the reply is
+//! written and, when its body is streamed, each further piece is read by a
+//! worker only once the connection's output is below the low-water mark.
+//! Input is not read while a request is handled or its answer is being
+//! written, so pipelined requests wait in the connection's buffer.
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -29,10 +29,12 @@ impl Reactor {
         self.stats().http_requests.fetch_add(1, Relaxed);
         let id = self.id;
         let draining = self.draining;
+        let echo_path = &self.shared.config.ws.echo_path;
+        let echo = !echo_path.is_empty() && req.path == *echo_path;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if req.method == "GET" && req.path == "/ws" {
+        if req.method == "GET" && (req.path == "/ws" || echo) {
             if draining {
                 self.http_reject(key, 503);
                 return;
@@ -49,8 +51,15 @@ impl Reactor {
                 self.http_reject(key, 400);
                 return;
             };
-            conn.state = State::WsPending;
+            conn.state = if echo {
+                State::WsEcho { pinged: false }
+            } else {
+                State::WsPending
+            };
             conn.since = self.now;
+            if echo {
+                self.stats().echo_sessions.fetch_add(1, Relaxed);
+            }
             self.send(key, Chunk::Owned(accept), true);
             return;
         }

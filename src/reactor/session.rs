@@ -1,6 +1,6 @@
 //! WebSocket on a connection: frames (control frames, fragments, UTF-8),
-//! the client's commands, sign-in, sends into the committer queue, and
-//! closing.
+//! the client's commands (or, on the echo path, the echo of each message),
+//! sign-in, sends into the committer queue, and closing.
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -12,7 +12,7 @@ use crate::commit::Submission;
 use crate::delivery::ledger::Ledger;
 use crate::message::{cmd, parse_client, ClientMsg, Push};
 use crate::metrics::CloseReason;
-use crate::ws::{self, close, Opcode};
+use crate::ws::{self, close, FrameInfo, Opcode, Utf8};
 
 impl Reactor {
     pub(super) fn on_frame(&mut self, key: usize, fin: bool, opcode: Opcode, payload: &[u8]) {
@@ -22,9 +22,9 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if let State::WsReady(session) = &mut conn.state {
+        if let Some(pinged) = conn.pinged() {
+            *pinged = false;
             conn.since = now;
-            session.pinged = false;
         }
         match opcode {
             Opcode::Ping => self.send(key, Chunk::Owned(ws::pong_frame(payload)), true),
@@ -39,24 +39,49 @@ impl Reactor {
                 self.close_ws(key, code, reason);
             }
             Opcode::Text | Opcode::Binary => {
-                if conn.frag.is_some() {
-                    self.close_ws(key, close::PROTOCOL, CloseReason::Protocol);
+                // A record not started yet is this frame's own, made while
+                // its first bytes arrived (text checked up to `ahead`).
+                let (mut utf8, ahead) = match conn.frag.as_deref() {
+                    Some(frag) if frag.started => {
+                        self.close_ws(key, close::PROTOCOL, CloseReason::Protocol);
+                        return;
+                    }
+                    Some(frag) => (frag.utf8, frag.ahead),
+                    None => (Utf8::default(), 0),
+                };
+                let fresh = payload.get(ahead..).unwrap_or_default();
+                if opcode == Opcode::Text && !(utf8.feed(fresh) && (!fin || utf8.complete())) {
+                    self.close_ws(key, close::INVALID_DATA, CloseReason::InvalidData);
                 } else if fin {
+                    conn.frag = None;
                     self.on_message(key, opcode, payload);
                 } else {
                     conn.frag = Some(Box::new(Fragment {
                         opcode,
                         data: payload.to_vec(),
+                        utf8,
+                        ahead: 0,
+                        started: true,
                     }));
                 }
             }
             Opcode::Continue => {
-                let Some(frag) = conn.frag.as_mut() else {
+                let Some(frag) = conn.frag.as_mut().filter(|f| f.started) else {
                     self.close_ws(key, close::PROTOCOL, CloseReason::Protocol);
                     return;
                 };
                 if frag.data.len() + payload.len() > max_message {
                     self.close_ws(key, close::TOO_BIG, CloseReason::TooBig);
+                    return;
+                }
+                // Each fragment is checked as it comes (its first `ahead`
+                // bytes already were): invalid text fails here, not when
+                // the message is whole.
+                let fresh = payload.get(frag.ahead..).unwrap_or_default();
+                frag.ahead = 0;
+                let text = frag.opcode == Opcode::Text;
+                if text && !(frag.utf8.feed(fresh) && (!fin || frag.utf8.complete())) {
+                    self.close_ws(key, close::INVALID_DATA, CloseReason::InvalidData);
                     return;
                 }
                 frag.data.extend_from_slice(payload);
@@ -69,9 +94,61 @@ impl Reactor {
         }
     }
 
-    fn on_message(&mut self, key: usize, opcode: Opcode, payload: &[u8]) {
-        if opcode == Opcode::Text && std::str::from_utf8(payload).is_err() {
+    /// The first bytes of a frame not yet whole (still masked, from the
+    /// start of its payload): those of a text message are checked as UTF-8
+    /// now, so invalid text fails as soon as its bytes arrive (RFC 6455
+    /// §8.1), however the peer spreads one frame over its writes.
+    pub(super) fn on_partial_frame(&mut self, key: usize, info: &FrameInfo, masked: &[u8]) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if info.opcode == Opcode::Text && conn.frag.is_none() {
+            conn.frag = Some(Box::new(Fragment {
+                opcode: Opcode::Text,
+                data: Vec::new(),
+                utf8: Utf8::default(),
+                ahead: 0,
+                started: false,
+            }));
+        }
+        let Some(frag) = conn.frag.as_deref_mut() else {
+            return;
+        };
+        let text = match info.opcode {
+            Opcode::Text => !frag.started,
+            Opcode::Continue => frag.started && frag.opcode == Opcode::Text,
+            // Binary and control frames.
+            _ => false,
+        };
+        // A text frame inside a started message is refused once whole.
+        if !text {
+            return;
+        }
+        let Some(fresh) = masked.get(frag.ahead..).filter(|f| !f.is_empty()) else {
+            return;
+        };
+        let valid = frag.utf8.feed_masked(fresh, info.mask, frag.ahead);
+        frag.ahead = masked.len();
+        if !valid {
             self.close_ws(key, close::INVALID_DATA, CloseReason::InvalidData);
+        }
+    }
+
+    /// A whole message (text already checked as UTF-8): echoed on the
+    /// echo path, read as a command elsewhere.
+    fn on_message(&mut self, key: usize, opcode: Opcode, payload: &[u8]) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        if let State::WsEcho { .. } = conn.state {
+            let frame = match opcode {
+                Opcode::Text => ws::text_frame(payload),
+                _ => ws::binary_frame(payload),
+            };
+            self.stats().frames_out.fetch_add(1, Relaxed);
+            // Produced, not live: the connection is not read while its
+            // echoes are above the low-water mark.
+            self.send(key, Chunk::Owned(frame), false);
             return;
         }
         match parse_client(payload).filter(|_| opcode == Opcode::Text) {

@@ -545,6 +545,12 @@ impl Node {
     pub fn raw_ws(&self) -> RawWs {
         RawWs::connect(self.addr)
     }
+
+    /// A raw WebSocket on `path` (e.g. the echo endpoint).
+    #[track_caller]
+    pub fn raw_ws_at(&self, path: &str) -> RawWs {
+        RawWs::over_at(tcp_connect(self.addr), path)
+    }
 }
 
 /// A user as sign-in returned it.
@@ -1646,7 +1652,12 @@ pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
 
 /// The request of a valid client handshake on `/ws`.
 pub fn ws_handshake(key: &str) -> Request {
-    Request::get("/ws")
+    ws_handshake_at("/ws", key)
+}
+
+/// The request of a valid client handshake on `path`.
+pub fn ws_handshake_at(path: &str, key: &str) -> Request {
+    Request::get(path)
         .header("Upgrade", "websocket")
         .header("Connection", "Upgrade")
         .header("Sec-WebSocket-Key", key)
@@ -1682,9 +1693,16 @@ impl RawWs {
     /// one with a small receive buffer); checks the 101 answer.
     #[track_caller]
     pub fn over(stream: TcpStream) -> RawWs {
+        RawWs::over_at(stream, "/ws")
+    }
+
+    /// Completes a valid handshake on `path` over a connected stream;
+    /// checks the 101 answer.
+    #[track_caller]
+    pub fn over_at(stream: TcpStream, path: &str) -> RawWs {
         let key = "dGhlIHNhbXBsZSBub25jZQ==";
         let mut http = Http::over(stream);
-        let resp = http.request(&ws_handshake(key));
+        let resp = http.request(&ws_handshake_at(path, key));
         assert_eq!(resp.status, 101, "handshake answer: {resp:?}");
         assert!(
             resp.header("Upgrade")
