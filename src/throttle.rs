@@ -17,8 +17,10 @@
 //!   always gets in, while a guesser spread over many addresses gets one
 //!   guess per address before waits that soon reach the maximum. A login
 //!   refused for waiting is not a guess: its password is not checked and it
-//!   is not counted. A successful login clears its own address's failures
-//!   on the account (not the address's, nor the account's).
+//!   is not counted. A login let through is counted as a failure at once,
+//!   in the same step as the check, so parallel guesses cannot all pass one
+//!   check; a success takes its own count back and clears its address's
+//!   failures on the account (not the address's, nor the account's).
 //! - **Registrations**: at most `auth.register_limit_ip` attempts per
 //!   address per `auth.register_window` (0 = no limit).
 //! - **`Admin-Token`**: wrong tokens are failures per address, with waits
@@ -156,6 +158,13 @@ impl<K: Hash + Eq + Clone> Tracker<K> {
         }
     }
 
+    /// Takes one event of `key` back.
+    fn unbump(&mut self, key: &K) {
+        if let Some(e) = self.map.get_mut(key) {
+            e.count = e.count.saturating_sub(1);
+        }
+    }
+
     /// Sets the count of `key` to zero (the entry is forgotten as before).
     fn reset(&mut self, key: &K) {
         if let Some(e) = self.map.get_mut(key) {
@@ -195,6 +204,14 @@ fn addr_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Failed logins per address, per account, and per account and address:
+/// one lock, so that a check and its count are one step.
+struct Logins {
+    ips: Tracker<IpAddr>,
+    accounts: Tracker<String>,
+    pairs: Tracker<(String, IpAddr)>,
+}
+
 /// The throttles of a node.
 pub struct Throttle {
     login_limit_ip: u32,
@@ -205,9 +222,7 @@ pub struct Throttle {
     register_limit: u32,
     register_window: Duration,
     admin_limit: u32,
-    login_ips: Mutex<Tracker<IpAddr>>,
-    login_accounts: Mutex<Tracker<String>>,
-    login_pairs: Mutex<Tracker<(String, IpAddr)>>,
+    logins: Mutex<Logins>,
     registers: Mutex<Tracker<IpAddr>>,
     admins: Mutex<Tracker<IpAddr>>,
     refused: [AtomicU64; Kind::ALL.len()],
@@ -227,9 +242,11 @@ impl Throttle {
             register_limit: auth.register_limit_ip,
             register_window: auth.register_window,
             admin_limit: config.http.admin_fail_limit,
-            login_ips: Mutex::new(Tracker::new(cap)),
-            login_accounts: Mutex::new(Tracker::new(cap)),
-            login_pairs: Mutex::new(Tracker::new(cap)),
+            logins: Mutex::new(Logins {
+                ips: Tracker::new(cap),
+                accounts: Tracker::new(cap),
+                pairs: Tracker::new(cap),
+            }),
             registers: Mutex::new(Tracker::new(cap)),
             admins: Mutex::new(Tracker::new(cap)),
             refused: Default::default(),
@@ -271,57 +288,44 @@ impl Throttle {
         }
     }
 
-    /// Whether a login for `username` from `ip` may be tried now.
-    pub fn login_allowed(&self, username: &str, ip: IpAddr) -> Result<(), Refused> {
-        self.login_allowed_at(username, ip, Instant::now())
+    /// Whether a login for `username` from `ip` may be tried now; if so it
+    /// is counted as a failure until [`Throttle::login_ok`] takes it back.
+    pub fn login_attempt(&self, username: &str, ip: IpAddr) -> Result<(), Refused> {
+        self.login_attempt_at(username, ip, Instant::now())
     }
 
-    fn login_allowed_at(&self, username: &str, ip: IpAddr, now: Instant) -> Result<(), Refused> {
+    fn login_attempt_at(&self, username: &str, ip: IpAddr, now: Instant) -> Result<(), Refused> {
         let ip = addr_key(ip);
-        let by_ip = self.login_ips.lock().get(&ip, now);
+        let account = username_key(username);
+        let mut logins = self.logins.lock();
+        let by_ip = logins.ips.get(&ip, now);
         self.address_wait(Kind::LoginIp, by_ip, self.login_limit_ip, now)?;
-        let account = username_key(username);
-        let fails = self
-            .login_accounts
-            .lock()
-            .get(&account, now)
-            .map_or(0, |e| e.count);
-        if fails < self.login_limit_user {
-            return Ok(());
+        let fails = logins.accounts.get(&account, now).map_or(0, |e| e.count);
+        if fails >= self.login_limit_user {
+            if let Some(p) = logins.pairs.get(&(account.clone(), ip), now) {
+                if p.count > 0 {
+                    let until = p.last + self.delay(fails - self.login_limit_user);
+                    self.refuse_until(Kind::LoginAccount, until, now)?;
+                }
+            }
         }
-        match self.login_pairs.lock().get(&(account, ip), now) {
-            Some(p) if p.count > 0 => self.refuse_until(
-                Kind::LoginAccount,
-                p.last + self.delay(fails - self.login_limit_user),
-                now,
-            ),
-            _ => Ok(()),
-        }
+        let window = self.login_window;
+        logins.ips.bump(ip, now, window, true);
+        logins.accounts.bump(account.clone(), now, window, true);
+        logins.pairs.bump((account, ip), now, window, true);
+        Ok(())
     }
 
-    /// Records a failed login (unknown name or wrong password).
-    pub fn login_failed(&self, username: &str, ip: IpAddr) {
-        self.login_failed_at(username, ip, Instant::now())
-    }
-
-    fn login_failed_at(&self, username: &str, ip: IpAddr, now: Instant) {
+    /// Takes back the count of an attempt that was no wrong guess (the
+    /// right password, or a store that could not tell), and clears the
+    /// failures of `ip` on `username`.
+    pub fn login_ok(&self, username: &str, ip: IpAddr) {
         let ip = addr_key(ip);
         let account = username_key(username);
-        let window = self.login_window;
-        self.login_ips.lock().bump(ip, now, window, true);
-        self.login_accounts
-            .lock()
-            .bump(account.clone(), now, window, true);
-        self.login_pairs
-            .lock()
-            .bump((account, ip), now, window, true);
-    }
-
-    /// Clears the failures of `ip` on `username` after a successful login.
-    pub fn login_succeeded(&self, username: &str, ip: IpAddr) {
-        self.login_pairs
-            .lock()
-            .reset(&(username_key(username), addr_key(ip)));
+        let mut logins = self.logins.lock();
+        logins.ips.unbump(&ip);
+        logins.accounts.unbump(&account);
+        logins.pairs.reset(&(account, ip));
     }
 
     /// Counts a registration attempt from `ip`, or refuses it.
@@ -408,46 +412,45 @@ mod tests {
         let t = throttle(|c| c.auth.login_fail_limit_ip = 100);
         let t0 = Instant::now();
         let attacker = ip("127.0.0.2");
+        let owner = ip("127.0.0.3");
         for name in ["victim01", "VICTIM01", "Victim01"] {
-            assert_eq!(t.login_allowed_at(name, attacker, t0), Ok(()));
-            t.login_failed_at(name, attacker, t0);
+            assert_eq!(t.login_attempt_at(name, attacker, t0), Ok(()));
         }
         // Case variants are one account: guarded after 3 failures.
-        let refused = t.login_allowed_at("vIcTiM01", attacker, t0).unwrap_err();
+        let refused = t.login_attempt_at("vIcTiM01", attacker, t0).unwrap_err();
         assert_eq!(refused.kind, Kind::LoginAccount);
         assert_eq!(refused.retry_after, secs(1));
         // The owner, from an address that never failed, is let in.
-        assert_eq!(t.login_allowed_at("victim01", ip("127.0.0.3"), t0), Ok(()));
+        assert_eq!(t.login_attempt_at("victim01", owner, t0), Ok(()));
+        t.login_ok("victim01", owner);
         // Other accounts from the attacker's address are not guarded.
-        assert_eq!(t.login_allowed_at("other001", attacker, t0), Ok(()));
+        assert_eq!(t.login_attempt_at("other001", attacker, t0), Ok(()));
 
         // Waits double with the account's failures.
         let mut at = t0;
         for expected in [1, 2, 4, 8, 16, 32, 60, 60] {
-            let refused = t.login_allowed_at("victim01", attacker, at).unwrap_err();
+            let refused = t.login_attempt_at("victim01", attacker, at).unwrap_err();
             assert_eq!(refused.retry_after, secs(expected));
             at += secs(expected);
-            assert_eq!(t.login_allowed_at("victim01", attacker, at), Ok(()));
-            t.login_failed_at("victim01", attacker, at);
+            assert_eq!(t.login_attempt_at("victim01", attacker, at), Ok(()));
         }
 
         // A guesser on a new address gets one guess, then waits as long.
         let other = ip("127.0.0.9");
-        assert_eq!(t.login_allowed_at("victim01", other, at), Ok(()));
-        t.login_failed_at("victim01", other, at);
-        let refused = t.login_allowed_at("victim01", other, at).unwrap_err();
+        assert_eq!(t.login_attempt_at("victim01", other, at), Ok(()));
+        let refused = t.login_attempt_at("victim01", other, at).unwrap_err();
         assert_eq!(refused.retry_after, secs(60));
 
         // The owner's own slip waits too, and a success clears it.
-        let owner = ip("127.0.0.3");
-        t.login_failed_at("victim01", owner, at);
-        assert!(t.login_allowed_at("victim01", owner, at).is_err());
-        t.login_succeeded("victim01", owner);
-        assert_eq!(t.login_allowed_at("victim01", owner, at), Ok(()));
+        assert_eq!(t.login_attempt_at("victim01", owner, at), Ok(()));
+        assert!(t.login_attempt_at("victim01", owner, at).is_err());
+        t.login_ok("victim01", owner);
+        assert_eq!(t.login_attempt_at("victim01", owner, at), Ok(()));
+        t.login_ok("victim01", owner);
 
         // Forgotten once the window passed without a failure.
         let later = at + secs(601);
-        assert_eq!(t.login_allowed_at("victim01", attacker, later), Ok(()));
+        assert_eq!(t.login_attempt_at("victim01", attacker, later), Ok(()));
         assert_eq!(t.refused[Kind::LoginAccount as usize].load(Relaxed), 11);
     }
 
@@ -457,30 +460,49 @@ mod tests {
         let t0 = Instant::now();
         let attacker = ip("2001:db8::1");
         for i in 0..10 {
-            t.login_failed_at(&format!("user{i:04}"), attacker, t0);
+            assert_eq!(
+                t.login_attempt_at(&format!("user{i:04}"), attacker, t0),
+                Ok(())
+            );
         }
         // Its whole /64 is one address; another /64 is not.
         let refused = t
-            .login_allowed_at("fresh001", ip("2001:db8::ffff"), t0)
+            .login_attempt_at("fresh001", ip("2001:db8::ffff"), t0)
             .unwrap_err();
         assert_eq!(
             (refused.kind, refused.retry_after),
             (Kind::LoginIp, secs(1))
         );
         assert_eq!(
-            t.login_allowed_at("fresh001", ip("2001:db8:0:1::1"), t0),
+            t.login_attempt_at("fresh001", ip("2001:db8:0:1::1"), t0),
             Ok(())
         );
-        t.login_failed_at("fresh001", attacker, t0 + secs(1));
+        assert_eq!(
+            t.login_attempt_at("fresh001", attacker, t0 + secs(1)),
+            Ok(())
+        );
         let refused = t
-            .login_allowed_at("fresh001", attacker, t0 + secs(2))
+            .login_attempt_at("fresh001", attacker, t0 + secs(2))
             .unwrap_err();
         assert_eq!(refused.retry_after, secs(1));
-        // A success does not clear an address's failures.
-        t.login_succeeded("fresh001", attacker);
+        // A success takes back its own count only.
+        assert_eq!(
+            t.login_attempt_at("fresh002", attacker, t0 + secs(3)),
+            Ok(())
+        );
+        t.login_ok("fresh002", attacker);
         assert!(t
-            .login_allowed_at("fresh002", attacker, t0 + secs(2))
+            .login_attempt_at("fresh003", attacker, t0 + secs(3))
             .is_err());
+        assert_eq!(
+            t.logins
+                .lock()
+                .ips
+                .get(&addr_key(attacker), t0 + secs(3))
+                .unwrap()
+                .count,
+            11
+        );
     }
 
     #[test]

@@ -119,6 +119,35 @@ fn guessing_an_account_and_its_case_variants_is_refused_while_its_owner_gets_in(
 }
 
 #[test]
+fn parallel_guesses_get_no_more_than_the_allowance() {
+    let node = Node::builder().env("WEIM_AUTH_FAIL_DELAY", "10m").start();
+    node.register("victim02");
+    // Twenty guesses at once, more than the workers: each is checked and
+    // counted in one step, so five are tried whatever their interleaving.
+    let answers: Vec<String> = thread::scope(|s| {
+        let guesses: Vec<_> = (0..20)
+            .map(|i| {
+                let node = &node;
+                s.spawn(move || {
+                    let name = if i % 2 == 0 { "victim02" } else { "VICTIM02" };
+                    let reply = login_from(node, "127.0.0.2", name, WRONG).api();
+                    reply["msg"].as_str().unwrap_or_default().to_string()
+                })
+            })
+            .collect();
+        guesses.into_iter().map(|g| g.join().unwrap()).collect()
+    });
+    let tried = answers.iter().filter(|m| *m == MSG_WRONG_PASSWORD).count();
+    let refused = answers
+        .iter()
+        .filter(|m| *m == MSG_TOO_MANY_FAILURES)
+        .count();
+    assert_eq!((tried, refused), (5, 15), "{answers:?}");
+    let reply = login_from(&node, "127.0.0.3", "victim02", PASSWORD).api();
+    expect_ok(&reply, MSG_LOGGED_IN);
+}
+
+#[test]
 fn an_address_failing_on_many_accounts_waits_longer_after_each_failure() {
     let node = Node::builder()
         .env("WEIM_AUTH_LOGIN_FAIL_LIMIT_IP", "3")

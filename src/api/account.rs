@@ -113,23 +113,23 @@ fn login(node: &Shared, req: &Request, params: &Params) -> Response {
         Ok(c) => c,
         Err(resp) => return resp,
     };
+    // Counted as a failure from here on, unless taken back.
     let ip = node.client_addr(req);
-    if let Err(refused) = node.throttle.login_allowed(username, ip) {
+    if let Err(refused) = node.throttle.login_attempt(username, ip) {
         return throttled(refused, 200, "登录失败次数过多，请稍后再试");
     }
     let user = match node.store.user_by_name(username) {
         Ok(Some(u)) => u,
-        Ok(None) => {
-            node.throttle.login_failed(username, ip);
-            return fail("用户不存在，请更换用户名后重试");
+        Ok(None) => return fail("用户不存在，请更换用户名后重试"),
+        Err(e) => {
+            node.throttle.login_ok(username, ip);
+            return store_error(e);
         }
-        Err(e) => return store_error(e),
     };
     if !auth::verify_password(password, &user.password_hash) {
-        node.throttle.login_failed(username, ip);
         return fail("密码错误");
     }
-    node.throttle.login_succeeded(username, ip);
+    node.throttle.login_ok(username, ip);
     signed_in(node, &user)
 }
 
