@@ -385,7 +385,7 @@ pub(crate) fn text_param<'a>(
 
 /// Why a search word was refused: it holds a control character (NUL,
 /// CR, LF…), which no name contains.
-pub(crate) const MSG_SEARCH_CONTROL: &str = "搜索关键词不能包含控制字符";
+const MSG_SEARCH_CONTROL: &str = "搜索关键词不能包含控制字符";
 
 /// A search word: [`text_param`] without control characters.
 pub(crate) fn search_word<'a>(
