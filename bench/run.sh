@@ -287,6 +287,8 @@ trap 'exit 130' INT TERM
 
 printf '{}\n' >"$TMP/empty.yml"
 SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+# Admin-Token of every server (weim requires at least 16 characters).
+ADMIN=bench-admin-token
 (umask 077 && printf '%s' "$SECRET" >"$TMP/jwt_secret.bench")
 
 free_port() {
@@ -306,12 +308,12 @@ free_port() {
 start_server() {
     local name=$1 pinned=$2 log=$3 store=${4:-sqlite} port
     port=$(free_port)
-    local envs=(JWT_SECRET="$SECRET" ADMIN_TOKEN=bench) prog=()
+    local envs=(JWT_SECRET="$SECRET" ADMIN_TOKEN="$ADMIN") prog=()
     case "$name" in
     weim | weim-unpinned)
         DATA=$(mktemp -d "$TMP/weim-data.XXXXXX")
         envs=(WEIM_HTTP_LISTEN="127.0.0.1:$port" WEIM_NODE_DATA_DIR="$DATA"
-            WEIM_HTTP_ADMIN_TOKEN=bench WEIM_AUTH_JWT_SECRET="$SECRET" WEIM_LIMITS_CONNS_PER_USER=8)
+            WEIM_HTTP_ADMIN_TOKEN="$ADMIN" WEIM_AUTH_JWT_SECRET="$SECRET" WEIM_LIMITS_CONNS_PER_USER=8)
         if [ "$store" = mariadb ]; then
             DB_SEQ=$((DB_SEQ + 1))
             DB=weim_bench_$$_$DB_SEQ
@@ -507,12 +509,12 @@ for server in "${RUN_SERVERS[@]}"; do
                 --pid "$SERVER_PID" --timeout "$run_timeout" --src-first "$SRC" --json "$out")
             case "$label" in
             idle) args=(idle "${args[@]}" --conns "$CONNS") ;;
-            broadcast) args=(broadcast "${args[@]}" --conns "$CONNS" --admin-token bench
+            broadcast) args=(broadcast "${args[@]}" --conns "$CONNS" --admin-token "$ADMIN"
                 --rounds "$ROUNDS" --body-bytes "$BODY_BYTES") ;;
             slow-base | slow)
                 pct=$SLOW_PCT
                 [ "$label" = slow-base ] && pct=0
-                args=(slow "${args[@]}" --conns "$CONNS" --admin-token bench --rounds "$SLOW_ROUNDS"
+                args=(slow "${args[@]}" --conns "$CONNS" --admin-token "$ADMIN" --rounds "$SLOW_ROUNDS"
                     --body-bytes "$SLOW_BODY_BYTES" --slow-pct "$pct")
                 ;;
             chat-*) args=(chat "${args[@]}" --pairs "$PAIRS" --messages "$MESSAGES"

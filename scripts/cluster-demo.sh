@@ -23,7 +23,7 @@ etcd_port=${ETCD_PORT:-23800}
 mysql_url=${MYSQL_URL:-mysql://root@127.0.0.1:3306/weim_demo}
 demo_dir=${DEMO_DIR:-$(mktemp -d /tmp/weim-demo.XXXXXX)}
 target=${CARGO_TARGET_DIR:-target}
-admin_token=demo-admin
+admin_token=demo-admin-token-0001
 
 log() { printf '== %s\n' "$*"; }
 die() { printf 'cluster-demo: %s\n' "$*" >&2; exit 1; }

@@ -1,17 +1,15 @@
 //! Who a caller is: HS256 tokens (`id`, `at`, `exp`) and their revocation,
-//! argon2id password hashes, the throttle on failed logins, and the node's
-//! JWT secret when none is configured.
+//! argon2id password hashes, and the node's JWT secret when none is
+//! configured.
 
 use std::collections::HashMap;
-use std::hash::Hash;
-use std::net::IpAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
 /// Longest token accepted for decoding.
@@ -162,75 +160,6 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Counts failed logins per user name and per address within a window.
-pub struct Throttle {
-    user_limit: u32,
-    ip_limit: u32,
-    window: Duration,
-    users: Mutex<Window<String>>,
-    ips: Mutex<Window<IpAddr>>,
-}
-
-struct Window<K> {
-    entries: HashMap<K, (u32, Instant)>,
-}
-
-impl<K: Hash + Eq> Window<K> {
-    fn count(&self, key: &K, window: Duration) -> u32 {
-        match self.entries.get(key) {
-            Some((n, start)) if start.elapsed() < window => *n,
-            _ => 0,
-        }
-    }
-
-    fn bump(&mut self, key: K, window: Duration) {
-        if self.entries.len() >= 100_000 {
-            self.entries
-                .retain(|_, (_, start)| start.elapsed() < window);
-        }
-        let entry = self.entries.entry(key).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= window {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
-    }
-}
-
-impl Throttle {
-    /// Blocks a user name after `user_limit` failures and an address after
-    /// `ip_limit`, until `window` has passed since the first failure.
-    pub fn new(user_limit: u32, ip_limit: u32, window: Duration) -> Throttle {
-        Throttle {
-            user_limit,
-            ip_limit,
-            window,
-            users: Mutex::new(Window {
-                entries: HashMap::new(),
-            }),
-            ips: Mutex::new(Window {
-                entries: HashMap::new(),
-            }),
-        }
-    }
-
-    /// Whether a login for `user` from `ip` must be refused now.
-    pub fn blocked(&self, user: &str, ip: IpAddr) -> bool {
-        self.users.lock().count(&user.to_string(), self.window) >= self.user_limit
-            || self.ips.lock().count(&ip, self.window) >= self.ip_limit
-    }
-
-    /// Records a failed login.
-    pub fn failed(&self, user: &str, ip: IpAddr) {
-        self.users.lock().bump(user.to_string(), self.window);
-        self.ips.lock().bump(ip, self.window);
-    }
-
-    /// Forgets a user's failures after a successful login.
-    pub fn succeeded(&self, user: &str) {
-        self.users.lock().entries.remove(user);
-    }
-}
-
 /// The configured secret, or the one kept in `<data_dir>/jwt_secret`
 /// (generated once, mode 0600).
 pub fn load_or_create_secret(configured: Option<&str>, data_dir: &Path) -> Result<String, String> {
@@ -315,21 +244,5 @@ mod tests {
         assert!(verify_password("secret123", &h));
         assert!(!verify_password("secret124", &h));
         assert!(!verify_password("secret123", "not a hash"));
-    }
-
-    #[test]
-    fn throttle_counts_per_user_and_ip() {
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let other: IpAddr = "127.0.0.2".parse().unwrap();
-        let t = Throttle::new(2, 3, Duration::from_secs(60));
-        t.failed("alice", ip);
-        assert!(!t.blocked("alice", ip));
-        t.failed("alice", ip);
-        assert!(t.blocked("alice", other));
-        t.failed("bob", ip);
-        assert!(t.blocked("carol", ip));
-        assert!(!t.blocked("carol", other));
-        t.succeeded("alice");
-        assert!(!t.blocked("alice", other));
     }
 }

@@ -14,8 +14,6 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use crate::config::IpNet;
-
 use serde_json::Value;
 
 /// Largest request head (request line and headers) accepted.
@@ -37,7 +35,7 @@ pub struct Request {
     pub body: Vec<u8>,
     /// Whether the connection stays open after the answer.
     pub keep_alive: bool,
-    /// The TCP peer's address (the client: see [`Request::client`]).
+    /// The TCP peer's address (the client's: see `Shared::client_addr`).
     pub peer: IpAddr,
 }
 
@@ -129,45 +127,6 @@ pub fn parse(buf: &[u8], body_limit: impl Fn(&str) -> usize, peer: IpAddr) -> Pa
 }
 
 impl Request {
-    /// The client's address: the TCP peer, unless the peer is one of
-    /// `trusted` proxies. Then it is the right-most address of
-    /// `X-Forwarded-For` that is not itself a trusted proxy (each proxy
-    /// appends the address it received from, so entries further left are
-    /// whatever the client claimed), or `X-Real-IP` when there is no
-    /// `X-Forwarded-For`; the peer when neither names a valid address.
-    pub fn client(&self, trusted: &[IpNet]) -> IpAddr {
-        let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
-        if !is_trusted(self.peer) {
-            return self.peer;
-        }
-        let forwarded: Vec<&str> = self
-            .headers
-            .iter()
-            .filter(|(n, _)| n == "x-forwarded-for")
-            .flat_map(|(_, v)| v.split(','))
-            .map(str::trim)
-            .collect();
-        let named = match forwarded.is_empty() {
-            true => self
-                .header("x-real-ip")
-                .map(str::trim)
-                .into_iter()
-                .collect(),
-            false => forwarded,
-        };
-        let mut client = self.peer;
-        for entry in named.into_iter().rev() {
-            let Ok(ip) = entry.parse::<IpAddr>() else {
-                break;
-            };
-            client = ip;
-            if !is_trusted(ip) {
-                break;
-            }
-        }
-        client
-    }
-
     /// The first header with this (lower-case) name.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -559,6 +518,7 @@ pub fn reason(status: u16) -> &'static str {
         411 => "Length Required",
         413 => "Payload Too Large",
         416 => "Range Not Satisfiable",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
@@ -596,37 +556,6 @@ mod tests {
         let (second, rest) = complete(&two[used..]);
         assert_eq!(second.path, "/b");
         assert_eq!(used + rest, two.len());
-    }
-
-    #[test]
-    fn client_address_from_trusted_proxies_only() {
-        let nets = |list: &[&str]| -> Vec<IpNet> {
-            list.iter().map(|s| IpNet::parse(s).unwrap()).collect()
-        };
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let with =
-            |headers: &str| complete(format!("GET / HTTP/1.1\r\n{headers}\r\n").as_bytes()).0;
-        let proxy = nets(&["127.0.0.1", "10.0.0.0/8"]);
-        // An untrusted peer's headers are ignored.
-        let spoofed = with("X-Forwarded-For: 192.0.2.1\r\nX-Real-IP: 192.0.2.2\r\n");
-        assert_eq!(spoofed.client(&[]), PEER);
-        assert_eq!(spoofed.client(&nets(&["10.0.0.0/8"])), PEER);
-        // A trusted one: the right-most address that is no proxy of ours.
-        assert_eq!(spoofed.client(&proxy), ip("192.0.2.1"));
-        let chain = with("X-Forwarded-For: 6.6.6.6, 198.51.100.7\r\nX-Forwarded-For: 10.1.2.3\r\n");
-        assert_eq!(chain.client(&proxy), ip("198.51.100.7"));
-        assert_eq!(
-            with("X-Real-IP: 198.51.100.8\r\n").client(&proxy),
-            ip("198.51.100.8")
-        );
-        // Nothing usable: the peer.
-        assert_eq!(with("").client(&proxy), PEER);
-        assert_eq!(with("X-Forwarded-For: unknown\r\n").client(&proxy), PEER);
-        // A malformed entry stops the walk at the last valid one.
-        let junk = with("X-Forwarded-For: 6.6.6.6, junk, 198.51.100.9\r\n");
-        assert_eq!(junk.client(&proxy), ip("198.51.100.9"));
-        let junk = with("X-Forwarded-For: 6.6.6.6, junk, 10.0.0.5\r\n");
-        assert_eq!(junk.client(&proxy), ip("10.0.0.5"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! threads in cluster mode, each under `supervise`) and the drain on
 //! shutdown.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -13,16 +13,19 @@ use crossbeam_channel::Sender;
 use socket2::{Domain, Socket, Type};
 
 use crate::attach::{Attachments, Local, S3Config, S3};
-use crate::auth::{self, Throttle, Tokens};
+use crate::auth::{self, Tokens};
 use crate::cluster::Cluster;
 use crate::commit::{self, Committer};
 use crate::config::{AttachKind, Config, SearchKind, StoreKind};
 use crate::delivery::{Delivery, Registry};
+use crate::http::Request;
 use crate::metrics::Metrics;
+use crate::proxy;
 use crate::reactor::{self, Inbox, Reactor};
 use crate::search::{Elasticsearch, RedisGeo, Search, SqlSearch};
 use crate::store::{self, Store};
 use crate::supervise::{self, Role};
+use crate::throttle::Throttle;
 use crate::worker::{self, Job};
 
 /// What reactors and workers share.
@@ -39,7 +42,7 @@ pub struct Shared {
     pub id_hash_key: Vec<u8>,
     /// Token issue and checks.
     pub tokens: Tokens,
-    /// Failed-login throttle.
+    /// Throttles of logins, registrations and `Admin-Token`s.
     pub throttle: Throttle,
     /// Pushes to connections.
     pub delivery: Delivery,
@@ -67,6 +70,24 @@ impl Shared {
     /// Why the node failed, if it did.
     pub fn failure(&self) -> Option<&str> {
         self.failed.get().map(String::as_str)
+    }
+
+    /// The client address of a request, the one every per-address limit
+    /// counts: its TCP peer, or behind a trusted proxy the address
+    /// `X-Forwarded-For` names (see `proxy`).
+    pub fn client_addr(&self, req: &Request) -> IpAddr {
+        let forwarded = req
+            .headers
+            .iter()
+            .filter(|(name, _)| name == "x-forwarded-for")
+            .map(|(_, value)| value.as_str());
+        proxy::client_addr(&self.config.http.trusted_proxies, req.peer, forwarded)
+    }
+
+    /// Whether `ip` (a TCP peer) is one of `http.trusted_proxies`: a
+    /// proxy's connections carry many clients and are not limited as one.
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        proxy::is_trusted(&self.config.http.trusted_proxies, ip)
     }
 }
 
@@ -230,11 +251,7 @@ impl Node {
         }
         let (committer, submissions) = Committer::new(config.chat.commit_queue);
         let shared = Arc::new(Shared {
-            throttle: Throttle::new(
-                config.auth.login_fail_limit_user,
-                config.auth.login_fail_limit_ip,
-                config.auth.login_fail_window,
-            ),
+            throttle: Throttle::new(&config),
             delivery: Delivery::new(registry, handles).with_cluster(cluster.clone()),
             metrics: Metrics::new(reactors),
             jobs: jobs_tx,

@@ -254,8 +254,18 @@ fn three_users_reject_and_retry(store: Store) {
 fn search_is_literal_and_paginated(store: Store) {
     let node = Node::start_on(store);
     let base = unique_name("s");
-    let names = ["aXb", "a_b", "a%b", "a\\b"].map(|suffix| format!("{base}{suffix}"));
+    // Usernames hold no `%` or `\`: those two are nicknames.
+    let names = ["aXb", "a_b", "p3", "p4"].map(|suffix| format!("{base}{suffix}"));
     let users: Vec<Account> = names.iter().map(|n| node.register(n)).collect();
+    for (user, nickname) in users[2..].iter().zip(["a%b", "a\\b"]) {
+        let nickname = format!("{base}{nickname}");
+        let reply = node.api_as(
+            &user.token,
+            "/api/v1/user/update/nickname",
+            &[("nickname", &nickname)],
+        );
+        expect_ok(&reply, "设置成功");
+    }
     let me = node.register(&format!("{base}me"));
     let search = |word: &str, extra: &[(&str, &str)]| {
         let mut params = vec![("word", word)];

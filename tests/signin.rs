@@ -314,9 +314,11 @@ fn missing_garbage_forged_and_expired_tokens_are_1001() {
 
 #[test]
 fn repeated_failed_logins_for_one_user_are_throttled_until_the_window_passes() {
+    // The wait outlasts the test; the window ends it.
     let node = Node::builder()
         .env("WEIM_AUTH_LOGIN_FAIL_LIMIT_USER", "3")
         .env("WEIM_AUTH_LOGIN_FAIL_WINDOW", "2s")
+        .env("WEIM_AUTH_FAIL_DELAY", "1m")
         .start();
     let victim = node.new_account();
     let bystander = node.new_account();
@@ -325,7 +327,8 @@ fn repeated_failed_logins_for_one_user_are_throttled_until_the_window_passes() {
         let reply = node.login_raw(&victim.username, "Wrong12345");
         assert_refused(&reply, MSG_WRONG_PASSWORD);
     }
-    // Now even the right password is refused, as is a wrong one.
+    // Now even the right password is refused from this address, as is a
+    // wrong one.
     assert_refused(
         &node.login_raw(&victim.username, PASSWORD),
         MSG_TOO_MANY_FAILURES,
@@ -348,6 +351,7 @@ fn repeated_failed_logins_from_one_address_are_throttled() {
         .env("WEIM_AUTH_LOGIN_FAIL_LIMIT_USER", "100")
         .env("WEIM_AUTH_LOGIN_FAIL_LIMIT_IP", "4")
         .env("WEIM_AUTH_LOGIN_FAIL_WINDOW", "1m")
+        .env("WEIM_AUTH_FAIL_DELAY", "1m")
         .start();
     let accounts: Vec<Account> = (0..5).map(|_| node.new_account()).collect();
     for account in &accounts[..4] {

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{fail, fail_with, ok, store_error, Caller, Route, Routes, AUTH_FAIL};
+use super::{fail, fail_with, ok, store_error, throttled, Caller, Route, Routes, AUTH_FAIL};
 use crate::auth;
 use crate::http::{Params, Request, Response};
 use crate::node::Shared;
@@ -22,6 +22,16 @@ fn is_han(c: char) -> bool {
         '\u{2E80}'..='\u{2FDF}' | '\u{3005}' | '\u{3007}' | '\u{3021}'..='\u{3029}'
         | '\u{3038}'..='\u{303B}' | '\u{3400}'..='\u{4DBF}' | '\u{4E00}'..='\u{9FFF}'
         | '\u{F900}'..='\u{FAFF}' | '\u{20000}'..='\u{3134F}')
+}
+
+/// Why a new username was refused besides its length: it may hold ASCII
+/// letters, digits, `_`, `-` and `.` only.
+const MSG_USERNAME_CHARS: &str = "用户名只能包含英文字母、数字、下划线(_)、连字符(-)和点(.)";
+
+/// Whether `c` may be part of a new username: no look-alike letters
+/// (full-width, dotless i), no control, format or space characters.
+fn username_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')
 }
 
 /// Checks `username` and `password` as register and login do (PROTOCOL §1.2).
@@ -64,11 +74,17 @@ fn signed_in(node: &Shared, user: &User) -> Response {
     )
 }
 
-fn register(node: &Shared, _: &Request, params: &Params) -> Response {
+fn register(node: &Shared, req: &Request, params: &Params) -> Response {
     let (username, password) = match check_credentials(params) {
         Ok(c) => c,
         Err(resp) => return resp,
     };
+    if !username.chars().all(username_char) {
+        return fail(MSG_USERNAME_CHARS);
+    }
+    if let Err(refused) = node.throttle.register_allowed(node.client_addr(req)) {
+        return throttled(refused, 200, "注册过于频繁，请稍后再试");
+    }
     let hash = match auth::hash_password(password) {
         Ok(h) => h,
         Err(e) => {
@@ -97,23 +113,23 @@ fn login(node: &Shared, req: &Request, params: &Params) -> Response {
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    let client = req.client(&node.config.http.trusted_proxies);
-    if node.throttle.blocked(username, client) {
-        return fail("登录失败次数过多，请稍后再试");
+    // Counted as a failure from here on, unless taken back.
+    let ip = node.client_addr(req);
+    if let Err(refused) = node.throttle.login_attempt(username, ip) {
+        return throttled(refused, 200, "登录失败次数过多，请稍后再试");
     }
     let user = match node.store.user_by_name(username) {
         Ok(Some(u)) => u,
-        Ok(None) => {
-            node.throttle.failed(username, client);
-            return fail("用户不存在，请更换用户名后重试");
+        Ok(None) => return fail("用户不存在，请更换用户名后重试"),
+        Err(e) => {
+            node.throttle.login_ok(username, ip);
+            return store_error(e);
         }
-        Err(e) => return store_error(e),
     };
     if !auth::verify_password(password, &user.password_hash) {
-        node.throttle.failed(username, client);
         return fail("密码错误");
     }
-    node.throttle.succeeded(username);
+    node.throttle.login_ok(username, ip);
     signed_in(node, &user)
 }
 

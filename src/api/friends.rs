@@ -17,7 +17,7 @@
 use serde_json::{json, Value};
 
 use super::{
-    fail, id_param, in_order, ok, page_params, search_error, store_error, text_param, Caller,
+    fail, id_param, in_order, ok, page_params, search_error, search_word, store_error, Caller,
     Route, Routes,
 };
 use crate::auth::now_secs;
@@ -37,12 +37,7 @@ pub(super) const ROUTES: Routes = &[
 ];
 
 fn search(node: &Shared, caller: &Caller, params: &Params) -> Response {
-    let word = try_param!(text_param(
-        params,
-        "word",
-        MAX_USERNAME_CHARS,
-        "请输入好友昵称"
-    ));
+    let word = try_param!(search_word(params, MAX_USERNAME_CHARS, "请输入好友昵称"));
     let (limit, offset) = try_param!(page_params(params));
     let ids = match node.search.users(word, caller.uid, limit, offset) {
         Ok(ids) => ids,

@@ -15,8 +15,8 @@
 use serde_json::{json, Value};
 
 use super::{
-    fail, id_param, in_order, ok, page_params, search_error, store_error, text_param, Caller,
-    Route, Routes,
+    fail, id_param, in_order, ok, page_params, search_error, search_word, store_error, text_param,
+    Caller, Route, Routes,
 };
 use crate::auth::now_secs;
 use crate::http::{Params, Response};
@@ -62,12 +62,7 @@ fn create(node: &Shared, caller: &Caller, params: &Params) -> Response {
 }
 
 fn search(node: &Shared, _: &Caller, params: &Params) -> Response {
-    let word = try_param!(text_param(
-        params,
-        "word",
-        MAX_GROUP_NAME_CHARS,
-        "请输入群组名称"
-    ));
+    let word = try_param!(search_word(params, MAX_GROUP_NAME_CHARS, "请输入群组名称"));
     let (limit, offset) = try_param!(page_params(params));
     let ids = match node.search.groups(word, limit, offset) {
         Ok(ids) => ids,

@@ -38,6 +38,7 @@ use crate::http::{Params, Request, Response};
 use crate::node::Shared;
 use crate::search::SearchError;
 use crate::store::StoreError;
+use crate::throttle::Refused;
 
 /// Success.
 pub(crate) const OK: i32 = 0;
@@ -317,6 +318,15 @@ pub(crate) fn fail_with(code: i32, msg: &str) -> Response {
     Response::envelope(200, code, msg, Value::Null)
 }
 
+/// A refusal by a throttle: `msg` as a failure with HTTP `status`, and
+/// `Retry-After`.
+pub(crate) fn throttled(refused: Refused, status: u16, msg: &str) -> Response {
+    let mut resp = Response::envelope(status, FAIL, msg, Value::Null);
+    resp.headers
+        .push(("Retry-After", refused.retry_after_secs().to_string()));
+    resp
+}
+
 /// A store failure: 503 when the database is unreachable, else 500.
 pub(crate) fn store_error(e: StoreError) -> Response {
     match e {
@@ -371,6 +381,23 @@ pub(crate) fn text_param<'a>(
         return Err(fail("非法参数"));
     }
     Ok(text)
+}
+
+/// Why a search word was refused: it holds a control character (NUL,
+/// CR, LF…), which no name contains.
+const MSG_SEARCH_CONTROL: &str = "搜索关键词不能包含控制字符";
+
+/// A search word: [`text_param`] without control characters.
+pub(crate) fn search_word<'a>(
+    params: &'a Params,
+    max_chars: usize,
+    empty: &str,
+) -> Result<&'a str, Response> {
+    let word = text_param(params, "word", max_chars, empty)?;
+    if word.chars().any(char::is_control) {
+        return Err(fail(MSG_SEARCH_CONTROL));
+    }
+    Ok(word)
 }
 
 /// Pagination: `page` from 1 (default 1), `size` 1..=100 (default 20).

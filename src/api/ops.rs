@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{ok, AUTH_FAIL, FAIL};
+use super::{ok, throttled, AUTH_FAIL, FAIL};
 use crate::http::{Params, Request, Response};
 use crate::message::Push;
 use crate::node::Shared;
@@ -33,6 +33,7 @@ pub(super) fn metrics(node: &Shared) -> Response {
         node.jobs.len(),
         node.draining.load(std::sync::atomic::Ordering::Relaxed),
     );
+    node.throttle.render(&mut text);
     if let Some(c) = node.delivery.cluster() {
         c.stats.render(&mut text);
     }
@@ -43,13 +44,23 @@ pub(super) fn metrics(node: &Shared) -> Response {
 }
 
 /// Runs `f` when the request carries the configured `Admin-Token`; the
-/// routes do not exist when none is configured.
+/// routes do not exist when none is configured. A wrong token (a missing
+/// or empty one is no guess) counts against the client address, which past
+/// `http.admin_fail_limit` waits before its next token is even compared
+/// (429).
 pub(super) fn admin(node: &Shared, req: &Request, f: fn(&Shared, &Params) -> Response) -> Response {
     let Some(expected) = node.config.http.admin_token.as_deref() else {
         return Response::error(404);
     };
+    let ip = node.client_addr(req);
+    if let Err(refused) = node.throttle.admin_allowed(ip) {
+        return throttled(refused, 429, "鉴权失败次数过多，请稍后再试");
+    }
     let given = req.header("admin-token").unwrap_or("").trim();
     if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        if !given.is_empty() {
+            node.throttle.admin_failed(ip);
+        }
         return Response::envelope(401, AUTH_FAIL, "鉴权失败", Value::Null);
     }
     match req.params() {

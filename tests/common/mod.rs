@@ -32,8 +32,8 @@ use tungstenite::protocol::Message;
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a node may take to print its `listening` line.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
-/// `Admin-Token` configured on every test node.
-pub const ADMIN_TOKEN: &str = "test-admin";
+/// `Admin-Token` configured on every test node (at least 16 characters).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123";
 /// `auth.jwt_secret` configured on every test node.
 pub const JWT_SECRET: &str = "test-secret";
 /// A password that passes validation.
@@ -61,6 +61,10 @@ pub const MSG_USER_EXISTS: &str = "用户已存在，请更换用户名后重试
 pub const MSG_NO_SUCH_USER: &str = "用户不存在，请更换用户名后重试";
 pub const MSG_WRONG_PASSWORD: &str = "密码错误";
 pub const MSG_TOO_MANY_FAILURES: &str = "登录失败次数过多，请稍后再试";
+pub const MSG_USERNAME_CHARS: &str = "用户名只能包含英文字母、数字、下划线(_)、连字符(-)和点(.)";
+pub const MSG_REGISTER_TOO_OFTEN: &str = "注册过于频繁，请稍后再试";
+pub const MSG_SEARCH_CONTROL: &str = "搜索关键词不能包含控制字符";
+pub const MSG_ADMIN_TOO_MANY_FAILURES: &str = "鉴权失败次数过多，请稍后再试";
 pub const WS_AUTH_OK: &str = "认证成功";
 pub const WS_AUTH_FAILED: &str = "认证失败";
 pub const WS_NOT_SIGNED_IN: &str = "你还未认证";
@@ -171,6 +175,9 @@ impl NodeBuilder {
             ("WEIM_NODE_REACTORS".into(), "2".into()),
             ("WEIM_NODE_WORKERS".into(), "4".into()),
             ("WEIM_AUTH_JWT_SECRET".into(), JWT_SECRET.into()),
+            // Tests register many users from 127.0.0.1; tests/throttles.rs
+            // sets its own limit.
+            ("WEIM_AUTH_REGISTER_LIMIT_IP".into(), "0".into()),
         ];
         if self.store == Store::Mysql {
             env.push(("WEIM_STORE_KIND".into(), "mysql".into()));
@@ -412,6 +419,19 @@ impl Node {
     #[track_caller]
     pub fn request(&self, req: &Request) -> Response {
         self.http().request(req)
+    }
+
+    /// A new keep-alive HTTP connection from `source` (a loopback
+    /// address: the node sees it as the client's).
+    #[track_caller]
+    pub fn http_from(&self, source: &str) -> Http {
+        Http::over(tcp_connect_from(self.addr, source))
+    }
+
+    /// One request on a new connection from `source`.
+    #[track_caller]
+    pub fn request_from(&self, source: &str, req: &Request) -> Response {
+        self.http_from(source).request(req)
     }
 
     #[track_caller]
@@ -876,6 +896,24 @@ fn configure(stream: &TcpStream) {
 pub fn tcp_connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
         .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    configure(&stream);
+    stream
+}
+
+/// A connection from `source` (e.g. `127.0.0.2`: all of 127.0.0.0/8 is
+/// this host's), bound before connecting.
+#[track_caller]
+pub fn tcp_connect_from(addr: SocketAddr, source: &str) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let source: std::net::IpAddr = source.parse().expect("a source address");
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .unwrap_or_else(|e| panic!("bind {source}: {e}"));
+    socket
+        .connect_timeout(&addr.into(), IO_TIMEOUT)
+        .unwrap_or_else(|e| panic!("connect to {addr} from {source}: {e}"));
+    let stream: TcpStream = socket.into();
     configure(&stream);
     stream
 }
