@@ -161,6 +161,7 @@ conformance!(
         revoke_and_expire,
         double_revoke_keeps_later_expiry,
         ping_answers,
+        password_hash_is_replaced_only_from_the_expected_one,
     ],
     messages: [
         messages_are_stored_in_order_and_once_per_cid,
