@@ -309,7 +309,7 @@ impl Run<'_> {
         // Messages up to here are history for every imported account.
         let last_message: u64 = self
             .old
-            .query_first("SELECT COALESCE(MAX(id), 0) FROM `chat_message`")
+            .query_first("SELECT COALESCE(MAX(id), 0) FROM `chat_message` WHERE ope IN (0, 1)")
             .map_err(|e| format!("weIm-go database: {e}"))?
             .unwrap_or(0);
         self.table(&USERS, |c, rows| c.users(rows, last_message))?;
@@ -494,11 +494,9 @@ impl Run<'_> {
         self.store
             .import_friend_requests(&requests)
             .map_err(|e| match e {
-                StoreError::Conflict => {
-                    "two pending requests between the same two users: \
+                StoreError::Conflict => "two pending requests between the same two users: \
                      settle one of them in weIm-go first"
-                        .to_string()
-                }
+                    .to_string(),
                 e => e.to_string(),
             })
     }

@@ -156,7 +156,10 @@ fn open_attach(config: &Config) -> Result<Box<dyn Attachments>, String> {
     })
 }
 
-pub(crate) fn open_search(config: &Config, store: Arc<dyn Store>) -> Result<Box<dyn Search>, String> {
+pub(crate) fn open_search(
+    config: &Config,
+    store: Arc<dyn Store>,
+) -> Result<Box<dyn Search>, String> {
     let s = &config.search;
     let engine: Box<dyn Search> = match s.kind {
         SearchKind::Sql => Box::new(SqlSearch::new(store)),
