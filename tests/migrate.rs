@@ -297,10 +297,10 @@ fn fill(db: &Database, size: Size) -> Old {
     );
     let mut members = Vec::new();
     let mut joins = Vec::new();
-    for g in 0..size.groups {
+    for (g, &group_id) in group_ids.iter().enumerate() {
         for k in 0..=size.members_per_group {
             members.push(vec![
-                group_ids[g].into(),
+                group_id.into(),
                 uid(member(g, k)),
                 1_600_000_500i64.into(),
             ]);
@@ -308,7 +308,7 @@ fn fill(db: &Database, size: Size) -> Old {
         for j in 0..2 {
             let applicant = (owner(g) + 5 + j) % n;
             joins.push(vec![
-                group_ids[g].into(),
+                group_id.into(),
                 uid(applicant),
                 1_600_000_600i64.into(),
             ]);
