@@ -28,6 +28,7 @@
 
 use std::io::Write;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ::mysql::prelude::{FromValue, Queryable};
 use ::mysql::{Conn, Opts, OptsBuilder, Row};
@@ -44,6 +45,8 @@ use crate::store::{
 
 /// Rows read and stored per transaction.
 pub const BATCH: usize = 1000;
+/// TCP connect time-out to the weIm-go database unless its URL sets one.
+const SOURCE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What `weim migrate` was asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,7 +140,10 @@ pub fn run(config: &Config, options: &Options) -> Result<Report, String> {
         return Err("--from: the URL names no database".into());
     }
     let source = source_name(&opts);
-    let mut old = Conn::new(OptsBuilder::from_opts(opts))
+    let connect_timeout = opts
+        .get_tcp_connect_timeout()
+        .or(Some(SOURCE_CONNECT_TIMEOUT));
+    let mut old = Conn::new(OptsBuilder::from_opts(opts).tcp_connect_timeout(connect_timeout))
         .map_err(|e| format!("weIm-go database {source}: {e}"))?;
     let secret =
         auth::load_or_create_secret(config.auth.jwt_secret.as_deref(), &config.node.data_dir)?;
