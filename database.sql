@@ -166,3 +166,15 @@ CREATE TABLE IF NOT EXISTS delivery_cursors (
     upto    BIGINT UNSIGNED NOT NULL,
     PRIMARY KEY (user_id)
 ) ENGINE=InnoDB;
+
+-- ---------------------------------------------------------------------------
+-- Imports from another server (`weim migrate`): one row per source (e.g.
+-- "weim-go db.example:3306/ppIm"), written when the first run begins, so
+-- that running the import again is told apart from a database holding
+-- other data. Times are unix seconds.
+CREATE TABLE IF NOT EXISTS imports (
+    source      VARBINARY(255) NOT NULL,
+    started_at  BIGINT NOT NULL,
+    finished_at BIGINT NULL,
+    PRIMARY KEY (source)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;

@@ -1,5 +1,6 @@
 //! Who a caller is: HS256 tokens (`id`, `at`, `exp`) and their revocation,
-//! argon2id password hashes, and the node's JWT secret when none is
+//! argon2id password hashes (and the weIm-go hashes an import keeps until
+//! their owner's next login), and the node's JWT secret when none is
 //! configured.
 
 use std::collections::HashMap;
@@ -9,8 +10,11 @@ use std::time::Duration;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use md5::{Digest, Md5};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
+
+use crate::idcard::hex;
 
 /// Longest token accepted for decoding.
 const MAX_TOKEN: usize = 2048;
@@ -149,8 +153,12 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Whether `password` matches a stored hash.
+/// Whether `password` matches a stored hash: an argon2id PHC string, or a
+/// weIm-go hash kept by an import (see [`weimgo_hash`]).
 pub fn verify_password(password: &str, hash: &str) -> bool {
+    if let Some(old) = hash.strip_prefix(WEIMGO_HASH_PREFIX) {
+        return verify_weimgo(password, old);
+    }
     PasswordHash::new(hash)
         .map(|parsed| {
             Argon2::default()
@@ -158,6 +166,39 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
                 .is_ok()
         })
         .unwrap_or(false)
+}
+
+/// Tag that opens a password hash copied from weIm-go. It cannot open a PHC
+/// string (those start with `$`), so the two kinds are never confused.
+pub const WEIMGO_HASH_PREFIX: &str = "weimgo-md5:";
+
+/// The stored form of a weIm-go password: its `password` column (hex of
+/// `md5(hex(md5(password)) + salt)`) and its `password_salt`, tagged:
+/// `weimgo-md5:<hex>:<salt>` (the salt last, so it may hold any character).
+pub fn weimgo_hash(md5_hex: &str, salt: &str) -> String {
+    format!("{WEIMGO_HASH_PREFIX}{md5_hex}:{salt}")
+}
+
+/// Whether a stored hash is of an old scheme, to be replaced by argon2id at
+/// the next successful login.
+pub fn needs_rehash(hash: &str) -> bool {
+    hash.starts_with(WEIMGO_HASH_PREFIX)
+}
+
+/// Checks `password` against `<hex>:<salt>` the way weIm-go did.
+fn verify_weimgo(password: &str, stored: &str) -> bool {
+    let Some((expected, salt)) = stored.split_once(':') else {
+        return false;
+    };
+    let inner = hex(&Md5::digest(password.as_bytes()));
+    let outer = hex(&Md5::digest(format!("{inner}{salt}").as_bytes()));
+    // Constant time over the 32 hex digits; the stored hex may be upper case.
+    expected.len() == outer.len()
+        && expected
+            .bytes()
+            .zip(outer.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a.to_ascii_lowercase() ^ b))
+            == 0
 }
 
 /// The configured secret, or the one kept in `<data_dir>/jwt_secret`
@@ -244,5 +285,35 @@ mod tests {
         assert!(verify_password("secret123", &h));
         assert!(!verify_password("secret124", &h));
         assert!(!verify_password("secret123", "not a hash"));
+        assert!(!needs_rehash(&h));
+    }
+
+    #[test]
+    fn weimgo_hashes_verify_with_the_old_scheme() {
+        // md5(md5("secret123") hex + "ab12cd") hex, as weIm-go stored it.
+        let h = weimgo_hash("8b8166f55f52d5d4237fc5950782ba18", "ab12cd");
+        assert_eq!(h, "weimgo-md5:8b8166f55f52d5d4237fc5950782ba18:ab12cd");
+        assert!(needs_rehash(&h));
+        assert!(verify_password("secret123", &h));
+        assert!(verify_password(
+            "secret123",
+            &weimgo_hash("8B8166F55F52D5D4237FC5950782BA18", "ab12cd")
+        ));
+        assert!(!verify_password("secret124", &h));
+        assert!(!verify_password(
+            "secret123",
+            &weimgo_hash("8b8166f55f52d5d4237fc5950782ba18", "ab12ce")
+        ));
+        // A salt holding the separator.
+        let h = weimgo_hash("5060bf68ba640314fb8f6f070e2ab4a3", "a:b");
+        assert!(verify_password("secret123", &h));
+        // An empty stored password matches nothing.
+        assert!(!verify_password("secret123", &weimgo_hash("", "")));
+        assert!(!verify_password("secret123", "weimgo-md5:"));
+        // The untagged old hash is no argon2 string: never accepted.
+        assert!(!verify_password(
+            "secret123",
+            "8b8166f55f52d5d4237fc5950782ba18"
+        ));
     }
 }

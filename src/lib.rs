@@ -19,6 +19,7 @@ pub mod http;
 pub mod idcard;
 pub mod message;
 pub mod metrics;
+pub mod migrate;
 pub mod node;
 pub mod notify;
 pub mod proxy;

@@ -4,12 +4,18 @@
 //! (`STOPPING=1`, exit 0). A configuration error exits 2. A failed node
 //! (see `weim::supervise`) drains too and exits with `FAILED_EXIT` (70) so
 //! that the service manager starts it again.
+//!
+//! `weim migrate --from mysql://…` instead imports a weIm-go database into
+//! the configured store (see `weim::migrate`), prints the counts per table
+//! and exits: 0 when done, 1 when it stopped (what was stored stays; run it
+//! again to go on).
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use weim::config::Config;
+use weim::migrate;
 use weim::node::Node;
 use weim::notify::Notifier;
 use weim::supervise::FAILED_EXIT;
@@ -22,16 +28,35 @@ const FAILURE_POLL: Duration = Duration::from_millis(100);
 /// health checks see it fail before its connections close.
 const FAILED_GRACE: Duration = Duration::from_secs(1);
 
-const USAGE: &str = "usage: weim [--config PATH]   (default ./config.yml; WEIM_<SECTION>_<KEY> variables override keys)";
+const USAGE: &str = "usage: weim [--config PATH]
+       weim migrate --from mysql://USER:PASSWORD@HOST:PORT/DATABASE [--into-nonempty] [--config PATH]
+(default config ./config.yml; WEIM_<SECTION>_<KEY> variables override keys)";
 
-/// The path given with `--config`, and whether it was given.
-fn config_path() -> Result<(PathBuf, bool), String> {
-    let mut args = std::env::args().skip(1);
+/// What the command line asks for.
+enum Command {
+    /// Run a node.
+    Serve,
+    /// Import a weIm-go database into the configured store.
+    Migrate(migrate::Options),
+}
+
+/// The command, the path given with `--config` and whether it was given.
+fn parse_args() -> Result<(Command, PathBuf, bool), String> {
+    let mut args = std::env::args().skip(1).peekable();
+    let migrating = args.peek().is_some_and(|a| a == "migrate");
+    if migrating {
+        args.next();
+    }
     let mut path = None;
+    let mut from = None;
+    let mut into_nonempty = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" | "-c" => path = Some(args.next().ok_or(USAGE)?),
             a if a.starts_with("--config=") => path = Some(a["--config=".len()..].to_string()),
+            "--from" if migrating => from = Some(args.next().ok_or(USAGE)?),
+            a if migrating && a.starts_with("--from=") => from = Some(a["--from=".len()..].into()),
+            "--into-nonempty" if migrating => into_nonempty = true,
             "--help" | "-h" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -39,10 +64,36 @@ fn config_path() -> Result<(PathBuf, bool), String> {
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
+    let command = if migrating {
+        let from = from.ok_or_else(|| format!("migrate: --from is required\n{USAGE}"))?;
+        Command::Migrate(migrate::Options {
+            from,
+            into_nonempty,
+        })
+    } else {
+        Command::Serve
+    };
     Ok(match path {
-        Some(p) => (PathBuf::from(p), true),
-        None => (PathBuf::from("config.yml"), false),
+        Some(p) => (command, PathBuf::from(p), true),
+        None => (command, PathBuf::from("config.yml"), false),
     })
+}
+
+/// Runs `weim migrate` and exits.
+fn run_migrate(config: &Config, options: &migrate::Options) -> ! {
+    match migrate::run(config, options) {
+        Ok(report) => {
+            let mut out = std::io::stdout();
+            let _ = report.write(&mut out);
+            let _ = writeln!(out, "weim migrate: done");
+            let _ = out.flush();
+            std::process::exit(0);
+        }
+        Err(e) => {
+            eprintln!("weim migrate: {e}");
+            std::process::exit(1);
+        }
+    }
 }
 
 /// Blocks SIGTERM and SIGINT in this thread (and every thread it starts);
@@ -73,7 +124,7 @@ fn wait_for_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let (path, explicit) = match config_path() {
+    let (command, path, explicit) = match parse_args() {
         Ok(p) => p,
         Err(e) => {
             eprintln!("weim: {e}");
@@ -88,6 +139,9 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Command::Migrate(options) = &command {
+        run_migrate(&config, options);
+    }
     let signals = block_signals();
     let node = match Node::start(config) {
         Ok(n) => n,

@@ -143,7 +143,7 @@ fn listener(addr: SocketAddr) -> std::io::Result<mio::net::TcpListener> {
     Ok(mio::net::TcpListener::from_std(socket.into()))
 }
 
-fn open_store(config: &Config) -> Result<Arc<dyn Store>, String> {
+pub(crate) fn open_store(config: &Config) -> Result<Arc<dyn Store>, String> {
     let s = &config.store;
     Ok(match s.kind {
         StoreKind::Sqlite => Arc::new(
@@ -177,7 +177,10 @@ fn open_attach(config: &Config) -> Result<Box<dyn Attachments>, String> {
     })
 }
 
-fn open_search(config: &Config, store: Arc<dyn Store>) -> Result<Box<dyn Search>, String> {
+pub(crate) fn open_search(
+    config: &Config,
+    store: Arc<dyn Store>,
+) -> Result<Box<dyn Search>, String> {
     let s = &config.search;
     let engine: Box<dyn Search> = match s.kind {
         SearchKind::Sql => Box::new(SqlSearch::new(store)),

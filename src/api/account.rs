@@ -1,4 +1,5 @@
-//! Accounts: register, login, logout and the caller's own profile.
+//! Accounts: register, login (upgrading an imported weIm-go password hash
+//! to argon2id), logout and the caller's own profile.
 
 use serde_json::json;
 
@@ -130,7 +131,28 @@ fn login(node: &Shared, req: &Request, params: &Params) -> Response {
         return fail("密码错误");
     }
     node.throttle.login_ok(username, ip);
+    if auth::needs_rehash(&user.password_hash) {
+        upgrade_hash(node, &user, password);
+    }
     signed_in(node, &user)
+}
+
+/// Replaces an imported weIm-go hash by argon2id once its password is
+/// known to be right. A failure only leaves the old hash for the next login.
+fn upgrade_hash(node: &Shared, user: &User, password: &str) {
+    let result = auth::hash_password(password).and_then(|new| {
+        node.store
+            .replace_password_hash(user.id, &user.password_hash, &new)
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(true) => log::info!(
+            "user {}: imported password hash replaced by argon2id",
+            user.id
+        ),
+        Ok(false) => {}
+        Err(e) => log::warn!("user {}: imported password hash kept: {e}", user.id),
+    }
 }
 
 fn logout(node: &Shared, caller: &Caller, _: &Params) -> Response {

@@ -26,12 +26,17 @@
 //! to an existing table needs a migration step in both backends and a bump of
 //! [`SCHEMA_VERSION`].
 
+mod import;
 pub mod messages;
 mod mysql;
 mod profile;
 mod social;
 mod sqlite;
 
+pub use self::import::{
+    Import, ImportRecord, ImportedFriend, ImportedFriendRequest, ImportedJoinRequest,
+    ImportedMember, ImportedUser, UsersImported, MAX_IMPORT_SOURCE_LEN,
+};
 pub use self::messages::{Feed, Message, Messages, NewMessage};
 pub use self::mysql::{open_mysql, MysqlStore};
 pub use self::profile::{
@@ -95,9 +100,9 @@ impl std::error::Error for StoreError {}
 
 /// Everything weim persists, one trait per concern. Implementations are
 /// `Send + Sync` and internally pooled: many worker threads call them at once.
-pub trait Store: Accounts + Social + Messages + Profiles + Send + Sync {}
+pub trait Store: Accounts + Social + Messages + Profiles + Import + Send + Sync {}
 
-impl<T: Accounts + Social + Messages + Profiles + Send + Sync> Store for T {}
+impl<T: Accounts + Social + Messages + Profiles + Import + Send + Sync> Store for T {}
 
 /// Accounts and revoked tokens.
 pub trait Accounts {
@@ -118,6 +123,11 @@ pub trait Accounts {
 
     /// The user with this id.
     fn user_by_id(&self, id: u64) -> Result<Option<User>, StoreError>;
+
+    /// Replaces a user's password hash (at most
+    /// [`MAX_PASSWORD_HASH_CHARS`]) if it still is `old`, so that of two
+    /// logins upgrading the same hash one wins; `true` when replaced.
+    fn replace_password_hash(&self, id: u64, old: &str, new: &str) -> Result<bool, StoreError>;
 
     /// Remembers a revoked token (its signature string, at most
     /// [`MAX_TOKEN_SIG_LEN`] ASCII characters, compared exactly) until `exp`
@@ -162,6 +172,11 @@ pub(crate) fn check_new_user(username: &str, password_hash: &str) -> Result<(), 
             "username longer than {MAX_USERNAME_CHARS} characters"
         )));
     }
+    check_password_hash(password_hash)
+}
+
+/// Checks a password hash against the column size.
+pub(crate) fn check_password_hash(password_hash: &str) -> Result<(), StoreError> {
     if password_hash.chars().count() > MAX_PASSWORD_HASH_CHARS {
         return Err(StoreError::Other(format!(
             "password hash longer than {MAX_PASSWORD_HASH_CHARS} characters"

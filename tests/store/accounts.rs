@@ -299,3 +299,43 @@ pub fn double_revoke_keeps_later_expiry(store: &dyn Store) {
 pub fn ping_answers(store: &dyn Store) {
     store.ping().expect("ping");
 }
+
+pub fn password_hash_is_replaced_only_from_the_expected_one(store: &dyn Store) {
+    let name = unique_name("ph");
+    let user = store
+        .create_user(&name, "weimgo-md5:0123:ab", now_secs())
+        .expect("create");
+    assert!(!store
+        .replace_password_hash(user.id, "weimgo-md5:9999:ab", "$argon2id$new")
+        .expect("stale replace"));
+    assert!(store
+        .replace_password_hash(user.id, "weimgo-md5:0123:ab", "$argon2id$new")
+        .expect("replace"));
+    assert_eq!(
+        store
+            .user_by_id(user.id)
+            .expect("by id")
+            .unwrap()
+            .password_hash,
+        "$argon2id$new"
+    );
+    // A second login that read the old hash changes nothing.
+    assert!(!store
+        .replace_password_hash(user.id, "weimgo-md5:0123:ab", "$argon2id$other")
+        .expect("second replace"));
+    assert!(!store
+        .replace_password_hash(u64::MAX, "x", "y")
+        .expect("unknown user"));
+    assert!(matches!(
+        store.replace_password_hash(user.id, "$argon2id$new", &"h".repeat(256)),
+        Err(StoreError::Other(_))
+    ));
+    assert_eq!(
+        store
+            .user_by_id(user.id)
+            .expect("by id")
+            .unwrap()
+            .password_hash,
+        "$argon2id$new"
+    );
+}

@@ -1,9 +1,10 @@
 //! Conformance suite of the weim store: accounts and revoked tokens
 //! (`accounts`), friends, groups and user search (`social`), messages
-//! (`messages`), nicknames, real names and locations (`profile`). Every
-//! check is written once against `&dyn Store` (a check that needs what the
-//! store API cannot do also gets `&Raw`, direct access to the database under
-//! the store) and run on both backends:
+//! (`messages`), nicknames, real names and locations (`profile`), rows
+//! imported with their ids (`import`). Every check is written once against
+//! `&dyn Store` (a check that needs what the store API cannot do also gets
+//! `&Raw`, direct access to the database under the store) and run on both
+//! backends:
 //! - SQLite: a fresh database file in a temporary directory per test;
 //! - MySQL/MariaDB: `TEST_MYSQL_URL` (default
 //!   `mysql://root@127.0.0.1:3306/weim_test`); the database is created if
@@ -22,6 +23,7 @@ mod common;
 
 mod accounts;
 mod backends;
+mod import;
 mod messages;
 mod profile;
 mod social;
@@ -161,6 +163,11 @@ conformance!(
         revoke_and_expire,
         double_revoke_keeps_later_expiry,
         ping_answers,
+        password_hash_is_replaced_only_from_the_expected_one,
+    ],
+    import: [
+        rows_keep_their_ids_once,
+        conflicts_refuse_the_whole_batch,
     ],
     messages: [
         messages_are_stored_in_order_and_once_per_cid,

@@ -9,6 +9,7 @@
 //! reconnected to transparently. Connect, read and write time-outs default to
 //! [`CONNECT_TIMEOUT`] and [`IO_TIMEOUT`] unless the URL sets them.
 
+mod import;
 mod messages;
 mod profile;
 mod social;
@@ -19,8 +20,8 @@ use ::mysql::prelude::Queryable;
 use ::mysql::{DriverError, Opts, OptsBuilder, Pool, PoolConstraints, PooledConn, Row};
 
 use super::{
-    check_new_user, check_schema_version, check_token_sig, default_pool_size, username_key,
-    Accounts, StoreError, User, USER_COLUMNS,
+    check_new_user, check_password_hash, check_schema_version, check_token_sig, default_pool_size,
+    username_key, Accounts, StoreError, User, USER_COLUMNS,
 };
 
 /// The MySQL schema, applied at every open (idempotent).
@@ -266,6 +267,17 @@ impl Accounts for MysqlStore {
 
     fn user_by_id(&self, id: u64) -> Result<Option<User>, StoreError> {
         self.user_where("id = ?", id.into())
+    }
+
+    fn replace_password_hash(&self, id: u64, old: &str, new: &str) -> Result<bool, StoreError> {
+        check_password_hash(new)?;
+        self.run(|c| {
+            c.exec_drop(
+                "UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?",
+                (new, id, old),
+            )?;
+            Ok(c.affected_rows() == 1)
+        })
     }
 
     fn revoke_token(&self, sig: &str, exp: i64) -> Result<(), StoreError> {

@@ -12,6 +12,7 @@
 //! `TransactionBehavior::Immediate`, so that it waits for the lock up front
 //! instead of failing when a read lock cannot be upgraded.
 
+mod import;
 mod messages;
 mod profile;
 mod social;
@@ -26,8 +27,8 @@ use rusqlite::config::DbConfig;
 use rusqlite::{ffi, params, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
-    check_new_user, check_schema_version, check_token_sig, default_pool_size, username_key,
-    Accounts, StoreError, User, USER_COLUMNS,
+    check_new_user, check_password_hash, check_schema_version, check_token_sig, default_pool_size,
+    username_key, Accounts, StoreError, User, USER_COLUMNS,
 };
 
 /// How long a statement waits for another connection's write lock.
@@ -163,7 +164,13 @@ fn apply_schema(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(map_err)?;
-    for schema in [SCHEMA, social::SCHEMA, messages::SCHEMA, profile::SCHEMA] {
+    for schema in [
+        SCHEMA,
+        social::SCHEMA,
+        messages::SCHEMA,
+        profile::SCHEMA,
+        import::SCHEMA,
+    ] {
         tx.execute_batch(schema).map_err(map_err)?;
     }
     let version: i64 = tx
@@ -300,6 +307,20 @@ impl Accounts for SqliteStore {
             c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))?
                 .query_row(params![id], user_from_row)
                 .optional()
+        })
+    }
+
+    fn replace_password_hash(&self, id: u64, old: &str, new: &str) -> Result<bool, StoreError> {
+        check_password_hash(new)?;
+        let Ok(id) = i64::try_from(id) else {
+            return Ok(false);
+        };
+        self.with_conn(|c| {
+            c.prepare_cached(
+                "UPDATE users SET password_hash = ?1 WHERE id = ?2 AND password_hash = ?3",
+            )?
+            .execute(params![new, id, old])
+            .map(|n| n == 1)
         })
     }
 
