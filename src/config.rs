@@ -182,8 +182,18 @@ pub struct Limits {
     /// A connection still silent this long after its ping (or after its last
     /// frame, without pings) is closed; default 120 s.
     pub idle_timeout: Duration,
-    /// A partial HTTP request older than this is closed; default 30 s.
+    /// A partial HTTP request head older than this is closed, and so is a
+    /// request body that received nothing for this long; default 30 s.
     pub http_timeout: Duration,
+    /// Request body bytes the node holds at once (bodies being received
+    /// or handled, reserved from their `Content-Length`); a request that
+    /// would pass it is answered 503; default 256 MiB, at least
+    /// `max_upload` and `max_body`.
+    pub max_inflight_body: usize,
+    /// Slowest average rate of a request body, bytes per second, after a
+    /// grace of `http_timeout`; a slower one is answered 408 and closed;
+    /// default 1 KiB/s; 0 = only `http_timeout` without progress applies.
+    pub min_body_rate: usize,
     /// Maximum connections on this node; 0 = unlimited.
     pub max_connections: usize,
 }
@@ -370,6 +380,8 @@ impl Default for Limits {
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
             http_timeout: Duration::from_secs(30),
+            max_inflight_body: 256 << 20,
+            min_body_rate: 1024,
             max_connections: 0,
         }
     }
@@ -481,6 +493,8 @@ const KEYS: &[Key] = keys![
     limits.ping_interval: DurOff,
     limits.idle_timeout: Dur,
     limits.http_timeout: Dur,
+    limits.max_inflight_body: Size >= 1024,
+    limits.min_body_rate: Size,
     limits.max_connections: Usize,
     cluster.enabled: Bool,
     cluster.node_id: Str,
@@ -822,6 +836,13 @@ fn validate(cfg: &mut Config) -> Result<(), String> {
             ));
         }
     }
+    if cfg.limits.max_inflight_body < cfg.limits.max_upload.max(cfg.limits.max_body) {
+        return Err(format!(
+            "limits.max_inflight_body: must be at least limits.max_upload and limits.max_body \
+             (one largest body must fit), got {}",
+            cfg.limits.max_inflight_body
+        ));
+    }
     if cfg.cluster.lease_ttl < Duration::from_secs(2) {
         return Err("cluster.lease_ttl: at least 2s (etcd's shortest lease)".to_string());
     }
@@ -1031,6 +1052,8 @@ mod tests {
         assert_eq!(c.limits.idle_timeout, Duration::from_secs(120));
         assert_eq!(c.limits.ping_interval, Duration::from_secs(30));
         assert_eq!(c.limits.http_timeout, Duration::from_secs(30));
+        assert_eq!(c.limits.max_inflight_body, 256 << 20);
+        assert_eq!(c.limits.min_body_rate, 1024);
         assert_eq!(c.limits.max_connections, 0);
         assert!(!c.cluster.enabled);
         assert_eq!(c.cluster.node_id, "");
@@ -1070,7 +1093,7 @@ mod tests {
         vars.dedup();
         assert_eq!(vars.len(), KEYS.len(), "ambiguous environment name");
         assert!(KEYS.iter().all(|k| SECTIONS.contains(&k.section)));
-        assert_eq!(KEYS.len(), 4 + 5 + 7 + 4 + 9 + 6 + 9 + 3 + 4 + 3 + 1);
+        assert_eq!(KEYS.len(), 4 + 5 + 7 + 4 + 11 + 6 + 9 + 3 + 4 + 3 + 1);
     }
 
     #[test]
@@ -1245,6 +1268,8 @@ cluster:
             let value = match key.env_name().as_str() {
                 "WEIM_CLUSTER_NODE_ID" => "probe",
                 "WEIM_HTTP_PUBLIC_URL" => "https://probe",
+                // At least limits.max_upload (20 MiB).
+                "WEIM_LIMITS_MAX_INFLIGHT_BODY" => "300MiB",
                 _ => value,
             };
             let mut vars = vec![(key.env_name(), value.to_string())];
@@ -1541,6 +1566,11 @@ cluster:
             load_env(&[("WEIM_LIMITS_MAX_UPLOAD", "10")]),
             "limits.max_upload:",
             "1024",
+        );
+        assert_err(
+            load_env(&[("WEIM_LIMITS_MAX_INFLIGHT_BODY", "10MiB")]),
+            "limits.max_inflight_body:",
+            "limits.max_upload",
         );
     }
 
