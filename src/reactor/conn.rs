@@ -29,8 +29,8 @@ pub(super) enum State {
     Closing,
 }
 
-/// An HTTP connection's phase. Input is read only while `Idle`: pipelined
-/// requests wait in the connection's buffer.
+/// An HTTP connection's phase. Input is read only while `Idle` or
+/// `Receiving`: pipelined requests wait in the connection's buffer.
 pub(super) enum HttpPhase {
     /// Waiting for (the rest of) a request head.
     Idle,
