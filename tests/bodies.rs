@@ -208,7 +208,7 @@ fn bodies_in_flight_are_capped_node_wide() {
 #[test]
 fn a_slow_honest_upload_completes() {
     let node = Node::builder()
-        .env("WEIM_LIMITS_HTTP_TIMEOUT", "1s")
+        .env("WEIM_LIMITS_HTTP_TIMEOUT", "2s")
         .start();
     let account = node.new_account();
     let (whole, head) = upload_request(&account.token, 640 * 1024);
