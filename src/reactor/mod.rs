@@ -6,8 +6,8 @@
 //!
 //! # A connection's life (see [`conn::State`])
 //! ```text
-//! accept ─▶ Http::Idle ──head──▶ Http::Receiving (body) ──▶ Http::Working (a worker) ──reply──▶ Http::Idle
-//!            │                                   └─ large body ─▶ Http::Streaming ─▶ Http::Idle
+//! accept ─▶ Http::Idle ──head──▶ Http::Receiving ──body──▶ Http::Working (a worker) ──reply──▶ Http::Idle
+//!            │        └─ refused from its head ─▶ Closing                 └─ large answer ─▶ Http::Streaming ─▶ Http::Idle
 //!            └─ GET /ws + Upgrade ─▶ WsPending ──Cmd 3 + valid token──▶ WsReady(Session)
 //!                                                                         │
 //!   any state ── error / close frame / deadline / drain ──▶ Closing ──▶ dropped
