@@ -7,9 +7,10 @@
 //! request with `Transfer-Encoding` is refused with 411 Length Required.
 //! [`parse`] answers a request's head alone, so that its caller can refuse
 //! the request before any of its body is buffered: the largest body
-//! accepted depends on the method and path (the caller says which), and an oversized
-//! body is refused from its `Content-Length`. The body is then received into
-//! a buffer allocated once at its declared size ([`Request::fill_body`]).
+//! accepted depends on the method and path (the caller says which), and
+//! an oversized body is refused from its `Content-Length`. The body is
+//! then received into a buffer allocated once at its declared size
+//! ([`Request::fill_body`]).
 //!
 //! `multipart/form-data` bodies (RFC 7578) are read in place: text fields
 //! join the other parameters, files are borrowed slices of the body.
