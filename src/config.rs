@@ -220,8 +220,18 @@ pub struct Limits {
     /// A connection still silent this long after its ping (or after its last
     /// frame, without pings) is closed; default 120 s.
     pub idle_timeout: Duration,
-    /// A partial HTTP request older than this is closed; default 30 s.
+    /// A partial HTTP request head older than this is closed, and so is a
+    /// request body that received nothing for this long; default 30 s.
     pub http_timeout: Duration,
+    /// Request body bytes the node holds at once (bodies being received
+    /// or handled, reserved from their `Content-Length`); a request that
+    /// would pass it is answered 503; default 256 MiB, at least
+    /// `max_upload` and `max_body`.
+    pub max_inflight_body: usize,
+    /// Slowest average rate of a request body, bytes per second, after a
+    /// grace of `http_timeout`; a slower one is answered 408 and closed;
+    /// default 1 KiB/s; 0 = only `http_timeout` without progress applies.
+    pub min_body_rate: usize,
     /// Maximum connections on this node; 0 = unlimited.
     pub max_connections: usize,
 }
@@ -420,6 +430,8 @@ impl Default for Limits {
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
             http_timeout: Duration::from_secs(30),
+            max_inflight_body: 256 << 20,
+            min_body_rate: 1024,
             max_connections: 0,
         }
     }
@@ -540,6 +552,8 @@ const KEYS: &[Key] = keys![
     limits.ping_interval: DurOff,
     limits.idle_timeout: Dur,
     limits.http_timeout: Dur,
+    limits.max_inflight_body: Size >= 1024,
+    limits.min_body_rate: Size,
     limits.max_connections: Usize,
     cluster.enabled: Bool,
     cluster.node_id: Str,
@@ -905,6 +919,13 @@ fn validate(cfg: &mut Config) -> Result<(), String> {
             ));
         }
     }
+    if cfg.limits.max_inflight_body < cfg.limits.max_upload.max(cfg.limits.max_body) {
+        return Err(format!(
+            "limits.max_inflight_body: must be at least limits.max_upload and limits.max_body \
+             (one largest body must fit), got {}",
+            cfg.limits.max_inflight_body
+        ));
+    }
     if cfg.cluster.lease_ttl < Duration::from_secs(2) {
         return Err("cluster.lease_ttl: at least 2s (etcd's shortest lease)".to_string());
     }
@@ -1154,6 +1175,8 @@ mod tests {
         assert_eq!(c.limits.idle_timeout, Duration::from_secs(120));
         assert_eq!(c.limits.ping_interval, Duration::from_secs(30));
         assert_eq!(c.limits.http_timeout, Duration::from_secs(30));
+        assert_eq!(c.limits.max_inflight_body, 256 << 20);
+        assert_eq!(c.limits.min_body_rate, 1024);
         assert_eq!(c.limits.max_connections, 0);
         assert!(!c.cluster.enabled);
         assert_eq!(c.cluster.node_id, "");
@@ -1193,7 +1216,7 @@ mod tests {
         vars.dedup();
         assert_eq!(vars.len(), KEYS.len(), "ambiguous environment name");
         assert!(KEYS.iter().all(|k| SECTIONS.contains(&k.section)));
-        assert_eq!(KEYS.len(), 6 + 5 + 12 + 4 + 9 + 6 + 10 + 3 + 4 + 3 + 1 + 1);
+        assert_eq!(KEYS.len(), 6 + 5 + 12 + 4 + 11 + 6 + 10 + 3 + 4 + 3 + 1 + 1);
     }
 
     #[test]
@@ -1396,6 +1419,8 @@ attach:
                 "WEIM_HTTP_ADMIN_TOKEN" => "/probe-long-enough",
                 "WEIM_AUTH_THROTTLE_ENTRIES" => "300",
                 "WEIM_AUTH_FAIL_DELAY" => "3s",
+                // At least limits.max_upload (20 MiB).
+                "WEIM_LIMITS_MAX_INFLIGHT_BODY" => "300MiB",
                 _ => value,
             };
             let mut vars = vec![(key.env_name(), value.to_string())];
@@ -1755,6 +1780,11 @@ attach:
             load_env(&[("WEIM_LIMITS_MAX_UPLOAD", "10")]),
             "limits.max_upload:",
             "1024",
+        );
+        assert_err(
+            load_env(&[("WEIM_LIMITS_MAX_INFLIGHT_BODY", "10MiB")]),
+            "limits.max_inflight_body:",
+            "limits.max_upload",
         );
     }
 

@@ -3,10 +3,14 @@
 //! public port needs, request parameters (query, form, JSON) and response
 //! encoding with the `{code,msg,data}` envelope.
 //!
-//! Request bodies must carry `Content-Length`; a request with
-//! `Transfer-Encoding` is refused with 411 Length Required. The largest body
-//! accepted depends on the path (the caller says which), and an oversized
-//! body is refused from its `Content-Length`, before any of it is buffered.
+//! Request bodies must carry `Content-Length` (digits only, RFC 9110); a
+//! request with `Transfer-Encoding` is refused with 411 Length Required.
+//! [`parse`] answers a request's head alone, so that its caller can refuse
+//! the request before any of its body is buffered: the largest body
+//! accepted depends on the method and path (the caller says which), and
+//! an oversized body is refused from its `Content-Length`. The body is
+//! then received into a buffer allocated once at its declared size
+//! ([`Request::fill_body`]).
 //!
 //! `multipart/form-data` bodies (RFC 7578) are read in place: text fields
 //! join the other parameters, files are borrowed slices of the body.
@@ -31,8 +35,10 @@ pub struct Request {
     pub query: String,
     /// Headers with lower-cased names, in arrival order.
     pub headers: Vec<(String, String)>,
-    /// The body (`Content-Length` bytes).
+    /// The body, `content_length` bytes once complete.
     pub body: Vec<u8>,
+    /// The declared body length.
+    pub content_length: usize,
     /// Whether the connection stays open after the answer.
     pub keep_alive: bool,
     /// The TCP peer's address (the client's: see `Shared::client_addr`).
@@ -44,15 +50,15 @@ pub struct Request {
 pub enum Parsed {
     /// More bytes are needed.
     Partial,
-    /// A request and the number of bytes it used.
-    Complete(Request, usize),
+    /// A request's head (its body still empty) and the bytes the head used.
+    Head(Request, usize),
     /// The input can never become a valid request: answer this status and close.
     Reject(u16),
 }
 
-/// Parses one request from the start of `buf`. `body_limit` gives the
-/// largest body accepted for a path (without its query string).
-pub fn parse(buf: &[u8], body_limit: impl Fn(&str) -> usize, peer: IpAddr) -> Parsed {
+/// Parses one request head from the start of `buf`. `body_limit` gives the
+/// largest body accepted for a method and path (without its query string).
+pub fn parse(buf: &[u8], body_limit: impl Fn(&str, &str) -> usize, peer: IpAddr) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
@@ -84,7 +90,7 @@ pub fn parse(buf: &[u8], body_limit: impl Fn(&str) -> usize, peer: IpAddr) -> Pa
         match name.as_str() {
             "transfer-encoding" => return Parsed::Reject(411),
             "content-length" => {
-                let Ok(n) = value.trim().parse::<usize>() else {
+                let Some(n) = content_length_value(value) else {
                     return Parsed::Reject(400);
                 };
                 if content_length.is_some_and(|m| m != n) {
@@ -105,28 +111,54 @@ pub fn parse(buf: &[u8], body_limit: impl Fn(&str) -> usize, peer: IpAddr) -> Pa
         }
         owned.push((name, value.to_string()));
     }
-    let body_len = content_length.unwrap_or(0);
-    if body_len > body_limit(path) {
+    let method = method.to_ascii_uppercase();
+    let content_length = content_length.unwrap_or(0);
+    if content_length > body_limit(&method, path) {
         return Parsed::Reject(413);
     }
-    if buf.len() - head_len < body_len {
-        return Parsed::Partial;
-    }
-    Parsed::Complete(
+    Parsed::Head(
         Request {
-            method: method.to_ascii_uppercase(),
+            method,
             path: path.to_string(),
             query: query.to_string(),
             headers: owned,
-            body: buf[head_len..head_len + body_len].to_vec(),
+            body: Vec::new(),
+            content_length,
             keep_alive,
             peer,
         },
-        head_len + body_len,
+        head_len,
     )
 }
 
+/// A `Content-Length` value: ASCII digits only (RFC 9110 §8.6; no sign, no
+/// list), around which `httparse` already removed the whitespace.
+fn content_length_value(value: &str) -> Option<usize> {
+    let digits = value.trim_matches([' ', '\t']);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 impl Request {
+    /// Takes the next bytes of the body from the start of `data`; returns
+    /// how many it took. The body's buffer is allocated once, at its
+    /// declared length, when its first bytes come: it never grows.
+    pub fn fill_body(&mut self, data: &[u8]) -> usize {
+        let take = (self.content_length - self.body.len()).min(data.len());
+        if take > 0 && self.body.capacity() == 0 {
+            self.body.reserve_exact(self.content_length);
+        }
+        self.body.extend_from_slice(&data[..take]);
+        take
+    }
+
+    /// Whether the whole body is there.
+    pub fn body_complete(&self) -> bool {
+        self.body.len() == self.content_length
+    }
+
     /// The first header with this (lower-case) name.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -532,15 +564,21 @@ mod tests {
 
     const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
+    /// A whole request from `buf`, its body included, and the bytes used.
+    fn whole(buf: &[u8], limit: impl Fn(&str, &str) -> usize) -> Option<(Request, usize)> {
+        let Parsed::Head(mut req, head) = parse(buf, limit, PEER) else {
+            return None;
+        };
+        let body = req.fill_body(&buf[head..]);
+        req.body_complete().then_some((req, head + body))
+    }
+
     fn complete(buf: &[u8]) -> (Request, usize) {
-        match parse(buf, |_| 1024, PEER) {
-            Parsed::Complete(r, n) => (r, n),
-            other => panic!("expected a request, got {other:?}"),
-        }
+        whole(buf, |_, _| 1024).expect("a whole request")
     }
 
     fn status(buf: &[u8]) -> u16 {
-        match parse(buf, |_| 1024, PEER) {
+        match parse(buf, |_, _| 1024, PEER) {
             Parsed::Reject(s) => s,
             other => panic!("expected a rejection, got {other:?}"),
         }
@@ -559,13 +597,40 @@ mod tests {
     }
 
     #[test]
-    fn partial_until_body_arrives() {
-        let req = b"POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nab";
-        assert!(matches!(parse(req, |_| 1024, PEER), Parsed::Partial));
+    fn the_head_comes_before_the_body() {
+        let raw = b"POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nab";
+        let Parsed::Head(mut req, head) = parse(raw, |_, _| 1024, PEER) else {
+            panic!("expected a head");
+        };
+        assert_eq!((req.content_length, req.body.len()), (5, 0));
+        assert_eq!(req.fill_body(&raw[head..]), 2);
+        assert!(!req.body_complete());
+        assert_eq!(req.fill_body(b"cdefg"), 3);
+        assert!(req.body_complete());
+        assert_eq!(req.body, b"abcde");
+        assert_eq!(req.body.capacity(), 5, "allocated once, at its length");
         assert!(matches!(
-            parse(b"GET / HT", |_| 1024, PEER),
+            parse(b"GET / HT", |_, _| 1024, PEER),
             Parsed::Partial
         ));
+    }
+
+    #[test]
+    fn content_length_is_digits_only() {
+        for bad in [
+            "+3",
+            "-1",
+            "3, 3",
+            "0x3",
+            "3 3",
+            "",
+            "99999999999999999999999",
+        ] {
+            let raw = format!("POST / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\nabc");
+            assert_eq!(status(raw.as_bytes()), 400, "{bad:?}");
+        }
+        let (req, _) = complete(b"POST / HTTP/1.1\r\nContent-Length:  3 \r\n\r\nabc");
+        assert_eq!(req.body, b"abc");
     }
 
     #[test]
@@ -672,12 +737,20 @@ mod tests {
     }
 
     #[test]
-    fn body_limit_depends_on_the_path() {
-        let limit = |path: &str| if path == "/big" { 10_000 } else { 10 };
-        let big = b"POST /big?x=1 HTTP/1.1\r\nContent-Length: 5000\r\n\r\n";
-        assert!(matches!(parse(big, limit, PEER), Parsed::Partial));
+    fn body_limit_depends_on_the_method_and_path() {
+        let limit = |method: &str, path: &str| {
+            if method == "POST" && path == "/big" {
+                10_000
+            } else {
+                10
+            }
+        };
+        let big = b"post /big?x=1 HTTP/1.1\r\nContent-Length: 5000\r\n\r\n";
+        assert!(matches!(parse(big, limit, PEER), Parsed::Head(_, _)));
         let small = b"POST /small?/big HTTP/1.1\r\nContent-Length: 11\r\n\r\n";
         assert!(matches!(parse(small, limit, PEER), Parsed::Reject(413)));
+        let get = b"GET /big HTTP/1.1\r\nContent-Length: 11\r\n\r\n";
+        assert!(matches!(parse(get, limit, PEER), Parsed::Reject(413)));
     }
 
     #[test]

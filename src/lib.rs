@@ -8,6 +8,7 @@
 pub mod api;
 pub mod attach;
 pub mod auth;
+pub mod budget;
 pub mod chat;
 pub mod cluster;
 pub mod commit;

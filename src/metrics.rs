@@ -70,6 +70,35 @@ impl CloseReason {
     }
 }
 
+/// Why a request was refused before its body was handled; one counter each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// A body for an authenticated route without a valid `Login-Token`,
+    /// answered from its head.
+    UnauthenticatedBody,
+    /// A body that did not fit `limits.max_inflight_body` (503).
+    InflightCap,
+    /// A body slower than `limits.min_body_rate`, or silent for
+    /// `limits.http_timeout` (408).
+    TooSlow,
+}
+
+impl Rejection {
+    const ALL: [Rejection; 3] = [
+        Rejection::UnauthenticatedBody,
+        Rejection::InflightCap,
+        Rejection::TooSlow,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Rejection::UnauthenticatedBody => "unauthenticated_body",
+            Rejection::InflightCap => "inflight_cap",
+            Rejection::TooSlow => "too_slow",
+        }
+    }
+}
+
 /// One reactor's counters.
 #[repr(align(128))]
 #[derive(Default)]
@@ -105,12 +134,18 @@ pub struct ReactorStats {
     /// one, in microseconds.
     pub loop_lag_us: AtomicU64,
     closes: [AtomicU64; CloseReason::ALL.len()],
+    rejections: [AtomicU64; Rejection::ALL.len()],
 }
 
 impl ReactorStats {
     /// Counts a close.
     pub fn closed(&self, reason: CloseReason) {
         self.closes[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a refused request body.
+    pub fn rejected(&self, why: Rejection) {
+        self.rejections[why as usize].fetch_add(1, Relaxed);
     }
 }
 
@@ -165,8 +200,9 @@ impl Metrics {
         self.sum(|r| r.open.load(Relaxed)) as i64
     }
 
-    /// Prometheus text format.
-    pub fn render(&self, queue_depth: usize, draining: bool) -> String {
+    /// Prometheus text format; `body_bytes` are the request body bytes in
+    /// flight.
+    pub fn render(&self, queue_depth: usize, draining: bool, body_bytes: usize) -> String {
         let mut out = String::with_capacity(4096);
         let mut metric = |name: &str, kind: &str, help: &str, value: i128| {
             let _ = writeln!(
@@ -215,6 +251,12 @@ impl Metrics {
             "counter",
             "HTTP requests parsed.",
             self.sum(|r| r.http_requests.load(Relaxed)),
+        );
+        metric(
+            "weim_http_body_bytes_inflight",
+            "gauge",
+            "Request body bytes reserved now (being received or handled), against limits.max_inflight_body.",
+            body_bytes as i128,
         );
         metric(
             "weim_slow_consumer_drops_total",
@@ -309,6 +351,18 @@ impl Metrics {
                 out,
                 "weim_thread_panics_total{{thread=\"{}\"}} {n}",
                 role.label()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP weim_http_rejected_total Requests refused before their body was handled, by reason.\n# TYPE weim_http_rejected_total counter"
+        );
+        for why in Rejection::ALL {
+            let n = self.sum(|r| r.rejections[why as usize].load(Relaxed));
+            let _ = writeln!(
+                out,
+                "weim_http_rejected_total{{reason=\"{}\"}} {n}",
+                why.label()
             );
         }
         let _ = writeln!(

@@ -14,6 +14,7 @@ use socket2::{Domain, Socket, Type};
 
 use crate::attach::{Attachments, Local, S3Config, S3};
 use crate::auth::{self, Tokens};
+use crate::budget::BodyBudget;
 use crate::cluster::Cluster;
 use crate::commit::{self, Committer};
 use crate::config::{AttachKind, Config, SearchKind, StoreKind};
@@ -56,6 +57,8 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Jobs being handled right now.
     pub active_jobs: AtomicUsize,
+    /// Request body bytes in flight (`limits.max_inflight_body`).
+    pub bodies: BodyBudget,
     /// Why the node failed, once a thread that cannot be restarted panicked.
     failed: OnceLock<String>,
 }
@@ -261,6 +264,7 @@ impl Node {
             committer,
             draining: AtomicBool::new(false),
             active_jobs: AtomicUsize::new(0),
+            bodies: BodyBudget::new(config.limits.max_inflight_body),
             failed: OnceLock::new(),
             tokens,
             store,

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 
+use crate::budget::Reservation;
 use crate::delivery::pending::{self, Confirmed};
 use crate::http::{BodyStream, Request, Response};
 use crate::node::Shared;
@@ -28,6 +29,9 @@ pub enum Task {
         req: Request,
         /// Whether the connection stays open after the answer.
         keep_alive: bool,
+        /// Its body's share of `limits.max_inflight_body`, given back when
+        /// the request was handled.
+        body: Option<Reservation>,
     },
     /// Read the next piece of a streamed body; the piece (and the rest)
     /// go back as `Inbox::Body`.
@@ -97,12 +101,17 @@ fn run(jobs: &Receiver<Job>, shared: &Shared) {
 /// the worker carries on.
 fn work(shared: &Shared, conn: ConnRef, task: Task) {
     let outcome = match task {
-        Task::Http { req, keep_alive } => {
+        Task::Http {
+            req,
+            keep_alive,
+            body,
+        } => {
             let resp = catch_unwind(AssertUnwindSafe(|| crate::api::handle(shared, &req)))
                 .unwrap_or_else(|_| {
                     log::error!("handler panicked on {} {}", req.method, req.path);
                     Response::error(500)
                 });
+            drop((req, body));
             let (bytes, stream) = resp.into_parts(keep_alive);
             shared.delivery.send_to(
                 conn,

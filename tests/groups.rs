@@ -9,6 +9,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use serde_json::{json, Value};
 
@@ -331,7 +333,68 @@ fn search_and_my_groups_pages(store: Store) {
     assert_eq!(expect_ok(&reply, "获取成功")["list"], json!([]));
 }
 
-on_both_stores!(create_join_members_kick_leave, search_and_my_groups_pages);
+/// `who` asks to join `group` and `owner` accepts (no devices signed in).
+#[track_caller]
+fn join(node: &Node, who: &Account, group: i64, owner: &Account) {
+    let reply = node.api_as(&who.token, JOIN, &[("group_id", &group.to_string())]);
+    expect_ok(&reply, "申请成功");
+    let list = join_list(node, owner);
+    let id = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["UserId"] == who.id && r["GroupId"] == group)
+        .unwrap_or_else(|| panic!("request of {} not listed: {list}", who.id))["JoinId"]
+        .as_i64()
+        .unwrap();
+    expect_ok(&handle(node, owner, id, "1"), "处理成功");
+}
+
+/// A group's `history` starts at the caller's join, as their `sync` does:
+/// a late joiner does not read what was said before they came, an earlier
+/// member does.
+fn history_starts_at_the_join(store: Store) {
+    const HISTORY: &str = "/api/v1/im/chat/history";
+    const SYNC: &str = "/api/v1/im/chat/sync";
+    let node = Node::start_on(store);
+    let (owner, early, late) = (node.new_account(), node.new_account(), node.new_account());
+    let group = create(&node, &owner, &unique_name("h"));
+    join(&node, &early, group, &owner);
+    let say = |body: &str| -> i64 {
+        let reply = node.api_as(
+            &owner.token,
+            "/api/v1/im/chat/send/group",
+            &[
+                ("group_id", &group.to_string()),
+                ("type", "0"),
+                ("body", body),
+            ],
+        );
+        expect_ok(&reply, "发送成功")["id"].as_i64().unwrap()
+    };
+    let before = say("before the late joiner");
+    // Joins are kept in seconds: the late joiner comes in a later second.
+    let said = now_secs();
+    assert!(wait_until(Duration::from_secs(3), || now_secs() > said));
+    join(&node, &late, group, &owner);
+    let after = say("after the late joiner");
+
+    let history = |who: &Account| -> Vec<i64> {
+        let reply = node.api_as(&who.token, HISTORY, &[("group_id", &group.to_string())]);
+        ids(&expect_ok(&reply, "请求成功")["list"])
+    };
+    assert_eq!(history(&early), vec![after, before]);
+    assert_eq!(history(&owner), vec![after, before]);
+    assert_eq!(history(&late), vec![after], "history from before the join");
+    let sync = node.api_as(&late.token, SYNC, &[]);
+    assert_eq!(ids(&expect_ok(&sync, "请求成功")["list"]), vec![after]);
+}
+
+on_both_stores!(
+    create_join_members_kick_leave,
+    search_and_my_groups_pages,
+    history_starts_at_the_join
+);
 
 // ---------------------------------------------------------------------------
 // Validation and error texts

@@ -23,6 +23,7 @@ fn http_like() -> impl Strategy<Value = Vec<u8>> {
         b" HTTP/1.0\r\n",
         b"Content-Length: 5\r\n",
         b"Content-Length: -1\r\n",
+        b"Content-Length: +3\r\n",
         b"Content-Length: 99999999999999999999\r\n",
         b"Transfer-Encoding: chunked\r\n",
         b"Connection: close\r\n",
@@ -44,15 +45,19 @@ proptest! {
 
     #[test]
     fn http_parser_never_panics(buf in http_like(), max_body in 0usize..64) {
-        match http::parse(&buf, |_| max_body, PEER) {
-            Parsed::Complete(req, used) => {
-                prop_assert!(used <= buf.len());
-                prop_assert!(req.body.len() <= max_body);
+        match http::parse(&buf, |_, _| max_body, PEER) {
+            Parsed::Head(mut req, head) => {
+                prop_assert!(head <= buf.len());
+                prop_assert!(req.content_length <= max_body);
                 prop_assert!(req.path.starts_with('/'));
+                let used = req.fill_body(&buf[head..]);
+                prop_assert!(head + used <= buf.len());
+                prop_assert!(req.body.len() <= req.content_length);
+                prop_assert!(req.body.capacity() <= req.content_length);
                 let _ = req.params();
             }
             Parsed::Reject(status) => prop_assert!((400..500).contains(&status)),
-            Parsed::Partial => prop_assert!(buf.len() <= http::MAX_HEAD + max_body),
+            Parsed::Partial => prop_assert!(buf.len() <= http::MAX_HEAD),
         }
     }
 
@@ -181,9 +186,11 @@ proptest! {
         )
         .into_bytes();
         raw.extend_from_slice(&body);
-        let Parsed::Complete(req, _) = http::parse(&raw, |_| 1 << 20, PEER) else {
-            panic!("a complete request was expected");
+        let Parsed::Head(mut req, head) = http::parse(&raw, |_, _| 1 << 20, PEER) else {
+            panic!("a request head was expected");
         };
+        req.fill_body(&raw[head..]);
+        prop_assert!(req.body_complete());
         let params = req.params();
         if let Some(file) = req.file("file") {
             prop_assert!(params.is_some());

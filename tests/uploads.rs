@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::io::Read;
 use std::time::Duration;
 
 use common::*;
@@ -168,6 +169,51 @@ fn avatar() {
     big.resize((2 << 20) + 1, 0);
     expect(&send(&[("avatar", "big.png", &big)]), CODE_FAIL, "文件太大");
     assert_eq!(node.me(&a.token)["data"]["user"]["avatar"], url.as_str());
+}
+
+/// `HEAD` on an uploaded file answers the head of its `GET`: 200 with the
+/// file's `Content-Length` and type, and no body (the answer to a request
+/// pipelined after it follows its head directly).
+#[test]
+fn head_of_an_uploaded_file() {
+    let node = Node::start();
+    let a = node.new_account();
+    let reply = upload(&node, &a.token, "1", "a.png", PNG);
+    expect(&reply, CODE_OK, "上传成功");
+    let url = reply["data"]["url"].as_str().unwrap();
+    let path = url.strip_prefix(TEST_BASE_URL).unwrap_or(url);
+    let mut http = node.http();
+    http.send_raw(
+        format!(
+            "HEAD {path} HTTP/1.1\r\nHost: {TEST_HOST}\r\n\r\n\
+             GET /healthz HTTP/1.1\r\nHost: {TEST_HOST}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    // Read as a 204 would be (no body): the bytes after the head belong
+    // to the next answer.
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    let mut stream = http.stream();
+    while !raw.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).expect("the HEAD answer"), 1);
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8(raw).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(
+        head.contains(&format!("Content-Length: {}\r\n", PNG.len())),
+        "{head}"
+    );
+    assert!(head.contains("Content-Type: image/png\r\n"), "{head}");
+    let next = http.read_response();
+    assert_eq!(
+        next.status,
+        200,
+        "not the answer after HEAD: {}",
+        next.text()
+    );
+    assert!(next.text().starts_with("ok"), "{}", next.text());
 }
 
 #[test]

@@ -126,7 +126,7 @@ fn history(node: &Shared, caller: &Caller, params: &Params) -> Response {
             {
                 return Err(fail("您不是群成员"));
             }
-            node.store.group_history(group, before, size)
+            node.store.group_history(group, caller.uid, before, size)
         } else {
             let peer = id_param(params, "peer", "非法参数")?;
             node.store.friend_history(caller.uid, peer, before, size)

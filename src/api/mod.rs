@@ -119,6 +119,29 @@ pub fn handle(node: &Shared, req: &Request) -> Response {
     let mut resp = route(node, req);
     // A HEAD answer has the head of the GET answer and no body.
     resp.head_only = req.method == "HEAD";
+    cors(node, req, resp)
+}
+
+/// The answer to a request of an authenticated route whose `Login-Token`
+/// is refused, from its head alone: the reactor gives it before reading
+/// the body (and closes). It is the answer [`handle`] gives a well-formed
+/// request without a valid token. `None` when the route is public or the
+/// token valid.
+pub fn refused_before_body(node: &Shared, req: &Request) -> Option<Response> {
+    if req.method != "POST" {
+        return None;
+    }
+    match req.path.strip_prefix("/api/v1/").and_then(find)? {
+        Route::Public(_) => None,
+        Route::Authed(..) | Route::Upload(..) => {
+            let refused = caller(node, req).err()?;
+            Some(cors(node, req, refused))
+        }
+    }
+}
+
+/// Adds the CORS headers of an allowed origin to an answer.
+fn cors(node: &Shared, req: &Request, mut resp: Response) -> Response {
     let origins = &node.config.http.cors_origins;
     let allowed = if origins.iter().any(|o| o == "*") {
         Some("*".to_string())

@@ -32,6 +32,7 @@ pub(super) fn metrics(node: &Shared) -> Response {
     let mut text = node.metrics.render(
         node.jobs.len(),
         node.draining.load(std::sync::atomic::Ordering::Relaxed),
+        node.bodies.in_use(),
     );
     node.throttle.render(&mut text);
     if let Some(c) = node.delivery.cluster() {

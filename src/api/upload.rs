@@ -20,11 +20,12 @@ const UPLOAD_PATHS: &[&str] = &["/api/v1/im/chat/upload", "/api/v1/user/update/a
 /// Largest chat attachment, bytes.
 const MAX_CHAT_FILE: usize = 20 << 20;
 
-/// The largest request body accepted on `path`: `limits.max_upload` on the
-/// upload routes, `limits.max_body` elsewhere. The reactor refuses a larger
+/// The largest request body accepted for `method` on `path`:
+/// `limits.max_upload` on the upload routes (which take `POST` only),
+/// `limits.max_body` elsewhere. The reactor refuses a larger
 /// `Content-Length` with 413 before reading the body.
-pub fn body_limit(limits: &Limits, path: &str) -> usize {
-    if UPLOAD_PATHS.contains(&path) {
+pub fn body_limit(limits: &Limits, method: &str, path: &str) -> usize {
+    if method == "POST" && UPLOAD_PATHS.contains(&path) {
         limits.max_upload
     } else {
         limits.max_body

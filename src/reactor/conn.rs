@@ -1,6 +1,8 @@
 //! A connection and its states. What only one state needs lives in that
 //! state: a signed-in connection's user, delivery ledger and deferred send
-//! are in [`Session`], a streamed HTTP body in [`HttpPhase::Streaming`].
+//! are in [`Session`], a request body being received in
+//! [`HttpPhase::Receiving`], a streamed HTTP answer in
+//! [`HttpPhase::Streaming`].
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -9,9 +11,10 @@ use mio::net::TcpStream;
 
 use super::output::{Output, LOW_WATER};
 use super::ConnRef;
+use crate::budget::Reservation;
 use crate::commit::Submission;
 use crate::delivery::ledger::Ledger;
-use crate::http::BodyStream;
+use crate::http::{BodyStream, Request};
 use crate::ws::{Opcode, Utf8};
 
 /// Where a connection is in its life.
@@ -31,11 +34,13 @@ pub(super) enum State {
     Closing,
 }
 
-/// An HTTP connection's phase. Input is read only while `Idle`: pipelined
-/// requests wait in the connection's buffer.
+/// An HTTP connection's phase. Input is read only while `Idle` or
+/// `Receiving`: pipelined requests wait in the connection's buffer.
 pub(super) enum HttpPhase {
-    /// Waiting for (the rest of) a request.
+    /// Waiting for (the rest of) a request head.
     Idle,
+    /// A request's body is arriving.
+    Receiving(Box<Receiving>),
     /// A worker handles a request.
     Working,
     /// A reply's body is being written piece by piece; `stream` is `None`
@@ -46,6 +51,16 @@ pub(super) enum HttpPhase {
         /// Whether the connection stays open once the body is out.
         keep_alive: bool,
     },
+}
+
+/// A request whose head was accepted, while its body arrives.
+pub(super) struct Receiving {
+    /// The request; its body's buffer has the declared length.
+    pub req: Request,
+    /// The body's share of `limits.max_inflight_body`.
+    pub budget: Reservation,
+    /// When the head was accepted (the body's rate is measured from it).
+    pub started: Instant,
 }
 
 /// A signed-in WebSocket connection.
@@ -146,6 +161,7 @@ impl Conn {
         match &self.state {
             // While an answer is still queued, the next pipelined request waits.
             State::Http(HttpPhase::Idle) => !self.out.is_empty(),
+            State::Http(HttpPhase::Receiving(_)) => false,
             State::Http(_) => true,
             State::WsReady(s) => s.deferred.is_some(),
             State::WsEcho { .. } => self.out.pending() >= LOW_WATER,

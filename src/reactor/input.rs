@@ -1,8 +1,8 @@
 //! Reading: bytes from a socket into HTTP requests and WebSocket frames,
 //! check-then-parse. Reads land in the reactor's scratch buffer; only an
-//! incomplete request or frame is kept on the connection, and freed once
-//! consumed. The text in an incomplete frame is checked as UTF-8 as it
-//! arrives.
+//! incomplete request head or frame is kept on the connection, and freed
+//! once consumed; a request body goes straight into its own buffer. The
+//! text in an incomplete frame is checked as UTF-8 as it arrives.
 
 use std::io::{self, Read};
 use std::sync::atomic::Ordering::Relaxed;
@@ -102,7 +102,7 @@ impl Reactor {
                 State::Http(HttpPhase::Idle) => {
                     match http::parse(
                         &data[off..],
-                        |path| api::body_limit(limits, path),
+                        |method, path| api::body_limit(limits, method, path),
                         conn.peer,
                     ) {
                         Parsed::Partial => return off,
@@ -110,11 +110,16 @@ impl Reactor {
                             self.http_reject(key, status);
                             return data.len();
                         }
-                        Parsed::Complete(req, used) => {
+                        Parsed::Head(req, used) => {
                             off += used;
-                            self.on_request(key, req);
+                            if !self.on_head(key, req) {
+                                return data.len();
+                            }
                         }
                     }
+                }
+                State::Http(HttpPhase::Receiving(_)) => {
+                    off += self.on_body_bytes(key, &data[off..]);
                 }
                 State::Http(_) => return off,
                 State::WsPending | State::WsReady(_) | State::WsEcho { .. } => {

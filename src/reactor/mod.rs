@@ -6,8 +6,8 @@
 //!
 //! # A connection's life (see [`conn::State`])
 //! ```text
-//! accept ─▶ Http::Idle ──request──▶ Http::Working (a worker) ──reply──▶ Http::Idle
-//!            │                                   └─ large body ─▶ Http::Streaming ─▶ Http::Idle
+//! accept ─▶ Http::Idle ──head──▶ Http::Receiving ──body──▶ Http::Working (a worker) ──reply──▶ Http::Idle
+//!            │        └─ refused from its head ─▶ Closing                 └─ large answer ─▶ Http::Streaming ─▶ Http::Idle
 //!            ├─ GET /ws + Upgrade ─▶ WsPending ──Cmd 3 + valid token──▶ WsReady(Session)
 //!            └─ GET <ws.echo_path> + Upgrade ─▶ WsEcho (test aid: echoes)   │
 //!   any state ── error / close frame / deadline / drain ──▶ Closing ──▶ dropped
@@ -25,9 +25,12 @@
 //!   (the rules are in [`crate::delivery`]).
 //!
 //! Invariants: nothing here blocks, and nothing here panics on network
-//! input. `since` is a connection's one deadline anchor (the start of the
-//! current HTTP request or the last progress of a streamed body, the
-//! upgrade, the last frame received, or the start of closing). An HTTP or
+//! input. `since` is a connection's one deadline anchor (the last answer
+//! of an HTTP connection, the last bytes of a request body received, the
+//! last progress of a streamed answer, the upgrade, the last frame
+//! received, or the start of closing). A request body is also held to
+//! `limits.min_body_rate` from its head, after a grace of
+//! `limits.http_timeout`: its deadline is its progress, not its length. An HTTP or
 //! closing connection whose peer is still acknowledging bytes of what was
 //! written to it is making progress: it is not past its deadline.
 
@@ -51,8 +54,8 @@ use slab::Slab;
 
 use crate::delivery::pending::{Checked, Confirmed};
 use crate::delivery::{Batch, More};
-use crate::http::BodyStream;
-use crate::metrics::{CloseReason, ReactorStats};
+use crate::http::{BodyStream, Response};
+use crate::metrics::{CloseReason, ReactorStats, Rejection};
 use crate::node::Shared;
 use crate::worker::{Job, Task};
 use crate::ws::{close, SharedFrame};
@@ -529,6 +532,7 @@ impl Reactor {
         let now = self.now;
         let mut doomed = std::mem::take(&mut self.doomed);
         let mut ping = Vec::new();
+        let mut too_slow = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
             let age = now.saturating_duration_since(conn.since);
             let reason = match &conn.state {
@@ -542,6 +546,12 @@ impl Reactor {
                         continue;
                     }
                     CloseReason::HttpTimeout
+                }
+                State::Http(HttpPhase::Receiving(r)) => {
+                    if request::body_too_slow(r, age, now, limits) {
+                        too_slow.push(key);
+                    }
+                    continue;
                 }
                 State::WsPending if age > auth_timeout => CloseReason::AuthTimeout,
                 State::WsReady(Session { pinged, .. }) | State::WsEcho { pinged } => {
@@ -569,6 +579,10 @@ impl Reactor {
         }
         for key in ping {
             self.ping(key);
+        }
+        for key in too_slow {
+            self.stats().rejected(Rejection::TooSlow);
+            self.refuse(key, Response::error(408), CloseReason::HttpTimeout);
         }
         for (key, reason) in doomed.drain(..) {
             match reason {

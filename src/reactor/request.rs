@@ -1,17 +1,24 @@
-//! HTTP on a connection: a parsed request goes to a worker (or, for
-//! `GET /ws` and `GET <ws.echo_path>`, becomes a WebSocket); the reply is
-//! written and, when its body is streamed, each further piece is read by a
-//! worker only once the connection's output is below the low-water mark.
-//! Input is not read while a request is handled or its answer is being
-//! written, so pipelined requests wait in the connection's buffer.
+//! HTTP on a connection: a request's head is checked before its body is
+//! read (a body for an authenticated route needs a valid `Login-Token`,
+//! and a share of `limits.max_inflight_body`); the body is received into a
+//! buffer of its declared length; the whole request goes to a worker (or,
+//! for `GET /ws` and `GET <ws.echo_path>`, becomes a WebSocket); the reply is written and, when its
+//! body is streamed, each further piece is read by a worker only once the
+//! connection's output is below the low-water mark. Input is not read
+//! while a request is handled or its answer is being written, so pipelined
+//! requests wait in the connection's buffer.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
 
-use super::conn::{HttpPhase, State};
+use super::conn::{HttpPhase, Receiving, State};
 use super::output::Chunk;
 use super::Reactor;
+use crate::api;
+use crate::budget::Reservation;
+use crate::config::Limits;
 use crate::http::{BodyStream, Request, Response};
-use crate::metrics::CloseReason;
+use crate::metrics::{CloseReason, Rejection};
 use crate::worker::Task;
 use crate::ws;
 
@@ -24,8 +31,78 @@ fn upgrade_key(req: &Request) -> Option<&str> {
     (ok && key.len() == 24 && key.ends_with("==")).then_some(key)
 }
 
+/// Whether a body being received is past its deadline: nothing arrived
+/// for `limits.http_timeout` (`idle`), or, after a grace of
+/// `http_timeout` from its head, it averages less than
+/// `limits.min_body_rate`.
+pub(super) fn body_too_slow(r: &Receiving, idle: Duration, now: Instant, limits: &Limits) -> bool {
+    if idle > limits.http_timeout {
+        return true;
+    }
+    let judged = now
+        .saturating_duration_since(r.started)
+        .saturating_sub(limits.http_timeout);
+    (r.req.body.len() as f64) < limits.min_body_rate as f64 * judged.as_secs_f64()
+}
+
 impl Reactor {
-    pub(super) fn on_request(&mut self, key: usize, req: Request) {
+    /// A request head arrived: refuse it, hand it on when it has no body,
+    /// or start receiving its body. `false` when the connection was
+    /// refused (and is closing).
+    pub(super) fn on_head(&mut self, key: usize, req: Request) -> bool {
+        if req.content_length == 0 {
+            self.on_request(key, req, None);
+            return true;
+        }
+        if let Some(refused) = api::refused_before_body(&self.shared, &req) {
+            self.stats().rejected(Rejection::UnauthenticatedBody);
+            self.refuse(key, refused, CloseReason::HttpError);
+            return false;
+        }
+        let Some(budget) = self.shared.bodies.reserve(req.content_length) else {
+            self.stats().rejected(Rejection::InflightCap);
+            self.refuse(key, Response::error(503), CloseReason::HttpError);
+            return false;
+        };
+        let now = self.now;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        conn.state = State::Http(HttpPhase::Receiving(Box::new(Receiving {
+            req,
+            budget,
+            started: now,
+        })));
+        conn.since = now;
+        true
+    }
+
+    /// Takes the next bytes of the body being received from the start of
+    /// `data`; returns how many it took. A complete body is handed on.
+    pub(super) fn on_body_bytes(&mut self, key: usize, data: &[u8]) -> usize {
+        let now = self.now;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return data.len();
+        };
+        let State::Http(HttpPhase::Receiving(r)) = &mut conn.state else {
+            return 0;
+        };
+        let used = r.req.fill_body(data);
+        conn.since = now;
+        if r.req.body_complete() {
+            let State::Http(HttpPhase::Receiving(r)) =
+                std::mem::replace(&mut conn.state, State::Http(HttpPhase::Working))
+            else {
+                return used;
+            };
+            let Receiving { req, budget, .. } = *r;
+            self.on_request(key, req, Some(budget));
+        }
+        used
+    }
+
+    /// A whole request: a WebSocket upgrade, or a job for a worker.
+    fn on_request(&mut self, key: usize, req: Request, body: Option<Reservation>) {
         self.stats().http_requests.fetch_add(1, Relaxed);
         let id = self.id;
         let draining = self.draining;
@@ -66,7 +143,12 @@ impl Reactor {
         conn.state = State::Http(HttpPhase::Working);
         let me = conn.conn_ref(id, key);
         let keep_alive = req.keep_alive && !draining;
-        if self.queue(me, Task::Http { req, keep_alive }).is_err() {
+        let task = Task::Http {
+            req,
+            keep_alive,
+            body,
+        };
+        if self.queue(me, task).is_err() {
             let bytes = Response::error(503).encode(keep_alive);
             self.on_reply(key, bytes, None, keep_alive);
         }
@@ -180,12 +262,13 @@ impl Reactor {
     }
 
     pub(super) fn http_reject(&mut self, key: usize, status: u16) {
-        self.stats().closed(CloseReason::HttpError);
-        self.send(
-            key,
-            Chunk::Owned(Response::error(status).encode(false)),
-            false,
-        );
+        self.refuse(key, Response::error(status), CloseReason::HttpError);
+    }
+
+    /// Answers `resp` and closes, without reading more of the request.
+    pub(super) fn refuse(&mut self, key: usize, resp: Response, reason: CloseReason) {
+        self.stats().closed(reason);
+        self.send(key, Chunk::Owned(resp.encode(false)), false);
         self.enter_closing(key);
     }
 }

@@ -96,10 +96,13 @@ pub trait Messages {
         limit: u32,
     ) -> Result<Vec<Message>, StoreError>;
 
-    /// A group's messages with id below `before`, newest first.
+    /// A group's messages `member` may read, with id below `before`,
+    /// newest first: those stored since they joined (the rule of
+    /// [`Feed`]), none when they are not a member.
     fn group_history(
         &self,
         group: u64,
+        member: u64,
         before: Option<u64>,
         limit: u32,
     ) -> Result<Vec<Message>, StoreError>;

@@ -172,6 +172,7 @@ conformance!(
     messages: [
         messages_are_stored_in_order_and_once_per_cid,
         friend_history_pages_newest_first,
+        group_history_starts_at_the_join,
         withdrawn_messages_lose_their_body,
         pending_feed_follows_the_cursor,
     ],

@@ -1,8 +1,8 @@
 //! `Messages`: storing with client ids, history, withdrawal, the feed and
 //! the delivery cursor.
 
-use weim::store::messages::{OPE_FRIEND, STATUS_WITHDRAWN};
-use weim::store::{Feed, Message, NewMessage, Store};
+use weim::store::messages::{OPE_FRIEND, OPE_GROUP, STATUS_WITHDRAWN};
+use weim::store::{Feed, JoinHandled, Message, NewMessage, Store};
 
 use crate::common::{now_secs, unique_name};
 
@@ -110,6 +110,67 @@ pub fn friend_history_pages_newest_first(store: &dyn Store) {
         .expect("history");
     let got: Vec<u64> = rest.iter().map(|m| m.id).collect();
     assert_eq!(got, vec![ids[1], ids[0]]);
+}
+
+/// A member reads a group's history from their join on, as their feed:
+/// what was said before a late joiner came is not theirs to read.
+pub fn group_history_starts_at_the_join(store: &dyn Store) {
+    let (owner, early) = two_users(store);
+    let (late, outsider) = two_users(store);
+    let t = now_secs();
+    let group = store
+        .create_group(owner, &unique_name("hg"), t)
+        .expect("create group")
+        .id;
+    let join = |user: u64, at: i64| {
+        let id = store.request_join(group, user, at).expect("request");
+        let handled = store
+            .handle_join_request(id, owner, true, at)
+            .expect("accept");
+        assert!(
+            matches!(handled, JoinHandled::Accepted { .. }),
+            "{handled:?}"
+        );
+    };
+    join(early, t);
+    let say = |body: &'static str, at_secs: i64| -> u64 {
+        let m = NewMessage {
+            from_id: owner,
+            to_id: group,
+            ope: OPE_GROUP,
+            kind: 0,
+            body,
+            cid: None,
+            now_ms: at_secs * 1000 + 500,
+        };
+        store.insert_messages(&[m]).expect("insert")[0].0.id
+    };
+    let before = say("before the late joiner", t + 1);
+    join(late, t + 2);
+    let after = say("after the late joiner", t + 3);
+    let history = |user: u64| -> Vec<u64> {
+        store
+            .group_history(group, user, None, 10)
+            .expect("history")
+            .iter()
+            .map(|m| m.id)
+            .collect()
+    };
+    assert_eq!(history(early), vec![after, before]);
+    assert_eq!(history(owner), vec![after, before]);
+    assert_eq!(history(late), vec![after], "nothing from before the join");
+    assert_eq!(history(outsider), Vec::<u64>::new());
+    let sync: Vec<u64> = store
+        .feed(late, 0, 10, Feed::Sync)
+        .expect("feed")
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(sync, vec![after], "history and sync agree");
+    let older = store
+        .group_history(group, early, Some(after), 10)
+        .expect("history");
+    assert_eq!(older.iter().map(|m| m.id).collect::<Vec<_>>(), vec![before]);
 }
 
 pub fn withdrawn_messages_lose_their_body(store: &dyn Store) {

@@ -220,15 +220,18 @@ impl Messages for MysqlStore {
     fn group_history(
         &self,
         group: u64,
+        member: u64,
         before: Option<u64>,
         limit: u32,
     ) -> Result<Vec<Message>, StoreError> {
         let before = before.unwrap_or(u64::MAX);
         let query = format!(
-            "SELECT {COLUMNS} FROM messages WHERE ope = 1 AND to_id = ? AND id < ? \
-             ORDER BY id DESC LIMIT ?"
+            "SELECT {M_COLUMNS} FROM group_members g JOIN messages m ON m.ope = 1 \
+             AND m.to_id = g.group_id AND m.id < ? \
+             WHERE g.group_id = ? AND g.user_id = ? \
+             AND m.created_at >= g.joined_at * 1000 ORDER BY m.id DESC LIMIT ?"
         );
-        let rows: Vec<Row> = self.run(|c| c.exec(&query, (group, before, limit)))?;
+        let rows: Vec<Row> = self.run(|c| c.exec(&query, (before, group, member, limit)))?;
         messages(rows)
     }
 

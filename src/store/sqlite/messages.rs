@@ -198,16 +198,21 @@ impl Messages for SqliteStore {
     fn group_history(
         &self,
         group: u64,
+        member: u64,
         before: Option<u64>,
         limit: u32,
     ) -> Result<Vec<Message>, StoreError> {
         let before = before.map_or(i64::MAX, id);
         self.with_conn(|c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM messages WHERE ope = 1 AND to_id = ?1 AND id < ?2 \
-                 ORDER BY id DESC LIMIT ?3"
+            let mut stmt = c.prepare_cached(concat!(
+                "SELECT ",
+                columns!(m),
+                " FROM group_members g JOIN messages m ON m.ope = 1 \
+                 AND m.to_id = g.group_id AND m.id < ?3 \
+                 WHERE g.group_id = ?1 AND g.user_id = ?2 \
+                 AND m.created_at >= g.joined_at * 1000 ORDER BY m.id DESC LIMIT ?4"
             ))?;
-            collect(&mut stmt, params![id(group), before, limit])
+            collect(&mut stmt, params![id(group), id(member), before, limit])
         })
     }
 
