@@ -2,6 +2,9 @@
 //! `weim: listening on ADDR` once it accepts, and drains on SIGTERM/SIGINT
 //! (exit 0). A failed node (see `weim::supervise`) drains too and exits
 //! with `FAILED_EXIT` (70) so that the service manager starts it again.
+//! It exits with 2 when the configuration is invalid or `http.listen` is
+//! taken (another process listens there), with 1 when the node cannot
+//! start for another reason (its store, say).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -90,7 +93,7 @@ fn main() {
         Ok(n) => n,
         Err(e) => {
             eprintln!("weim: {e}");
-            std::process::exit(1);
+            std::process::exit(e.exit_code());
         }
     };
     let mut out = std::io::stdout();
