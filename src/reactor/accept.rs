@@ -206,8 +206,10 @@ impl Reactor {
         if let Some(spare) = self.reserve.take() {
             drop(spare);
             if let Some(listener) = self.listener.as_ref() {
-                if listener.accept().is_ok() {
+                if let Ok(taken) = listener.accept() {
+                    // Counted before its client can see it closed.
                     self.shared.metrics.refused(Refused::Emfile);
+                    drop(taken);
                 }
             }
         }
