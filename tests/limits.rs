@@ -373,24 +373,32 @@ fn the_per_address_cap_refuses_the_next_connection_from_that_address_only() {
 #[test]
 fn connections_not_signed_in_are_capped_node_wide() {
     let node = Node::builder()
-        .env("WEIM_LIMITS_MAX_UNAUTHENTICATED", "3")
+        .env("WEIM_LIMITS_MAX_UNAUTHENTICATED", "4")
         .start();
-    let a = node.new_account();
+    // Registered over a connection kept open: the first of four.
+    let name = unique_name("u");
+    let mut http = Http::connect(node.addr);
+    let reply = http
+        .request(
+            &Request::post("/api/v1/register").form(&[("username", &name), ("password", PASSWORD)]),
+        )
+        .api();
+    let a = Account::from_sign_in(&name, &reply);
     let mut pending: Vec<RawWs> = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
         .iter()
         .map(|from| RawWs::over(tcp_connect_from(node.addr, ip(from))))
         .collect();
-    let mut fourth = tcp_connect_from(node.addr, ip("127.0.0.14"));
+    let mut fifth = tcp_connect_from(node.addr, ip("127.0.0.14"));
     assert!(
-        closed_at_once(&mut fourth, IO_TIMEOUT),
-        "a fourth connection not signed in was answered"
+        closed_at_once(&mut fifth, IO_TIMEOUT),
+        "a fifth connection not signed in was answered"
     );
 
     pending[0].send_json(&json!({"Cmd": 3, "Body": a.token}));
     assert_eq!(pending[0].recv_json()["Cmd"], 4);
-    // Two are not signed in now: one more fits.
-    let mut third = answered_from(&node, ip("127.0.0.14"));
-    let m = Metrics(third.request(&Request::get("/metrics")).text());
+    // Three are not signed in now: one more fits.
+    let mut fifth_again = answered_from(&node, ip("127.0.0.14"));
+    let m = Metrics(fifth_again.request(&Request::get("/metrics")).text());
     assert_eq!(
         m.value("weim_conns_refused_total{reason=\"unauthenticated\"}"),
         1.0
