@@ -52,9 +52,9 @@
 #                      recipients 100 times a second); every other limit
 #                      (cmd_rate 200/s, cmd_burst 1000, send_rate 1000/s,
 #                      send_burst 10000, flood_close 10s) at its default.
-#                      0 = every limit at its default (also for a WEIM_BIN
+#                      0 = every limit at its default (also for a BENCH_WEIM
 #                      older than these keys, which it would refuse)
-#   WEIM_BIN           measure this weim binary instead of the one built
+#   BENCH_WEIM         measure this weim binary instead of the one built
 #                      here (e.g. an earlier commit's, for before / after)
 #   CARGO_TARGET_DIR   where cargo (and the Go peer) build (default ./target)
 set -euo pipefail
@@ -181,7 +181,7 @@ apt_install() {
 
 echo "== building weim and weim-load (release)"
 cargo build --release -p weim -p weim-loadgen
-WEIM=${WEIM_BIN:-$TARGET_DIR/release/weim}
+WEIM=${BENCH_WEIM:-$TARGET_DIR/release/weim}
 if [ "$BENCH_LIMITS" = 1 ]; then
     LIMITS_NOTE="limits.conns_per_ip 0, limits.max_unauthenticated 0 (group runs: limits.send_rate 0 too); the other limits at their defaults"
 else

@@ -222,12 +222,14 @@ fn commit(shared: &Shared, batch: &mut Batch) {
             drop(pushes);
             // The send limit charged one recipient when it admitted each
             // message; a group message costs its other recipients too.
-            let now = Instant::now();
-            for ((i, uids), (_, new)) in accepted.iter().zip(&stored) {
-                let from = batch.items[*i].from_id;
-                let others = uids.iter().filter(|&&u| u != from).count() as u64;
-                if *new {
-                    shared.send_rate.charge(from, others.saturating_sub(1), now);
+            if shared.send_rate.enabled() {
+                let now = Instant::now();
+                for ((i, uids), (_, new)) in accepted.iter().zip(&stored) {
+                    if *new {
+                        let from = batch.items[*i].from_id;
+                        let others = uids.iter().filter(|&&u| u != from).count() as u64;
+                        shared.send_rate.charge(from, others.saturating_sub(1), now);
+                    }
                 }
             }
             for ((i, _), (msg, _)) in accepted.into_iter().zip(stored) {

@@ -100,7 +100,8 @@ impl SendRate {
         }
     }
 
-    fn enabled(&self) -> bool {
+    /// Whether sends are limited at all (`limits.send_rate` > 0).
+    pub fn enabled(&self) -> bool {
         self.rate > 0.0
     }
 
