@@ -29,7 +29,7 @@ use crate::rate::Bucket;
 use crate::ws::close;
 
 /// A pause this long without a hold ends a connection's episode.
-pub(super) const EPISODE_GAP: Duration = Duration::from_secs(1);
+const EPISODE_GAP: Duration = Duration::from_secs(1);
 /// What a held client is told, once per episode.
 const TOO_FAST: &str = "发送过快";
 
