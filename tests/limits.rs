@@ -97,7 +97,7 @@ fn a_flood_is_paced_told_once_and_the_connection_still_works() {
         .env("WEIM_LIMITS_CMD_BURST", &BURST.to_string())
         .env("WEIM_LIMITS_FLOOD_CLOSE", "0s")
         .start();
-    let (_a, b, mut ws) = friends_on_raw_ws(&node);
+    let (a, b, mut ws) = friends_on_raw_ws(&node);
 
     let start = Instant::now();
     ws.send_bytes(&sends(b.id, N));
@@ -123,6 +123,14 @@ fn a_flood_is_paced_told_once_and_the_connection_still_works() {
     assert_eq!(heard.close, None);
     ws.send_json(&json!({"Cmd": 30}));
     assert_eq!(ws.recv_json()["Cmd"], CMD_PONG);
+    // Stored once each: the history holds the whole flood.
+    let history = node.api_as(
+        &a.token,
+        "/api/v1/im/chat/history",
+        &[("peer", &b.id.to_string()), ("size", "100")],
+    );
+    let list = expect_ok(&history, "请求成功")["list"].clone();
+    assert_eq!(list.as_array().map(Vec::len), Some(N), "{history}");
     let m = node.metrics();
     assert!(m.value("weim_rate_limited_total{kind=\"command\"}") >= 1.0);
     assert_eq!(m.value("weim_closes_total{reason=\"flood\"}"), 0.0);
