@@ -44,6 +44,18 @@
 #                      a second in which the CPUs are at least QUIET % idle
 #                      (other work on the machine distorts every number)
 #   UNPINNED=1    with --pin: the second, unpinned weim table (0 = off)
+#   BENCH_LIMITS=1     weim runs with limits.conns_per_ip and
+#                      limits.max_unauthenticated off (0): the load comes
+#                      from a few 127.0.0.x addresses, up to 5000
+#                      connections each; in the group scenario also
+#                      limits.send_rate (one sender reaches MEMBERS
+#                      recipients 100 times a second); every other limit
+#                      (cmd_rate 200/s, cmd_burst 1000, send_rate 1000/s,
+#                      send_burst 10000, flood_close 10s) at its default.
+#                      0 = every limit at its default (also for a BENCH_WEIM
+#                      older than these keys, which it would refuse)
+#   BENCH_WEIM         measure this weim binary instead of the one built
+#                      here (e.g. an earlier commit's, for before / after)
 #   CARGO_TARGET_DIR   where cargo (and the Go peer) build (default ./target)
 set -euo pipefail
 
@@ -57,7 +69,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
     --pin) PIN=1 ;;
     -h | --help)
-        sed -n '2,47p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,59p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *) die "unknown argument: $1 (see --help)" ;;
@@ -77,6 +89,7 @@ TIMEOUT=${TIMEOUT:-150}
 QUIET=${QUIET:-80}
 QUIET_WAIT=${QUIET_WAIT:-300}
 UNPINNED=${UNPINNED:-1}
+BENCH_LIMITS=${BENCH_LIMITS:-1}
 STORES=${STORES:-sqlite mariadb}
 MARIADB_HOST=${MARIADB_HOST:-127.0.0.1}
 MARIADB_PORT=${MARIADB_PORT:-3306}
@@ -168,7 +181,13 @@ apt_install() {
 
 echo "== building weim and weim-load (release)"
 cargo build --release -p weim -p weim-loadgen
-WEIM=$TARGET_DIR/release/weim
+WEIM=${BENCH_WEIM:-$TARGET_DIR/release/weim}
+if [ "$BENCH_LIMITS" = 1 ]; then
+    LIMITS_NOTE="limits.conns_per_ip 0, limits.max_unauthenticated 0 (group runs: limits.send_rate 0 too); the other limits at their defaults"
+else
+    LIMITS_NOTE="every limit at its default"
+fi
+echo "== weim: $WEIM; $LIMITS_NOTE"
 LOAD=$TARGET_DIR/release/weim-load
 [ -x "$WEIM" ] && [ -x "$LOAD" ] || die "binaries not found in $TARGET_DIR/release"
 
@@ -303,10 +322,19 @@ free_port() {
     die "no free port found"
 }
 
-# start_server NAME PINNED LOG [STORE]: sets SERVER_PID and LISTEN (and
-# DATA, weim's data directory; DB, a fresh MariaDB database for STORE mariadb).
+# weim's limits that differ from their defaults in a run labelled $1 (see
+# BENCH_LIMITS), as WEIM_* assignments.
+weim_limits() {
+    [ "$BENCH_LIMITS" = 1 ] || return 0
+    echo WEIM_LIMITS_CONNS_PER_IP=0 WEIM_LIMITS_MAX_UNAUTHENTICATED=0
+    case "$1" in group-*) echo WEIM_LIMITS_SEND_RATE=0 ;; esac
+}
+
+# start_server NAME PINNED LOG [STORE [LABEL]]: sets SERVER_PID and LISTEN
+# (and DATA, weim's data directory; DB, a fresh MariaDB database for STORE
+# mariadb).
 start_server() {
-    local name=$1 pinned=$2 log=$3 store=${4:-sqlite} port
+    local name=$1 pinned=$2 log=$3 store=${4:-sqlite} label=${5:-} port
     port=$(free_port)
     local envs=(JWT_SECRET="$SECRET" ADMIN_TOKEN="$ADMIN") prog=()
     case "$name" in
@@ -314,6 +342,8 @@ start_server() {
         DATA=$(mktemp -d "$TMP/weim-data.XXXXXX")
         envs=(WEIM_HTTP_LISTEN="127.0.0.1:$port" WEIM_NODE_DATA_DIR="$DATA"
             WEIM_HTTP_ADMIN_TOKEN="$ADMIN" WEIM_AUTH_JWT_SECRET="$SECRET" WEIM_LIMITS_CONNS_PER_USER=8)
+        # shellcheck disable=SC2207 # plain NAME=value words
+        envs+=($(weim_limits "$label"))
         if [ "$store" = mariadb ]; then
             DB_SEQ=$((DB_SEQ + 1))
             DB=weim_bench_$$_$DB_SEQ
@@ -484,7 +514,7 @@ for server in "${RUN_SERVERS[@]}"; do
             esac
             src_step=$(((conns + 4999) / 5000)) # weim-load's default --per-src is 5000
             wait_quiet
-            if ! start_server "$server" "$pinned" "$TMP/$server.$label.log" "$store"; then
+            if ! start_server "$server" "$pinned" "$TMP/$server.$label.log" "$store" "$label"; then
                 echo "== $server did not start for $label; see above"
                 stop_server
                 drop_db
@@ -599,6 +629,7 @@ describe() {
         "$GROUP_ROUNDS" "$INTERVAL_MS" "$CHAT_BODY_BYTES"
     printf '"soak_conns": %s, "soak_rate": %s, "soak_churn": %s, "soak_duration": %s, ' \
         "$SOAK_CONNS" "$SOAK_RATE" "$SOAK_CHURN" "$SOAK_DURATION"
+    printf '"weim_bin": "%s", "weim_limits": "%s", ' "$WEIM" "$LIMITS_NOTE"
     printf '"soak_warmup": %s, "soak_drain": %s, "soak_away_ms": %s},\n' \
         "$SOAK_WARMUP" "$SOAK_DRAIN" "$SOAK_AWAY_MS"
     printf '"skipped": {'

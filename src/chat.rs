@@ -2,11 +2,12 @@
 //! withdrawing it. A message is committed to the store before anyone is
 //! answered or pushed; getting it to its recipients is `delivery`'s.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::commit::{Answer, Submission};
 use crate::fault::Fault;
 use crate::message::{cmd, now_millis, ope, ClientMsg, Push};
+use crate::metrics::Limited;
 use crate::node::Shared;
 use crate::reactor::ConnRef;
 use crate::store::messages::{MAX_CID_LEN, OPE_FRIEND, OPE_GROUP};
@@ -25,6 +26,9 @@ pub enum ChatError {
     Rule(&'static str),
     /// The store failed.
     Store(StoreError),
+    /// The sender is over `limits.send_rate`; the balance is back to one
+    /// recipient after this long.
+    TooFast(Duration),
 }
 
 impl From<StoreError> for ChatError {
@@ -38,6 +42,7 @@ impl ChatError {
     pub fn text(&self) -> &'static str {
         match self {
             ChatError::Rule(t) => t,
+            ChatError::TooFast(_) => "发送过快",
             ChatError::Store(StoreError::Unavailable(_)) => "服务暂不可用，请稍后重试",
             ChatError::Store(_) => "服务器内部错误",
         }
@@ -122,9 +127,13 @@ fn submission(
 
 /// Sends a message for a REST caller: waits until it is stored (and pushed).
 /// A retry with a known `cid` is answered with the stored message and not
-/// pushed again.
+/// pushed again. A sender over `limits.send_rate` is refused at once.
 pub fn send(node: &Shared, out: &Outgoing<'_>) -> Result<Message, ChatError> {
     validate(node, out)?;
+    if let Err(wait) = node.send_rate.admit(out.from, Instant::now()) {
+        node.metrics.limited(Limited::Rest);
+        return Err(ChatError::TooFast(wait));
+    }
     let (tx, rx) = crossbeam_channel::bounded(1);
     let body = out.body.to_string();
     let cid = out.cid.map(str::to_string);

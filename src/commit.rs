@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
@@ -134,6 +134,7 @@ pub fn spawn(rx: Receiver<Submission>, shared: Arc<Shared>) -> std::io::Result<(
             s.metrics.commit_messages.fetch_add(n, Relaxed);
             commit(&s, current.insert(Batch::new(items)));
             current = None;
+            s.send_rate.prune(Instant::now());
             s.committer.busy.store(false, Relaxed);
         }
     })
@@ -219,6 +220,18 @@ fn commit(shared: &Shared, batch: &mut Batch) {
                 .collect();
             shared.delivery.deliver_messages(&pushes);
             drop(pushes);
+            // The send limit charged one recipient when it admitted each
+            // message; a group message costs its other recipients too.
+            if shared.send_rate.enabled() {
+                let now = Instant::now();
+                for ((i, uids), (_, new)) in accepted.iter().zip(&stored) {
+                    if *new {
+                        let from = batch.items[*i].from_id;
+                        let others = uids.iter().filter(|&&u| u != from).count() as u64;
+                        shared.send_rate.charge(from, others.saturating_sub(1), now);
+                    }
+                }
+            }
             for ((i, _), (msg, _)) in accepted.into_iter().zip(stored) {
                 batch.answer(shared, i, Ok(msg));
             }

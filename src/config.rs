@@ -234,6 +234,29 @@ pub struct Limits {
     pub min_body_rate: usize,
     /// Maximum connections on this node; 0 = unlimited.
     pub max_connections: usize,
+    /// Maximum connections from one address (an IPv6 client by its /64);
+    /// default 1000; 0 = unlimited.
+    pub conns_per_ip: usize,
+    /// Maximum connections on this node that are not signed in (HTTP, and
+    /// WebSockets before Cmd 3); default 10,000; 0 = unlimited.
+    pub max_unauthenticated: usize,
+    /// WebSocket frames a connection may send per second (refilled
+    /// continuously); default 200; 0 = unlimited.
+    pub cmd_rate: u32,
+    /// Frames a connection may send at once before `cmd_rate` applies;
+    /// default 1000.
+    pub cmd_burst: u32,
+    /// Chat recipients a user's sends may reach per second on this node,
+    /// over all their connections and REST (a friend message costs 1, a
+    /// group message its member count less the sender); default 1000;
+    /// 0 = unlimited.
+    pub send_rate: u32,
+    /// Recipients a user's sends may reach at once before `send_rate`
+    /// applies; default 10,000.
+    pub send_burst: u32,
+    /// A connection over its rate limits this long without a pause of a
+    /// second is closed (1008); default 10 s; 0 = never.
+    pub flood_close: Duration,
 }
 
 /// Section `cluster`: running several weim nodes together.
@@ -433,6 +456,13 @@ impl Default for Limits {
             max_inflight_body: 256 << 20,
             min_body_rate: 1024,
             max_connections: 0,
+            conns_per_ip: 1000,
+            max_unauthenticated: 10_000,
+            cmd_rate: 200,
+            cmd_burst: 1000,
+            send_rate: 1000,
+            send_burst: 10_000,
+            flood_close: Duration::from_secs(10),
         }
     }
 }
@@ -555,6 +585,13 @@ const KEYS: &[Key] = keys![
     limits.max_inflight_body: Size >= 1024,
     limits.min_body_rate: Size,
     limits.max_connections: Usize,
+    limits.conns_per_ip: Usize,
+    limits.max_unauthenticated: Usize,
+    limits.cmd_rate: U32,
+    limits.cmd_burst: U32 >= 1,
+    limits.send_rate: U32,
+    limits.send_burst: U32 >= 1,
+    limits.flood_close: DurOff,
     cluster.enabled: Bool,
     cluster.node_id: Str,
     cluster.advertise: Str,
@@ -1178,6 +1215,11 @@ mod tests {
         assert_eq!(c.limits.max_inflight_body, 256 << 20);
         assert_eq!(c.limits.min_body_rate, 1024);
         assert_eq!(c.limits.max_connections, 0);
+        assert_eq!(c.limits.conns_per_ip, 1000);
+        assert_eq!(c.limits.max_unauthenticated, 10_000);
+        assert_eq!((c.limits.cmd_rate, c.limits.cmd_burst), (200, 1000));
+        assert_eq!((c.limits.send_rate, c.limits.send_burst), (1000, 10_000));
+        assert_eq!(c.limits.flood_close, Duration::from_secs(10));
         assert!(!c.cluster.enabled);
         assert_eq!(c.cluster.node_id, "");
         assert_eq!(c.cluster.advertise, "");
@@ -1216,7 +1258,7 @@ mod tests {
         vars.dedup();
         assert_eq!(vars.len(), KEYS.len(), "ambiguous environment name");
         assert!(KEYS.iter().all(|k| SECTIONS.contains(&k.section)));
-        assert_eq!(KEYS.len(), 6 + 5 + 12 + 4 + 11 + 6 + 10 + 3 + 4 + 3 + 1 + 1);
+        assert_eq!(KEYS.len(), 6 + 5 + 12 + 4 + 18 + 6 + 10 + 3 + 4 + 3 + 1 + 1);
     }
 
     #[test]
@@ -1274,6 +1316,13 @@ limits:
   idle_timeout: 500ms
   http_timeout: "10s"
   max_connections: 1000
+  conns_per_ip: 0
+  max_unauthenticated: 50
+  cmd_rate: 20
+  cmd_burst: 40
+  send_rate: 0
+  send_burst: 5
+  flood_close: 0s
 cluster:
   enabled: true
   node_id: n1
@@ -1329,6 +1378,11 @@ attach:
         assert_eq!(c.limits.idle_timeout, Duration::from_millis(500));
         assert_eq!(c.limits.http_timeout, Duration::from_secs(10));
         assert_eq!(c.limits.max_connections, 1000);
+        assert_eq!(c.limits.conns_per_ip, 0);
+        assert_eq!(c.limits.max_unauthenticated, 50);
+        assert_eq!((c.limits.cmd_rate, c.limits.cmd_burst), (20, 40));
+        assert_eq!((c.limits.send_rate, c.limits.send_burst), (0, 5));
+        assert_eq!(c.limits.flood_close, Duration::ZERO);
         assert!(c.cluster.enabled);
         assert_eq!(c.cluster.node_id, "n1");
         assert_eq!(c.cluster.advertise, "10.0.0.1:8080");

@@ -1,9 +1,11 @@
 //! The `weim` binary: reads the configuration, starts one node, prints
 //! `weim: listening on ADDR` once it accepts (and tells the service
 //! manager `READY=1`, see `weim::notify`), and drains on SIGTERM/SIGINT
-//! (`STOPPING=1`, exit 0). A configuration error exits 2. A failed node
-//! (see `weim::supervise`) drains too and exits with `FAILED_EXIT` (70) so
-//! that the service manager starts it again.
+//! (`STOPPING=1`, exit 0). It exits with 2 when the configuration is
+//! invalid or `http.listen` is taken (another process listens there), with
+//! 1 when the node cannot start for another reason (its store, say). A
+//! failed node (see `weim::supervise`) drains too and exits with
+//! `FAILED_EXIT` (70) so that the service manager starts it again.
 //!
 //! `weim migrate --from mysql://…` instead imports a weIm-go database into
 //! the configured store (see `weim::migrate`), prints the counts per table
@@ -147,7 +149,7 @@ fn main() {
         Ok(n) => n,
         Err(e) => {
             eprintln!("weim: {e}");
-            std::process::exit(1);
+            std::process::exit(e.exit_code());
         }
     };
     let mut out = std::io::stdout();

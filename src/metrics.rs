@@ -34,10 +34,12 @@ pub enum CloseReason {
     HttpError,
     /// HTTP connection ended by `Connection: close`.
     HttpDone,
+    /// Over its rate limits for `limits.flood_close` (1008).
+    Flood,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 12] = [
+    const ALL: [CloseReason; 13] = [
         CloseReason::Client,
         CloseReason::Protocol,
         CloseReason::TooBig,
@@ -50,6 +52,7 @@ impl CloseReason {
         CloseReason::HttpTimeout,
         CloseReason::HttpError,
         CloseReason::HttpDone,
+        CloseReason::Flood,
     ];
 
     fn label(self) -> &'static str {
@@ -66,6 +69,63 @@ impl CloseReason {
             CloseReason::HttpTimeout => "http_timeout",
             CloseReason::HttpError => "http_error",
             CloseReason::HttpDone => "http_done",
+            CloseReason::Flood => "flood",
+        }
+    }
+}
+
+/// What a rate limit held back; one counter each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limited {
+    /// A WebSocket frame over `limits.cmd_rate` (its connection waited).
+    Command,
+    /// A socket send over `limits.send_rate` (its connection waited).
+    Send,
+    /// A REST send over `limits.send_rate` (answered 429).
+    Rest,
+}
+
+impl Limited {
+    const ALL: [Limited; 3] = [Limited::Command, Limited::Send, Limited::Rest];
+
+    fn label(self) -> &'static str {
+        match self {
+            Limited::Command => "command",
+            Limited::Send => "send",
+            Limited::Rest => "rest",
+        }
+    }
+}
+
+/// Why a new connection was closed as soon as it was accepted; one counter
+/// each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Its address holds `limits.conns_per_ip` connections.
+    PerIp,
+    /// The node holds `limits.max_unauthenticated` connections not signed in.
+    Unauthenticated,
+    /// The node holds `limits.max_connections` connections.
+    MaxConnections,
+    /// The process is out of file descriptors (`EMFILE`/`ENFILE`): taken
+    /// with the reserve descriptor and closed.
+    Emfile,
+}
+
+impl Refused {
+    const ALL: [Refused; 4] = [
+        Refused::PerIp,
+        Refused::Unauthenticated,
+        Refused::MaxConnections,
+        Refused::Emfile,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Refused::PerIp => "per_ip",
+            Refused::Unauthenticated => "unauthenticated",
+            Refused::MaxConnections => "max_connections",
+            Refused::Emfile => "emfile",
         }
     }
 }
@@ -163,6 +223,8 @@ pub struct Metrics {
     /// Messages in those batches.
     pub commit_messages: AtomicU64,
     thread_panics: [AtomicU64; Role::ALL.len()],
+    limited: [AtomicU64; Limited::ALL.len()],
+    refused: [AtomicU64; Refused::ALL.len()],
 }
 
 impl Metrics {
@@ -177,6 +239,16 @@ impl Metrics {
     /// Counts a panic of a long-lived thread.
     pub fn thread_panicked(&self, role: Role) {
         self.thread_panics[role as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a frame or send held back (or refused) by a rate limit.
+    pub fn limited(&self, kind: Limited) {
+        self.limited[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a connection closed as soon as it was accepted.
+    pub fn refused(&self, reason: Refused) {
+        self.refused[reason as usize].fetch_add(1, Relaxed);
     }
 
     /// Records one finished job.
@@ -363,6 +435,30 @@ impl Metrics {
                 out,
                 "weim_http_rejected_total{{reason=\"{}\"}} {n}",
                 why.label()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP weim_rate_limited_total Frames and sends held back by a rate limit (socket: the connection waited), or refused (REST: 429), by kind.\n# TYPE weim_rate_limited_total counter"
+        );
+        for kind in Limited::ALL {
+            let n = self.limited[kind as usize].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "weim_rate_limited_total{{kind=\"{}\"}} {n}",
+                kind.label()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP weim_conns_refused_total Connections closed as soon as they were accepted, by reason.\n# TYPE weim_conns_refused_total counter"
+        );
+        for reason in Refused::ALL {
+            let n = self.refused[reason as usize].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "weim_conns_refused_total{{reason=\"{}\"}} {n}",
+                reason.label()
             );
         }
         let _ = writeln!(

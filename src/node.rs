@@ -1,6 +1,6 @@
-//! One weim node: the state every thread shares, start-up wiring (store,
-//! secret, listeners, reactors, workers, optional core pinning, the cluster
-//! threads in cluster mode, each under `supervise`) and the drain on
+//! One weim node: the state every thread shares, start-up wiring
+//! (listeners, store, secret, reactors, workers, optional core pinning, the
+//! cluster threads in cluster mode, each under `supervise`) and the drain on
 //! shutdown.
 
 use std::net::{IpAddr, SocketAddr};
@@ -10,7 +10,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use socket2::{Domain, Socket, Type};
 
 use crate::attach::{Attachments, Local, S3Config, S3};
 use crate::auth::{self, Tokens};
@@ -20,9 +19,11 @@ use crate::commit::{self, Committer};
 use crate::config::{AttachKind, Config, SearchKind, StoreKind};
 use crate::delivery::{Delivery, Registry};
 use crate::http::Request;
+use crate::listen;
 use crate::metrics::Metrics;
 use crate::proxy;
-use crate::reactor::{self, Inbox, Reactor};
+use crate::rate::SendRate;
+use crate::reactor::{self, Inbox, PerAddress, Reactor};
 use crate::search::{Elasticsearch, RedisGeo, Search, SqlSearch};
 use crate::store::{self, Store};
 use crate::supervise::{self, Role};
@@ -53,6 +54,10 @@ pub struct Shared {
     pub jobs: Sender<Job>,
     /// Group commit of chat messages.
     pub committer: Committer,
+    /// The per-user send limit (`limits.send_rate`).
+    pub send_rate: SendRate,
+    /// Connections per client address (`limits.conns_per_ip`).
+    pub per_ip: PerAddress,
     /// Set when the node starts draining.
     pub draining: AtomicBool,
     /// Jobs being handled right now.
@@ -91,6 +96,39 @@ impl Shared {
     /// proxy's connections carry many clients and are not limited as one.
     pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
         proxy::is_trusted(&self.config.http.trusted_proxies, ip)
+    }
+}
+
+/// Why a node did not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// `http.listen` cannot be used: taken by another process (exit 2).
+    Listen(String),
+    /// Anything else (exit 1).
+    Failed(String),
+}
+
+impl From<String> for StartError {
+    fn from(e: String) -> Self {
+        StartError::Failed(e)
+    }
+}
+
+impl StartError {
+    /// The process's exit code for this failure.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StartError::Listen(_) => 2,
+            StartError::Failed(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Listen(e) | StartError::Failed(e) => f.write_str(e),
+        }
     }
 }
 
@@ -134,16 +172,6 @@ pub fn pin_to(cpus: &[usize]) {
             log::warn!("could not pin thread to CPUs {cpus:?}");
         }
     }
-}
-
-fn listener(addr: SocketAddr) -> std::io::Result<mio::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(4096)?;
-    Ok(mio::net::TcpListener::from_std(socket.into()))
 }
 
 pub(crate) fn open_store(config: &Config) -> Result<Arc<dyn Store>, String> {
@@ -207,8 +235,10 @@ pub(crate) fn open_search(
 }
 
 impl Node {
-    /// Opens the store, binds the port and starts every thread.
-    pub fn start(config: Config) -> Result<Node, String> {
+    /// Binds the port (first: a node refuses an address another process
+    /// listens on before touching its store), opens the store and starts
+    /// every thread.
+    pub fn start(config: Config) -> Result<Node, StartError> {
         let reactors = match config.node.reactors {
             0 => cores(),
             n => n,
@@ -217,6 +247,8 @@ impl Node {
             0 => (2 * cores()).max(4),
             n => n,
         };
+        let listeners = listen::bind(config.http.listen, reactors).map_err(StartError::Listen)?;
+        let addr = listeners[0].local_addr().map_err(|e| e.to_string())?;
         let secret =
             auth::load_or_create_secret(config.auth.jwt_secret.as_deref(), &config.node.data_dir)?;
         let store = open_store(&config)?;
@@ -229,14 +261,6 @@ impl Node {
             .map_err(|e| format!("store: {e}"))?;
         for (sig, exp) in revoked {
             tokens.revoke(&sig, exp);
-        }
-
-        let first = listener(config.http.listen)
-            .map_err(|e| format!("http.listen {}: {e}", config.http.listen))?;
-        let addr = first.local_addr().map_err(|e| e.to_string())?;
-        let mut listeners = vec![first];
-        for _ in 1..reactors {
-            listeners.push(listener(addr).map_err(|e| format!("http.listen {addr}: {e}"))?);
         }
 
         let mut handles = Vec::with_capacity(reactors);
@@ -262,6 +286,8 @@ impl Node {
             metrics: Metrics::new(reactors),
             jobs: jobs_tx,
             committer,
+            send_rate: SendRate::new(config.limits.send_rate, config.limits.send_burst),
+            per_ip: PerAddress::new(config.limits.conns_per_ip, &config.http.trusted_proxies),
             draining: AtomicBool::new(false),
             active_jobs: AtomicUsize::new(0),
             bodies: BodyBudget::new(config.limits.max_inflight_body),

@@ -48,6 +48,17 @@ const SLOW_CHUNK: usize = 8 * 1024;
 const SEND_WINDOW: usize = 250;
 const SLOW_CONSUMER_DROPS: &str = "weim_slow_consumer_drops_total";
 
+/// A node for these tests' senders, which store thousands of messages over
+/// one socket as fast as their answers come: far over the default
+/// `limits.cmd_rate` and `limits.send_rate` (clients over those are
+/// `tests/limits.rs`'s business).
+fn bulk_node() -> Node {
+    Node::builder()
+        .env("WEIM_LIMITS_CMD_RATE", "0")
+        .env("WEIM_LIMITS_SEND_RATE", "0")
+        .start()
+}
+
 /// Two friends: (sender, recipient).
 fn friends(node: &Node) -> (Account, Account) {
     let (a, b) = (node.new_account(), node.new_account());
@@ -238,7 +249,7 @@ fn read_messages(
 /// messages that were in the socket when it went.
 #[test]
 fn slow_acknowledging_reader_that_keeps_reconnecting_loses_nothing() {
-    let node = Node::start();
+    let node = bulk_node();
     let (alice, bob) = friends(&node);
     let sent = backlog(&node, &alice, &bob, BACKLOG, BACKLOG_BODY);
     let want: HashSet<i64> = sent.iter().copied().collect();
@@ -330,7 +341,7 @@ fn slow_acknowledging_reader_that_keeps_reconnecting_loses_nothing() {
 /// output to drain instead of dropping it as a slow consumer.
 #[test]
 fn slow_reader_without_acknowledgements_gets_the_whole_backlog_on_one_connection() {
-    let node = Node::start();
+    let node = bulk_node();
     let (alice, bob) = friends(&node);
     let sent = backlog(&node, &alice, &bob, BACKLOG, BACKLOG_BODY);
     let want: HashSet<i64> = sent.iter().copied().collect();
@@ -377,7 +388,7 @@ fn slow_reader_without_acknowledgements_gets_the_whole_backlog_on_one_connection
 fn a_client_dropped_as_slow_consumer_gets_every_message_after_reconnecting() {
     const LIVE: usize = 3_000;
     const LIVE_BODY: usize = 4_000;
-    let node = Node::start();
+    let node = bulk_node();
     let (alice, bob) = friends(&node);
     let mut sender = node.ws_signed_in(&alice.token);
 

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::{fail, id_param, ok, page_params, store_error, Caller, Route, Routes};
+use super::{fail, id_param, ok, page_params, store_error, Caller, Route, Routes, FAIL};
 use crate::chat::{self, ChatError, Outgoing};
 use crate::http::{Params, Response};
 use crate::node::Shared;
@@ -41,6 +41,13 @@ fn chat_error(e: ChatError) -> Response {
     match e {
         ChatError::Rule(text) => fail(text),
         ChatError::Store(e) => store_error(e),
+        // Over the send limit: 429 with the envelope, and when to retry.
+        ChatError::TooFast(wait) => {
+            let mut resp = Response::envelope(429, FAIL, e.text(), Value::Null);
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            resp.headers.push(("Retry-After", secs.to_string()));
+            resp
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use crate::budget::Reservation;
 use crate::commit::Submission;
 use crate::delivery::ledger::Ledger;
 use crate::http::{BodyStream, Request};
+use crate::rate::Bucket;
 use crate::ws::{Opcode, Utf8};
 
 /// Where a connection is in its life.
@@ -69,7 +70,8 @@ pub(super) struct Session {
     pub uid: u64,
     /// What was written to it, confirmed by it, and its catching up.
     pub ledger: Ledger,
-    /// A Cmd 20 waiting for room in the committer queue; the connection is
+    /// A Cmd 20 waiting for room in the committer queue, or (while the
+    /// connection is held) for its user's send limit; the connection is
     /// not read meanwhile.
     pub deferred: Option<Box<Submission>>,
     /// A keepalive ping was sent since the last frame from the peer.
@@ -112,10 +114,21 @@ pub(super) struct Conn {
     /// Listed in the reactor's `corked`: frames queued in `out` during this
     /// inbox batch are written when it ends.
     pub corked: bool,
+    /// Held back by a rate limit: not read until its release time (see
+    /// `reactor::limit`).
+    pub held: bool,
+    /// The connection's frames against `limits.cmd_rate`.
+    pub bucket: Bucket,
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, peer: IpAddr, generation: u32, now: Instant) -> Conn {
+    pub fn new(
+        stream: TcpStream,
+        peer: IpAddr,
+        generation: u32,
+        now: Instant,
+        bucket: Bucket,
+    ) -> Conn {
         Conn {
             stream,
             peer,
@@ -126,6 +139,8 @@ impl Conn {
             out: Output::default(),
             frag: None,
             corked: false,
+            held: false,
+            bucket,
         }
     }
 
@@ -155,9 +170,12 @@ impl Conn {
     }
 
     /// Whether input must wait (a worker or the committer queue is busy
-    /// with this connection, a body is being streamed to it, or its echoes
-    /// are above the low-water mark).
+    /// with this connection, a body is being streamed to it, its echoes
+    /// are above the low-water mark, or a rate limit holds it back).
     pub fn input_paused(&self) -> bool {
+        if self.held {
+            return true;
+        }
         match &self.state {
             // While an answer is still queued, the next pipelined request waits.
             State::Http(HttpPhase::Idle) => !self.out.is_empty(),

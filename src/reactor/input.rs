@@ -135,6 +135,10 @@ impl Reactor {
                             return data.len();
                         }
                         Ok(Frame::Whole(info)) => {
+                            if !self.take_token(key) {
+                                // Held (or closed): the frame stays unread.
+                                continue;
+                            }
                             let start = off + info.payload_start;
                             off += info.total_len();
                             let payload = &mut data[start..off];

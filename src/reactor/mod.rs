@@ -13,9 +13,12 @@
 //!   any state ── error / close frame / deadline / drain ──▶ Closing ──▶ dropped
 //! ```
 //! Where things are:
-//! - this file: the loop, accepting, the inbox and the sweep (deadlines,
-//!   keepalive pings, confirmations, retries);
+//! - this file: the loop, the inbox and the sweep (deadlines, keepalive
+//!   pings, confirmations, retries);
+//! - [`accept`]: accepting, the caps on new connections, running out of
+//!   descriptors;
 //! - [`conn`]: a connection and its states;
+//! - [`limit`]: rate limits (holding a connection back);
 //! - [`input`]: reading bytes into requests and frames;
 //! - [`output`]: the output queue (shared frames, corking, positions in the
 //!   stream for TCP acknowledgements);
@@ -34,14 +37,18 @@
 //! closing connection whose peer is still acknowledging bytes of what was
 //! written to it is making progress: it is not past its deadline.
 
+mod accept;
 mod catchup;
 mod conn;
 mod input;
+mod limit;
 mod output;
 mod request;
 mod session;
 
-use std::collections::HashSet;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::fs::File;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering::AcqRel, Ordering::Relaxed, Ordering::Release};
 use std::sync::Arc;
@@ -61,6 +68,9 @@ use crate::worker::{Job, Task};
 use crate::ws::{close, SharedFrame};
 
 use conn::{Conn, HttpPhase, Session, State};
+use limit::Episode;
+
+pub use accept::PerAddress;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -253,6 +263,20 @@ pub struct Reactor {
     last_confirm: Instant,
     /// The longest time one turn of the loop took since the last sweep.
     lag: Duration,
+    /// Start of the millisecond clock of the connections' rate buckets.
+    epoch: Instant,
+    /// Connections held back by a rate limit: (release time, slab key,
+    /// generation), earliest first.
+    held: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    /// Connections over their rate limits now or within the last second.
+    episodes: HashMap<ConnRef, Episode>,
+    /// Spare descriptor, closed to accept-and-close when the process has
+    /// no other (see `accept`).
+    reserve: Option<File>,
+    /// The listener rests until then after running out of descriptors.
+    accept_resume: Option<Instant>,
+    /// The last `accept` failed for want of descriptors (logged once).
+    accept_failing: bool,
 }
 
 impl Reactor {
@@ -288,6 +312,12 @@ impl Reactor {
             corked: Vec::new(),
             last_confirm: now,
             lag: Duration::ZERO,
+            epoch: now,
+            held: BinaryHeap::new(),
+            episodes: HashMap::new(),
+            reserve: accept::reserve(),
+            accept_resume: None,
+            accept_failing: false,
         })
     }
 
@@ -300,10 +330,15 @@ impl Reactor {
         let mut events = Events::with_capacity(1024);
         let mut next_sweep = Instant::now() + SWEEP;
         loop {
+            let wake = [self.next_release(), self.accept_resume]
+                .into_iter()
+                .flatten()
+                .fold(next_sweep, Instant::min);
+            let timeout = wake.saturating_duration_since(Instant::now());
             let timeout = if self.paused.is_empty() {
-                next_sweep.saturating_duration_since(Instant::now())
+                timeout
             } else {
-                PAUSED_RETRY
+                timeout.min(PAUSED_RETRY)
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -333,50 +368,16 @@ impl Reactor {
             if !self.paused.is_empty() {
                 self.resume_paused();
             }
+            self.release_due();
+            if self.accept_resume.is_some_and(|at| at <= self.now) {
+                self.accept_resume = None;
+                self.accept();
+            }
             if self.now >= next_sweep {
                 self.sweep();
                 next_sweep = self.now + SWEEP;
             }
             self.lag = self.lag.max(self.now.elapsed());
-        }
-    }
-
-    fn accept(&mut self) {
-        let max = self.shared.config.limits.max_connections;
-        loop {
-            let Some(listener) = self.listener.as_ref() else {
-                return;
-            };
-            let (mut stream, addr) = match listener.accept() {
-                Ok(pair) => pair,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log::warn!("reactor {}: accept: {e}", self.id);
-                    return;
-                }
-            };
-            if max > 0 && self.shared.metrics.open() >= max as i64 {
-                continue;
-            }
-            let _ = stream.set_nodelay(true);
-            let entry = self.conns.vacant_entry();
-            let key = entry.key();
-            if self
-                .poll
-                .registry()
-                .register(
-                    &mut stream,
-                    Token(key),
-                    Interest::READABLE | Interest::WRITABLE,
-                )
-                .is_err()
-            {
-                continue;
-            }
-            self.next_generation = self.next_generation.wrapping_add(1);
-            entry.insert(Conn::new(stream, addr.ip(), self.next_generation, self.now));
-            self.stats().open.fetch_add(1, Relaxed);
         }
     }
 
@@ -584,6 +585,7 @@ impl Reactor {
             self.stats().rejected(Rejection::TooSlow);
             self.refuse(key, Response::error(408), CloseReason::HttpTimeout);
         }
+        self.end_episodes();
         for (key, reason) in doomed.drain(..) {
             match reason {
                 CloseReason::AuthTimeout => self.close_ws(key, close::POLICY, reason),
@@ -614,7 +616,9 @@ impl Reactor {
             stats.closed(reason);
         }
         stats.open.fetch_sub(1, Relaxed);
+        self.shared.per_ip.remove(conn.peer);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         self.paused.retain(|c| *c != me);
+        self.episodes.remove(&me);
     }
 }

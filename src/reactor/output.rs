@@ -61,10 +61,13 @@ struct Queued {
 #[derive(Default)]
 pub(super) struct Output {
     queue: VecDeque<Queued>,
-    /// Bytes queued, not yet written.
-    pending: usize,
+    /// Bytes queued, not yet written (32 bits keep a connection small: a
+    /// connection never has 4 GiB queued, its live bytes being bounded by
+    /// `limits.max_pending_bytes` and produced ones by [`LOW_WATER`] and
+    /// a piece's size).
+    pending: u32,
     /// Of which live bytes.
-    live: usize,
+    live: u32,
     /// Stream position after the last byte queued or written.
     pos: u64,
     /// Stream position the peer had acknowledged at the last
@@ -112,12 +115,12 @@ impl Output {
 
     /// Bytes queued.
     pub fn pending(&self) -> usize {
-        self.pending
+        self.pending as usize
     }
 
     /// Live bytes queued.
     pub fn live(&self) -> usize {
-        self.live
+        self.live as usize
     }
 
     /// Stream position the peer's TCP stack has acknowledged up to.
@@ -148,9 +151,9 @@ impl Output {
     /// Queues a chunk without writing; returns the stream position after it.
     pub fn push(&mut self, chunk: Chunk, live: bool) -> u64 {
         let len = chunk.bytes().len();
-        self.pending += len;
+        self.pending = self.pending.saturating_add(len as u32);
         if live {
-            self.live += len;
+            self.live = self.live.saturating_add(len as u32);
         }
         self.pos += len as u64;
         self.queue.push_back(Queued {
@@ -172,9 +175,10 @@ impl Output {
         let n = write_now(stream, chunk.bytes())?;
         self.pos += len as u64;
         if n < len {
-            self.pending += len - n;
+            let rest = (len - n) as u32;
+            self.pending = self.pending.saturating_add(rest);
             if live {
-                self.live += len - n;
+                self.live = self.live.saturating_add(rest);
             }
             self.queue.push_back(Queued {
                 chunk,
@@ -187,7 +191,7 @@ impl Output {
 
     /// Marks `n` queued bytes written.
     fn consume(&mut self, mut n: usize) {
-        self.pending -= n;
+        self.pending = self.pending.saturating_sub(n as u32);
         while n > 0 {
             let Some(q) = self.queue.front_mut() else {
                 break;
@@ -195,7 +199,7 @@ impl Output {
             let rest = q.chunk.bytes().len() - q.off;
             let used = rest.min(n);
             if q.live {
-                self.live -= used;
+                self.live = self.live.saturating_sub(used as u32);
             }
             n -= used;
             if used == rest {

@@ -178,7 +178,7 @@ impl Reactor {
         match msg.cmd {
             cmd::PING => self.reply(key, &Push::system(cmd::PONG, "")),
             cmd::SEND => match chat::from_socket(&self.shared, me, uid, msg) {
-                Ok(sub) => self.submit(key, sub),
+                Ok(sub) => self.send_limited(key, uid, sub),
                 Err(refusal) => self.send(key, Chunk::Shared(refusal), true),
             },
             cmd::DELIVERED => match msg.body.trim().parse::<u64>() {
@@ -231,7 +231,7 @@ impl Reactor {
 
     /// Hands a Cmd 20 to the committer. Backpressure: when its queue is
     /// full the connection stops being read until the message fits.
-    fn submit(&mut self, key: usize, sub: Submission) {
+    pub(super) fn submit(&mut self, key: usize, sub: Submission) {
         if let Err(sub) = self.shared.committer.try_submit(sub) {
             self.stats().sends_deferred.fetch_add(1, Relaxed);
             let id = self.id;
@@ -282,6 +282,7 @@ impl Reactor {
             CloseReason::Idle => "idle timeout",
             CloseReason::Drain => "node draining",
             CloseReason::Replaced => "replaced by a newer connection",
+            CloseReason::Flood => "sending too fast",
             _ => "",
         };
         self.send(key, Chunk::Owned(ws::close_frame(code, text)), true);
@@ -297,6 +298,8 @@ impl Reactor {
         };
         conn.state = State::Closing;
         conn.since = self.now;
+        // A closing connection reads (and discards) until the peer's EOF.
+        conn.held = false;
         conn.inbuf = Vec::new();
         conn.frag = None;
         if conn.out.is_empty() {

@@ -110,6 +110,7 @@ pub struct NodeBuilder {
     env: Vec<(String, String)>,
     data_dir: Option<std::path::PathBuf>,
     netns: Option<String>,
+    nofile: Option<u64>,
 }
 
 impl NodeBuilder {
@@ -142,12 +143,49 @@ impl NodeBuilder {
         self
     }
 
-    /// Starts the node and waits for its `listening` line.
-    pub fn start(self) -> Node {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let config = dir.path().join("empty.yml");
-        std::fs::write(&config, b"").expect("write empty.yml");
+    /// Runs the node with at most `n` open file descriptors
+    /// (`RLIMIT_NOFILE`, soft and hard, set in the child before it execs).
+    pub fn nofile(mut self, n: u64) -> Self {
+        self.nofile = Some(n);
+        self
+    }
 
+    /// Starts a node that must not come up: waits (≤ `within`) for it to
+    /// exit and returns its exit status and what it wrote to stderr.
+    pub fn expect_exit(self, within: Duration) -> (ExitStatus, String) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut cmd = self.command(dir.path());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn the weim binary");
+        let log = Arc::new(Mutex::new(LogTail::default()));
+        spawn_log_reader(child.stderr.take().expect("piped stderr"), Arc::clone(&log));
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("weim still running after {within:?}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        // Let the reader take the last bytes of stderr.
+        thread::sleep(Duration::from_millis(100));
+        let log = log.lock().unwrap();
+        let text =
+            String::from_utf8_lossy(&log.bytes.iter().copied().collect::<Vec<u8>>()).into_owned();
+        (status, text)
+    }
+
+    /// The command that runs the node with this configuration (its empty
+    /// config file and, unless set, its data directory in `dir`).
+    fn command(&self, dir: &std::path::Path) -> Command {
+        let config = dir.join("empty.yml");
+        std::fs::write(&config, b"").expect("write empty.yml");
         let mut cmd = match &self.netns {
             Some(ns) => {
                 let mut cmd = Command::new("ip");
@@ -166,7 +204,7 @@ impl NodeBuilder {
         }
         let data_dir = match &self.data_dir {
             Some(d) => d.to_string_lossy().into_owned(),
-            None => dir.path().to_string_lossy().into_owned(),
+            None => dir.to_string_lossy().into_owned(),
         };
         let mut env: Vec<(String, String)> = vec![
             ("WEIM_HTTP_LISTEN".into(), "127.0.0.1:0".into()),
@@ -183,10 +221,34 @@ impl NodeBuilder {
             env.push(("WEIM_STORE_KIND".into(), "mysql".into()));
             env.push(("WEIM_STORE_MYSQL_URL".into(), mysql_url()));
         }
-        env.extend(self.env);
+        env.extend(self.env.iter().cloned());
         for (key, value) in &env {
             cmd.env(key, value);
         }
+        if let Some(n) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; the closure touches
+            // nothing but its copy of `n` between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n as libc::rlim_t,
+                        rlim_max: n as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        cmd
+    }
+
+    /// Starts the node and waits for its `listening` line.
+    pub fn start(self) -> Node {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut cmd = self.command(dir.path());
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -305,6 +367,7 @@ impl Node {
             env: Vec::new(),
             data_dir: None,
             netns: None,
+            nofile: None,
         }
     }
 
