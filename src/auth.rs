@@ -231,6 +231,37 @@ impl Throttle {
     }
 }
 
+/// Counts failures per address within a window (wrong server API keys).
+pub struct AddrThrottle {
+    limit: u32,
+    window: Duration,
+    ips: Mutex<Window<IpAddr>>,
+}
+
+impl AddrThrottle {
+    /// Blocks an address after `limit` failures until `window` has passed
+    /// since its first failure.
+    pub fn new(limit: u32, window: Duration) -> AddrThrottle {
+        AddrThrottle {
+            limit,
+            window,
+            ips: Mutex::new(Window {
+                entries: HashMap::new(),
+            }),
+        }
+    }
+
+    /// Whether requests from `ip` must be refused now.
+    pub fn blocked(&self, ip: IpAddr) -> bool {
+        self.ips.lock().count(&ip, self.window) >= self.limit
+    }
+
+    /// Records a failure from `ip`.
+    pub fn failed(&self, ip: IpAddr) {
+        self.ips.lock().bump(ip, self.window);
+    }
+}
+
 /// The configured secret, or the one kept in `<data_dir>/jwt_secret`
 /// (generated once, mode 0600).
 pub fn load_or_create_secret(configured: Option<&str>, data_dir: &Path) -> Result<String, String> {

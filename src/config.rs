@@ -40,6 +40,8 @@ pub struct Config {
     pub chat: Chat,
     /// Users as answered.
     pub user: User,
+    /// Events posted to the operator's backend.
+    pub webhook: Webhook,
     /// Test-only fault injection, from `WEIM_FAULT` (not a configuration
     /// key; see `fault`).
     pub fault: Option<Fault>,
@@ -101,6 +103,52 @@ pub struct Http {
     /// put before the gateway's own paths in answered URLs; empty = from each
     /// request's `Host` (`http://<Host>`). No trailing `/` after loading.
     pub public_url: String,
+    /// Keys of the server API (`/server/v1/*`, header `Api-Key`), each at
+    /// least [`MIN_API_KEY_LEN`] characters; empty turns the API off.
+    pub server_api_keys: Vec<String>,
+}
+
+/// Shortest accepted `http.server_api_keys` entry.
+pub const MIN_API_KEY_LEN: usize = 16;
+
+/// Every webhook event type, as named in `webhook.events` and in the events.
+pub const WEBHOOK_EVENTS: &[&str] = &[
+    "message.offline",
+    "user.online",
+    "user.offline",
+    "friend.added",
+    "group.member_joined",
+    "group.member_left",
+];
+
+/// Section `webhook`: events the node posts to the operator's backend.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    /// Where events are posted (`http://` or `https://`); empty = off.
+    pub url: String,
+    /// Key of the `Weim-Signature` HMAC-SHA256; required with `url`.
+    pub secret: String,
+    /// Event types posted (names of [`WEBHOOK_EVENTS`]); empty = all.
+    pub events: Vec<String>,
+    /// Events waiting to be posted at most; past it the oldest are dropped.
+    pub queue: usize,
+    /// Retries of an event after its first attempt failed.
+    pub max_retries: u32,
+    /// How long one post may take.
+    pub timeout: Duration,
+}
+
+impl Default for Webhook {
+    fn default() -> Self {
+        Webhook {
+            url: String::new(),
+            secret: String::new(),
+            events: WEBHOOK_EVENTS.iter().map(|e| e.to_string()).collect(),
+            queue: 10_000,
+            max_retries: 8,
+            timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Section `node`: threads and local files of this process.
@@ -318,6 +366,7 @@ impl Default for Http {
             admin_token: None,
             cors_origins: vec!["*".to_string()],
             public_url: String::new(),
+            server_api_keys: Vec::new(),
         }
     }
 }
@@ -457,6 +506,7 @@ const KEYS: &[Key] = keys![
     http.admin_token: OptStr,
     http.cors_origins: List,
     http.public_url: Str,
+    http.server_api_keys: List,
     node.reactors: Usize,
     node.workers: Usize,
     node.pin_cores: Bool,
@@ -508,10 +558,17 @@ const KEYS: &[Key] = keys![
     chat.withdraw_window: Dur,
     chat.commit_queue: Usize >= 1,
     user.default_avatar: Str,
+    webhook.url: Str,
+    webhook.secret: Str,
+    webhook.events: List,
+    webhook.queue: Usize >= 1,
+    webhook.max_retries: U32,
+    webhook.timeout: Dur,
 ];
 
 const SECTIONS: &[&str] = &[
-    "http", "node", "auth", "store", "limits", "cluster", "attach", "geo", "search", "chat", "user",
+    "http", "node", "auth", "store", "limits", "cluster", "attach", "geo", "search", "chat",
+    "user", "webhook",
 ];
 
 /// A raw value from either source: text (env, YAML scalar) or a YAML sequence.
@@ -836,6 +893,7 @@ fn validate(cfg: &mut Config) -> Result<(), String> {
     }
     validate_attach(&mut cfg.attach, &cfg.node.data_dir)?;
     validate_urls(cfg)?;
+    validate_backend(cfg)?;
     if cfg.search.kind == SearchKind::Elasticsearch && cfg.search.url.is_empty() {
         return Err("search.url: required when search.kind is elasticsearch".to_string());
     }
@@ -852,7 +910,7 @@ fn validate_attach(a: &mut Attach, data_dir: &Path) -> Result<(), String> {
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
     };
-    let reserved = ["api", "ws", "healthz", "metrics"];
+    let reserved = ["api", "server", "ws", "healthz", "metrics"];
     if !prefix.starts_with('/')
         || !prefix[1..].split('/').all(segment_ok)
         || prefix[1..]
@@ -918,6 +976,43 @@ fn validate_urls(cfg: &mut Config) -> Result<(), String> {
             "user.default_avatar: expected empty, a path like /public/avatar/default.png \
              or a URL like https://cdn.example.com/a.png, got {avatar:?}"
         ));
+    }
+    Ok(())
+}
+
+/// Checks `http.server_api_keys` and section `webhook`.
+fn validate_backend(cfg: &Config) -> Result<(), String> {
+    if let Some(short) = cfg
+        .http
+        .server_api_keys
+        .iter()
+        .find(|k| k.chars().count() < MIN_API_KEY_LEN)
+    {
+        return Err(format!(
+            "http.server_api_keys: every key needs at least {MIN_API_KEY_LEN} characters, \
+             one has {}",
+            short.chars().count()
+        ));
+    }
+    let w = &cfg.webhook;
+    if let Some(unknown) = w
+        .events
+        .iter()
+        .find(|e| !WEBHOOK_EVENTS.contains(&e.as_str()))
+    {
+        return Err(format!(
+            "webhook.events: unknown event {unknown:?}; known: {}",
+            WEBHOOK_EVENTS.join(", ")
+        ));
+    }
+    if !w.url.is_empty() && !is_http_url(&w.url) {
+        return Err(format!(
+            "webhook.url: expected empty or a URL like https://backend.example.com/weim, got {:?}",
+            w.url
+        ));
+    }
+    if !w.url.is_empty() && w.secret.is_empty() {
+        return Err("webhook.secret: required when webhook.url is set".to_string());
     }
     Ok(())
 }
@@ -1070,7 +1165,7 @@ mod tests {
         vars.dedup();
         assert_eq!(vars.len(), KEYS.len(), "ambiguous environment name");
         assert!(KEYS.iter().all(|k| SECTIONS.contains(&k.section)));
-        assert_eq!(KEYS.len(), 4 + 5 + 7 + 4 + 9 + 6 + 9 + 3 + 4 + 3 + 1);
+        assert_eq!(KEYS.len(), 5 + 5 + 7 + 4 + 9 + 6 + 9 + 3 + 4 + 3 + 1 + 6);
     }
 
     #[test]
@@ -1245,6 +1340,9 @@ cluster:
             let value = match key.env_name().as_str() {
                 "WEIM_CLUSTER_NODE_ID" => "probe",
                 "WEIM_HTTP_PUBLIC_URL" => "https://probe",
+                "WEIM_HTTP_SERVER_API_KEYS" => "probe-key-0123456789",
+                "WEIM_WEBHOOK_URL" => "http://probe",
+                "WEIM_WEBHOOK_EVENTS" => "user.online",
                 _ => value,
             };
             let mut vars = vec![(key.env_name(), value.to_string())];
@@ -1259,6 +1357,7 @@ cluster:
                 ("WEIM_ATTACH_S3_ACCESS_KEY", "a"),
                 ("WEIM_ATTACH_S3_SECRET_KEY", "s"),
                 ("WEIM_SEARCH_URL", "http://es:9200"),
+                ("WEIM_WEBHOOK_SECRET", "s"),
             ] {
                 if k != key.env_name() {
                     vars.push((k.to_string(), v.to_string()));
@@ -1568,6 +1667,46 @@ cluster:
                 "/public/avatar/default.png",
             );
         }
+    }
+
+    #[test]
+    fn server_api_and_webhook_validation() {
+        let c = load_env(&[(
+            "WEIM_HTTP_SERVER_API_KEYS",
+            "0123456789abcdef, fedcba9876543210",
+        )])
+        .unwrap();
+        assert_eq!(c.http.server_api_keys.len(), 2);
+        assert_err(
+            load_env(&[("WEIM_HTTP_SERVER_API_KEYS", "0123456789abcdef,short")]),
+            "http.server_api_keys:",
+            "at least 16",
+        );
+        assert_err(
+            load_env(&[("WEIM_WEBHOOK_URL", "http://backend/hook")]),
+            "webhook.secret:",
+            "required",
+        );
+        assert_err(
+            load_env(&[
+                ("WEIM_WEBHOOK_URL", "ftp://backend"),
+                ("WEIM_WEBHOOK_SECRET", "s"),
+            ]),
+            "webhook.url:",
+            "ftp://backend",
+        );
+        assert_err(
+            load_env(&[("WEIM_WEBHOOK_EVENTS", "user.online,user.gone")]),
+            "webhook.events:",
+            "user.gone",
+        );
+        let c = load_env(&[
+            ("WEIM_WEBHOOK_URL", "http://backend/hook"),
+            ("WEIM_WEBHOOK_SECRET", "s"),
+            ("WEIM_WEBHOOK_EVENTS", "message.offline"),
+        ])
+        .unwrap();
+        assert_eq!(c.webhook.events, vec!["message.offline"]);
     }
 
     #[test]

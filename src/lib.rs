@@ -3,7 +3,8 @@
 //! Where things live: a frame or request is read in [`reactor`] (parsed by
 //! [`ws`] and [`http`]); REST requests run on [`worker`]s through [`api`];
 //! pushes are routed by [`delivery`] (and between nodes by [`cluster`]);
-//! everything persistent is in [`store`].
+//! everything persistent is in [`store`]; events for the operator's
+//! backend leave through [`webhook`].
 
 pub mod api;
 pub mod attach;
@@ -24,5 +25,6 @@ pub mod reactor;
 pub mod search;
 pub mod store;
 pub mod supervise;
+pub mod webhook;
 pub mod worker;
 pub mod ws;

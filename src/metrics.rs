@@ -70,6 +70,37 @@ impl CloseReason {
     }
 }
 
+/// How a server API call ended; one counter each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiOutcome {
+    /// Done.
+    Ok,
+    /// Refused for its input (malformed JSON, a bad field, an unknown id).
+    Invalid,
+    /// Refused for a missing or wrong `Api-Key`.
+    BadKey,
+    /// Refused because its address sent too many wrong keys.
+    Throttled,
+}
+
+impl ApiOutcome {
+    const ALL: [ApiOutcome; 4] = [
+        ApiOutcome::Ok,
+        ApiOutcome::Invalid,
+        ApiOutcome::BadKey,
+        ApiOutcome::Throttled,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            ApiOutcome::Ok => "ok",
+            ApiOutcome::Invalid => "invalid",
+            ApiOutcome::BadKey => "bad_key",
+            ApiOutcome::Throttled => "throttled",
+        }
+    }
+}
+
 /// One reactor's counters.
 #[repr(align(128))]
 #[derive(Default)]
@@ -125,6 +156,7 @@ pub struct Metrics {
     pub commit_batches: AtomicU64,
     /// Messages in those batches.
     pub commit_messages: AtomicU64,
+    server_api: [AtomicU64; ApiOutcome::ALL.len()],
     thread_panics: [AtomicU64; Role::ALL.len()],
 }
 
@@ -140,6 +172,11 @@ impl Metrics {
     /// Counts a panic of a long-lived thread.
     pub fn thread_panicked(&self, role: Role) {
         self.thread_panics[role as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a server API call by its outcome.
+    pub fn server_api(&self, outcome: ApiOutcome) {
+        self.server_api[outcome as usize].fetch_add(1, Relaxed);
     }
 
     /// Records one finished job.
@@ -301,6 +338,18 @@ impl Metrics {
                 out,
                 "weim_thread_panics_total{{thread=\"{}\"}} {n}",
                 role.label()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP weim_server_api_requests_total Server API calls (/server/v1/*), by outcome.\n# TYPE weim_server_api_requests_total counter"
+        );
+        for outcome in ApiOutcome::ALL {
+            let n = self.server_api[outcome as usize].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "weim_server_api_requests_total{{outcome=\"{}\"}} {n}",
+                outcome.label()
             );
         }
         let _ = writeln!(

@@ -1,7 +1,7 @@
 //! One weim node: the state every thread shares, start-up wiring (store,
 //! secret, listeners, reactors, workers, optional core pinning, the cluster
-//! threads in cluster mode, each under `supervise`) and the drain on
-//! shutdown.
+//! threads in cluster mode, the webhook sender, each under `supervise`) and
+//! the drain on shutdown.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -13,7 +13,7 @@ use crossbeam_channel::Sender;
 use socket2::{Domain, Socket, Type};
 
 use crate::attach::{Attachments, Local, S3Config, S3};
-use crate::auth::{self, Throttle, Tokens};
+use crate::auth::{self, AddrThrottle, Throttle, Tokens};
 use crate::cluster::Cluster;
 use crate::commit::{self, Committer};
 use crate::config::{AttachKind, Config, SearchKind, StoreKind};
@@ -23,6 +23,7 @@ use crate::reactor::{self, Inbox, Reactor};
 use crate::search::{Elasticsearch, RedisGeo, Search, SqlSearch};
 use crate::store::{self, Store};
 use crate::supervise::{self, Role};
+use crate::webhook::Webhook;
 use crate::worker::{self, Job};
 
 /// What reactors and workers share.
@@ -49,6 +50,10 @@ pub struct Shared {
     pub jobs: Sender<Job>,
     /// Group commit of chat messages.
     pub committer: Committer,
+    /// Events for the operator's backend, when `webhook.url` is set.
+    pub webhook: Option<Arc<Webhook>>,
+    /// Wrong `Api-Key`s per address (the server API).
+    pub api_key_throttle: AddrThrottle,
     /// Set when the node starts draining.
     pub draining: AtomicBool,
     /// Jobs being handled right now.
@@ -224,9 +229,14 @@ impl Node {
             true => Some(Cluster::new(&config, addr, workers)?),
             false => None,
         };
+        let webhook = Webhook::new(&config.webhook);
         let mut registry = Registry::new(config.limits.conns_per_user);
-        if let Some(c) = &cluster {
-            registry = registry.with_presence(c.notifier());
+        match (&cluster, &webhook) {
+            // A user's first and last connection in the cluster are known
+            // to the presence thread, which tells the webhook.
+            (Some(c), _) => registry = registry.with_presence(c.notifier()),
+            (None, Some(w)) if w.wants_presence() => registry = registry.with_webhook(w.clone()),
+            (None, _) => {}
         }
         let (committer, submissions) = Committer::new(config.chat.commit_queue);
         let shared = Arc::new(Shared {
@@ -239,6 +249,11 @@ impl Node {
             metrics: Metrics::new(reactors),
             jobs: jobs_tx,
             committer,
+            webhook,
+            api_key_throttle: AddrThrottle::new(
+                config.auth.login_fail_limit_ip,
+                config.auth.login_fail_window,
+            ),
             draining: AtomicBool::new(false),
             active_jobs: AtomicUsize::new(0),
             failed: OnceLock::new(),
@@ -276,6 +291,13 @@ impl Node {
         let worker_cpus = (pin && !spare.is_empty()).then_some(spare);
         worker::spawn(workers, jobs_rx, shared.clone(), worker_cpus).map_err(|e| e.to_string())?;
         commit::spawn(submissions, shared.clone()).map_err(|e| e.to_string())?;
+        if let Some(w) = shared.webhook.clone() {
+            let s = shared.clone();
+            supervise::restarting(&shared, Role::Webhook, "weim-webhook".into(), move || {
+                w.run(&s)
+            })
+            .map_err(|e| format!("webhook: {e}"))?;
+        }
         if let Some(c) = &cluster {
             c.start(&shared)?;
         }

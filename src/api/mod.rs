@@ -1,5 +1,5 @@
-//! REST handlers, run on workers: routing of `/api/v1/*` and of the
-//! operations routes, the `Login-Token` check, CORS, and the
+//! REST handlers, run on workers: routing of `/api/v1/*`, of the server
+//! API `/server/v1/*` (`server`) and of the operations routes, the `Login-Token` check, CORS, and the
 //! `{code,msg,data}` answers of PROTOCOL §1. Each concern's handlers live in
 //! a submodule that exports its route table.
 //!
@@ -25,6 +25,7 @@ mod geo;
 mod groups;
 mod ops;
 mod profile;
+mod server;
 mod upload;
 
 pub use self::upload::body_limit;
@@ -38,6 +39,7 @@ use crate::http::{Params, Request, Response};
 use crate::node::Shared;
 use crate::search::SearchError;
 use crate::store::StoreError;
+use crate::webhook::Kind;
 
 /// Success.
 pub(crate) const OK: i32 = 0;
@@ -92,6 +94,9 @@ fn find(path: &str) -> Option<&'static Route> {
         .find(|(p, _)| *p == path)
         .map(|(_, r)| r)
 }
+
+/// Where the server API (for the operator's backend) lives.
+const SERVER_PREFIX: &str = "/server/v1/";
 
 /// Request headers a browser may send across origins: the old server's
 /// list (`AccessToken`, `X-CSRF-Token` and `Authorization` included, which
@@ -158,6 +163,9 @@ fn route(node: &Shared, req: &Request) -> Response {
         "/cluster" if get => ops::admin(node, req, ops::cluster),
         "/healthz" | "/metrics" | "/ws/status" | "/ws/sendToAll" | "/cluster" | "/ws" => {
             Response::error(405)
+        }
+        path if path.starts_with(SERVER_PREFIX) => {
+            server::handle(node, req, &path[SERVER_PREFIX.len()..])
         }
         path if (get || req.method == "HEAD")
             && path.starts_with(node.config.attach.url_prefix.as_str()) =>
@@ -303,6 +311,14 @@ fn caller(node: &Shared, req: &Request) -> Result<Caller, Response> {
         token: token.to_string(),
         exp: claims.exp,
     })
+}
+
+/// Queues a webhook event (after the change it reports was stored), when
+/// webhooks are on.
+pub(crate) fn webhook(node: &Shared, kind: Kind, data: Value) {
+    if let Some(w) = &node.webhook {
+        w.emit(kind, data);
+    }
 }
 
 pub(crate) fn ok(msg: &str, data: Value) -> Response {

@@ -36,6 +36,9 @@ pub(super) fn metrics(node: &Shared) -> Response {
     if let Some(c) = node.delivery.cluster() {
         c.stats.render(&mut text);
     }
+    if let Some(w) = &node.webhook {
+        w.render(&mut text);
+    }
     Response {
         content_type: "text/plain; version=0.0.4",
         ..Response::text(200, text)
@@ -58,7 +61,7 @@ pub(super) fn admin(node: &Shared, req: &Request, f: fn(&Shared, &Params) -> Res
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

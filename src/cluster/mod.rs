@@ -683,10 +683,11 @@ impl Cluster {
     /// of the batch, then, per message, one PUBLISH per live target node
     /// carrying the frame and that node's recipients (all PUBLISHes in one
     /// pipeline). Recipients on no live node are left to their pending
-    /// messages. Returns the number of PUBLISHes.
-    pub fn route(&self, batch: &[Outbound<'_>]) -> usize {
+    /// messages. Returns the recipients found on another live node, once
+    /// Redis took the PUBLISHes.
+    pub fn route(&self, batch: &[Outbound<'_>]) -> Vec<u64> {
         if batch.is_empty() || !self.peers.has_others(&self.me.id) {
-            return 0;
+            return Vec::new();
         }
         let mut uids: Vec<u64> = batch.iter().flat_map(|m| m.uids.iter().copied()).collect();
         uids.sort_unstable();
@@ -695,7 +696,7 @@ impl Cluster {
             self.stats
                 .route_failures
                 .fetch_add(batch.len() as u64, Relaxed);
-            return 0;
+            return Vec::new();
         };
         // Each recipient's live nodes other than this one.
         let mut remote: HashMap<u64, Vec<String>> = HashMap::new();
@@ -709,7 +710,7 @@ impl Cluster {
             }
         }
         if remote.is_empty() {
-            return 0;
+            return Vec::new();
         }
         let mut publishes: Vec<(String, Vec<u8>)> = Vec::new();
         for m in batch {
@@ -744,13 +745,13 @@ impl Cluster {
                     .fetch_add(publishes.len() as u64, Relaxed);
                 let unheard = heard.iter().filter(|&&n| n == 0).count();
                 self.stats.unheard.fetch_add(unheard as u64, Relaxed);
-                publishes.len()
+                remote.into_keys().collect()
             }
             None => {
                 self.stats
                     .route_failures
                     .fetch_add(batch.len() as u64, Relaxed);
-                0
+                Vec::new()
             }
         }
     }

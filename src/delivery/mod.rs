@@ -134,6 +134,33 @@ impl Delivery {
         self.deliver_message(uids, frame, 0, None)
     }
 
+    /// Pushes a notice to every connection of these users, here and (in
+    /// cluster mode, one presence lookup and one PUBLISH per target node)
+    /// on the other nodes they are signed in on. Returns how many of the
+    /// users it reached somewhere.
+    pub fn notify(&self, uids: &[u64], frame: SharedFrame) -> usize {
+        let mut uids = uids.to_vec();
+        uids.sort_unstable();
+        uids.dedup();
+        let here: Vec<bool> = uids.iter().map(|&u| self.registry.is_online(u)).collect();
+        self.deliver_local(&uids, frame.clone(), 0, None);
+        let elsewhere: std::collections::HashSet<u64> = match &self.cluster {
+            Some(c) => c
+                .route(&[Outbound {
+                    uids: &uids,
+                    frame: &frame,
+                    id: 0,
+                }])
+                .into_iter()
+                .collect(),
+            None => Default::default(),
+        };
+        uids.iter()
+            .zip(here)
+            .filter(|(u, here)| *here || elsewhere.contains(u))
+            .count()
+    }
+
     /// Pushes the frame of stored message `id` (0 for a notice) to every
     /// connection of these users except `except` (the sending connection):
     /// here, one inbox message per reactor, and in cluster mode on the other

@@ -1,14 +1,18 @@
 //! The registry of signed-in connections on this node: user id → that
 //! user's connections, in shards so no global lock sits on the hot path. In
 //! cluster mode it reports a user's first sign-in and last close here to
-//! the presence thread.
+//! the presence thread; on a single node, to the webhook (`user.online`,
+//! `user.offline`).
 
 use std::collections::HashMap;
+
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use crate::cluster::presence::{Event, Notifier};
 use crate::reactor::ConnRef;
+use crate::webhook::Webhook;
 
 const SHARDS: usize = 64;
 
@@ -20,6 +24,7 @@ pub struct Registry {
     shards: Box<[Shard]>,
     conns_per_user: usize,
     presence: Option<Notifier>,
+    webhook: Option<Arc<Webhook>>,
 }
 
 impl Registry {
@@ -34,6 +39,7 @@ impl Registry {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             conns_per_user,
             presence: None,
+            webhook: None,
         }
     }
 
@@ -42,6 +48,13 @@ impl Registry {
     /// their order; sending never blocks.
     pub fn with_presence(mut self, presence: Notifier) -> Registry {
         self.presence = Some(presence);
+        self
+    }
+
+    /// Reports each user's first sign-in and last close to the webhook (a
+    /// single node; in a cluster the presence thread does, cluster-wide).
+    pub fn with_webhook(mut self, webhook: Arc<Webhook>) -> Registry {
+        self.webhook = Some(webhook);
         self
     }
 
@@ -58,6 +71,9 @@ impl Registry {
             if let Some(p) = &self.presence {
                 p.send(Event::Online(uid));
             }
+            if let Some(w) = &self.webhook {
+                w.presence(uid, true);
+            }
         }
         conns.push(conn);
         (conns.len() > self.conns_per_user).then(|| conns.remove(0))
@@ -72,6 +88,9 @@ impl Registry {
                 shard.remove(&uid);
                 if let Some(p) = &self.presence {
                     p.send(Event::Offline(uid));
+                }
+                if let Some(w) = &self.webhook {
+                    w.presence(uid, false);
                 }
             }
         }
@@ -100,7 +119,6 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn conn(token: u32) -> ConnRef {
         ConnRef {
