@@ -17,10 +17,14 @@
 //! ids and users are unique per test, and frames of other tests (a
 //! broadcast reaches every node on the Redis) are skipped by [`expect`].
 //!
+//! [`backend`] runs the server API and webhooks across three nodes.
+//!
 //! [`holes`] checks that a message live routing missed still reaches its
 //! recipient: those tests cut one node's link to the shared Redis or etcd
 //! through a [`CutProxy`], or remove their own users' presence records.
 
+#[path = "cluster/backend.rs"]
+mod backend;
 mod common;
 #[path = "cluster/holes.rs"]
 mod holes;

@@ -142,7 +142,8 @@ impl Receiver {
     }
 
     /// Waits (at most `within`) until `cond` holds for what was received;
-    /// returns it.
+    /// returns it. `cond` runs under the receiver's lock: it must not call
+    /// the receiver.
     #[track_caller]
     pub fn wait_for(
         &self,
@@ -163,15 +164,6 @@ impl Receiver {
             }
             state = self.inner.changed.wait_timeout(state, left).unwrap().0;
         }
-    }
-
-    /// Events of type `kind` received so far.
-    pub fn of_type(&self, kind: &str) -> Vec<Value> {
-        self.got()
-            .into_iter()
-            .filter(|d| d.event["type"] == kind)
-            .map(|d| d.event)
-            .collect()
     }
 }
 
