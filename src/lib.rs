@@ -5,6 +5,7 @@
 //! pushes are routed by [`delivery`] (and between nodes by [`cluster`]);
 //! everything persistent is in [`store`].
 
+pub mod access;
 pub mod api;
 pub mod attach;
 pub mod auth;
