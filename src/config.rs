@@ -1087,7 +1087,7 @@ mod tests {
         vars.dedup();
         assert_eq!(vars.len(), KEYS.len(), "ambiguous environment name");
         assert!(KEYS.iter().all(|k| SECTIONS.contains(&k.section)));
-        assert_eq!(KEYS.len(), 4 + 5 + 7 + 4 + 9 + 6 + 9 + 3 + 4 + 3 + 1);
+        assert_eq!(KEYS.len(), 4 + 5 + 10 + 4 + 9 + 6 + 9 + 3 + 4 + 3 + 1);
     }
 
     #[test]
@@ -1262,6 +1262,7 @@ cluster:
             let value = match key.env_name().as_str() {
                 "WEIM_CLUSTER_NODE_ID" => "probe",
                 "WEIM_HTTP_PUBLIC_URL" => "https://probe",
+                "WEIM_AUTH_USER_CACHE_SIZE" => "640",
                 _ => value,
             };
             let mut vars = vec![(key.env_name(), value.to_string())];

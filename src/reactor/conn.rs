@@ -49,9 +49,10 @@ pub(super) enum HttpPhase {
 pub(super) struct Session {
     /// Its user.
     pub uid: u64,
-    /// The absolute end of the session it signed in with, unix seconds:
-    /// the connection is closed (4001) once it has passed.
-    pub ends: i64,
+    /// The absolute end of the session it signed in with, unix seconds
+    /// (32 bits keep `Conn` small; they last until 2106): the connection
+    /// is closed (4001) once it has passed.
+    pub ends: u32,
     /// What was written to it, confirmed by it, and its catching up.
     pub ledger: Ledger,
     /// A Cmd 20 waiting for room in the committer queue; the connection is

@@ -584,7 +584,7 @@ impl Reactor {
                     CloseReason::AuthTimeout
                 }
                 State::WsReady(s) => {
-                    if s.ends <= unix {
+                    if i64::from(s.ends) <= unix {
                         doomed.push((key, CloseReason::SessionEnded));
                     } else if ping_interval.is_zero() {
                         if age > limits.idle_timeout {

@@ -175,7 +175,7 @@ impl Reactor {
         }
         conn.state = State::WsReady(Session {
             uid: who.uid,
-            ends: who.end,
+            ends: u32::try_from(who.end).unwrap_or(u32::MAX),
             ledger: Ledger::new(acks),
             deferred: None,
             pinged: false,
