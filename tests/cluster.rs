@@ -1170,18 +1170,39 @@ fn measure_cross_node_latency_and_publishes() {
         wait_metric_eq(n, "weim_cluster_degraded", 0.0, Duration::from_secs(5));
     }
 
-    // Users need no account: tokens are minted with the test secret and
-    // friendships written to the store.
+    // Users and friendships are written to the store; tokens are minted
+    // with the test secret (one made-up session per user).
     let base = (now_secs() as u64 % 1_000_000) * 10_000 + 5_000_000_000;
     let token = |uid: u64| {
         sign_jwt(
-            &json!({"id": uid, "at": now_secs(), "exp": now_secs() + 3600}),
+            &json!({
+                "id": uid,
+                "at": now_secs(),
+                "exp": now_secs() + 3600,
+                "sid": format!("{uid:016x}"),
+                "end": now_secs() + 3600,
+            }),
             JWT_SECRET,
         )
     };
     let mut db = mysql();
     let senders: Vec<u64> = (0..pairs as u64).map(|i| base + i).collect();
     let recipients: Vec<u64> = (0..pairs as u64).map(|i| base + 1000 + i).collect();
+    db.exec_batch(
+        "INSERT IGNORE INTO users (id, username, username_key, password_hash, nickname, created_at) \
+         VALUES (?, ?, ?, '', ?, ?)",
+        // The senders, the recipients and the group's members (below).
+        senders
+            .iter()
+            .chain(&recipients)
+            .copied()
+            .chain((0..9).map(|i| base + 2000 + i))
+            .map(|uid| {
+            let name = format!("m{uid}");
+            (uid, name.clone(), name.clone(), name, now_secs())
+        }),
+    )
+    .unwrap();
     for (&a, &b) in senders.iter().zip(&recipients) {
         db.exec_batch(
             "INSERT IGNORE INTO friends (user_id, friend_id, created_at) VALUES (?, ?, ?)",

@@ -90,8 +90,16 @@ fn logout_ends_the_session_and_closes_its_sockets(store: Store) {
     assert_eq!(same_session.expect_close(WAIT), CLOSE_LOGGED_OUT);
     assert_alive(&mut other_session);
     assert_eq!(node.me(&first.token)["code"], CODE_OK);
-    assert!(node.metrics().value("weim_closes_total{reason=\"logged_out\"}") >= 1.0);
-    assert!(node.metrics().value("weim_auth_refusals_total{reason=\"revoked\"}") >= 4.0);
+    assert!(
+        node.metrics()
+            .value("weim_closes_total{reason=\"logged_out\"}")
+            >= 1.0
+    );
+    assert!(
+        node.metrics()
+            .value("weim_auth_refusals_total{reason=\"revoked\"}")
+            >= 4.0
+    );
 }
 
 on_both_stores!(logout_ends_the_session_and_closes_its_sockets);
@@ -136,7 +144,10 @@ fn refreshing_never_extends_a_session_past_session_ttl() {
     let renewed_claims = jwt_claims(&renewed);
     assert_eq!(renewed_claims["sid"], claims["sid"], "{renewed_claims}");
     assert_eq!(renewed_claims["end"], end, "{renewed_claims}");
-    assert!(renewed_claims["exp"].as_i64() <= Some(end), "{renewed_claims}");
+    assert!(
+        renewed_claims["exp"].as_i64() <= Some(end),
+        "{renewed_claims}"
+    );
 
     // Past the end: the fresh token is refused and the socket closed.
     assert!(wait_until(Duration::from_secs(8), || now_secs() > end));
@@ -205,7 +216,11 @@ fn tokens_of_disabled_users_are_refused() {
     let login = node.login_raw(&account.username, PASSWORD);
     assert_eq!(login["code"], CODE_FAIL, "{login}");
     assert_eq!(login["msg"], "账号已被禁用", "{login}");
-    assert!(node.metrics().value("weim_auth_refusals_total{reason=\"disabled\"}") >= 2.0);
+    assert!(
+        node.metrics()
+            .value("weim_auth_refusals_total{reason=\"disabled\"}")
+            >= 2.0
+    );
     // A socket signed in before stays (closing a user's sockets is for
     // whoever disables them).
     assert_alive(&mut ws);
