@@ -1,9 +1,10 @@
 //! Whether a token's user may be signed in: the account exists and is not
 //! disabled ([`Accounts::user_status`]). REST checks it on its worker for
-//! every authenticated call; a WebSocket sign-in asks a worker before it
-//! answers Cmd 4. Answers are cached per node for `auth.user_cache_ttl`,
-//! in shards (at most `auth.user_cache_size` users), so a busy user costs
-//! one indexed look-up per interval, not one per call.
+//! every authenticated call; a WebSocket sign-in uses a fresh cached answer
+//! on its reactor, or else asks a worker before it answers Cmd 4. Answers
+//! are cached per node for `auth.user_cache_ttl`, in shards (at most
+//! `auth.user_cache_size` users), so a busy user costs one indexed look-up
+//! per interval, not one per call.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -44,36 +45,45 @@ impl Access {
         store: &S,
         uid: u64,
     ) -> Result<Result<(), Refusal>, StoreError> {
-        let status = self.status(store, uid)?;
-        Ok(match status {
-            UserStatus::Active => Ok(()),
-            UserStatus::Disabled => Err(Refusal::Disabled),
-            UserStatus::Missing => Err(Refusal::NoUser),
-        })
-    }
-
-    fn status<S: Accounts + ?Sized>(&self, store: &S, uid: u64) -> Result<UserStatus, StoreError> {
-        let shard = &self.shards[(uid as usize) % SHARDS];
-        if let Some(&(status, at)) = shard.lock().get(&uid) {
-            if at.elapsed() < self.ttl {
-                return Ok(status);
-            }
+        if let Some(verdict) = self.cached(uid) {
+            return Ok(verdict);
         }
         let status = store.user_status(uid)?;
-        if !self.ttl.is_zero() {
-            let mut map = shard.lock();
-            if map.len() >= self.per_shard && !map.contains_key(&uid) {
-                // Full: forget what is stale; if all is fresh, start over
-                // (a shard is small, and a forgotten user costs one look-up).
-                let ttl = self.ttl;
-                map.retain(|_, (_, at)| at.elapsed() < ttl);
-                if map.len() >= self.per_shard {
-                    map.clear();
-                }
-            }
-            map.insert(uid, (status, Instant::now()));
+        self.remember(uid, status);
+        Ok(verdict(status))
+    }
+
+    /// [`Access::check`] from the cache alone (no store call: a reactor
+    /// may ask); `None` when no fresh answer is cached.
+    pub fn cached(&self, uid: u64) -> Option<Result<(), Refusal>> {
+        let shard = self.shards[(uid as usize) % SHARDS].lock();
+        let &(status, at) = shard.get(&uid)?;
+        (at.elapsed() < self.ttl).then(|| verdict(status))
+    }
+
+    fn remember(&self, uid: u64, status: UserStatus) {
+        if self.ttl.is_zero() {
+            return;
         }
-        Ok(status)
+        let mut map = self.shards[(uid as usize) % SHARDS].lock();
+        if map.len() >= self.per_shard && !map.contains_key(&uid) {
+            // Full: forget what is stale; if all is fresh, start over (a
+            // shard is small, and a forgotten user costs one look-up).
+            let ttl = self.ttl;
+            map.retain(|_, (_, at)| at.elapsed() < ttl);
+            if map.len() >= self.per_shard {
+                map.clear();
+            }
+        }
+        map.insert(uid, (status, Instant::now()));
+    }
+}
+
+fn verdict(status: UserStatus) -> Result<(), Refusal> {
+    match status {
+        UserStatus::Active => Ok(()),
+        UserStatus::Disabled => Err(Refusal::Disabled),
+        UserStatus::Missing => Err(Refusal::NoUser),
     }
 }
 
@@ -90,7 +100,9 @@ mod tests {
         let user = store.create_user("access1", "h", 1).unwrap();
         let access = Access::new(Duration::from_secs(60), 64);
         let uncached = Access::new(Duration::ZERO, 64);
+        assert_eq!(access.cached(user.id), None);
         assert_eq!(access.check(store, user.id).unwrap(), Ok(()));
+        assert_eq!(access.cached(user.id), Some(Ok(())));
         let next = user.id + 1;
         assert_eq!(access.check(store, next).unwrap(), Err(Refusal::NoUser));
         // Created after the answer: the cached one holds until the TTL.

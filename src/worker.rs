@@ -55,8 +55,9 @@ pub enum Task {
 
 /// Cmd 2 to a refused sign-in.
 pub const AUTH_FAILED: &str = "认证失败";
-/// Cmd 2 to a sign-in the store could not check.
-const UNAVAILABLE: &str = "服务暂不可用，请稍后重试";
+/// Cmd 2 to a sign-in that could not be checked (store down, job queue
+/// full).
+pub const UNAVAILABLE: &str = "服务暂不可用，请稍后重试";
 
 /// Largest piece of a streamed body read at once.
 const BODY_PIECE: usize = 256 * 1024;

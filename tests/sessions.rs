@@ -115,6 +115,7 @@ fn revocation_survives_a_restart() {
     drop(node);
 
     let node = Node::builder().data_dir(dir.path()).start();
+    assert_eq!(node.metrics().value("weim_revoked_sessions"), 1.0);
     for token in [&account.token, &renewed] {
         let me = node.me(token);
         assert_eq!(me["code"], CODE_AUTH, "revoked before the restart: {me}");

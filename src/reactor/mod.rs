@@ -6,12 +6,12 @@
 //!
 //! # A connection's life (see [`conn::State`])
 //! ```text
-//! accept ─▶ Http::Idle ──request──▶ Http::Working (a worker) ──reply──▶ Http::Idle
+//! accept ─▶ Http::Idle ──request──▶ Http::Working (a worker) ──reply──▶ Http::Idle (keep-alive, pipelining)
 //!            │                                   └─ large body ─▶ Http::Streaming ─▶ Http::Idle
-//!            └─ GET /ws + Upgrade ─▶ WsPending ──Cmd 3 + valid token──▶ WsChecking
-//!                                     ▲            (a worker: the user exists, not disabled)
-//!                                     └── refused ──┴── allowed ──▶ WsReady(Session)
-//!                                                                         │
+//!            └─ GET /ws + Upgrade ─▶ WsPending ──Cmd 3 + valid token──▶ WsChecking ──user ok──▶ WsReady(Session)
+//!                                      ▲                                   │ (a worker)
+//!                                      └──────── user refused ─────────────┘
+//!
 //!   any state ── error / close frame / deadline / drain ──▶ Closing ──▶ dropped
 //! ```
 //! Where things are:

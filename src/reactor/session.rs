@@ -13,7 +13,7 @@ use crate::commit::Submission;
 use crate::delivery::ledger::Ledger;
 use crate::message::{cmd, parse_client, ClientMsg, Push};
 use crate::metrics::{CloseReason, Refusal};
-use crate::worker::{Task, AUTH_FAILED};
+use crate::worker::{Task, AUTH_FAILED, UNAVAILABLE};
 use crate::ws::{self, close, Opcode};
 
 impl Reactor {
@@ -121,8 +121,9 @@ impl Reactor {
 
     /// Cmd 3: a valid token (signature, expiry, session neither revoked nor
     /// ended) is checked here; whether its user exists and is not disabled
-    /// is asked of a worker, whose answer ([`Reactor::user_checked`])
-    /// signs the connection in. The connection is not read meanwhile.
+    /// comes from the node's cache, or else from a worker, whose answer
+    /// ([`Reactor::user_checked`]) completes the sign-in. The connection is
+    /// not read meanwhile.
     fn sign_in(&mut self, key: usize, token: &str, acks: bool) {
         let who = match self.shared.tokens.verify(token) {
             Ok(who) => who,
@@ -132,13 +133,21 @@ impl Reactor {
                 return;
             }
         };
+        if let Some(verdict) = self.shared.access.cached(who.uid) {
+            let refused = verdict.err().map(|refusal| {
+                self.shared.metrics.refused(refusal);
+                AUTH_FAILED
+            });
+            self.complete_sign_in(key, who, acks, refused);
+            return;
+        }
         let id = self.id;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let me = conn.conn_ref(id, key);
         if self.queue(me, Task::SignIn { who, acks }).is_err() {
-            self.reply(key, &Push::system(cmd::FAIL, AUTH_FAILED));
+            self.reply(key, &Push::system(cmd::FAIL, UNAVAILABLE));
             return;
         }
         if let Some(conn) = self.conns.get_mut(key) {
@@ -146,10 +155,28 @@ impl Reactor {
         }
     }
 
-    /// A worker's answer to a sign-in: refused (Cmd 2, the client may try
-    /// again), or signed in (Cmd 4, then its pending messages) unless the
-    /// session was revoked meanwhile.
+    /// A worker's answer to a sign-in: completes it, then reads on.
     pub(super) fn user_checked(
+        &mut self,
+        key: usize,
+        who: Identity,
+        acks: bool,
+        refused: Option<&'static str>,
+    ) {
+        if !matches!(
+            self.conns.get(key).map(|c| &c.state),
+            Some(State::WsChecking)
+        ) {
+            return;
+        }
+        self.complete_sign_in(key, who, acks, refused);
+        self.resume_input(key);
+    }
+
+    /// Refused (Cmd 2 with `refused`, the client may try again), or signed
+    /// in (Cmd 4, then its pending messages) unless the session was revoked
+    /// meanwhile.
+    fn complete_sign_in(
         &mut self,
         key: usize,
         who: Identity,
@@ -160,17 +187,13 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if !matches!(conn.state, State::WsChecking) {
-            return;
-        }
-        let revoked = self.shared.tokens.is_revoked(who.sid);
+        let revoked = refused.is_none() && self.shared.tokens.is_revoked(who.sid);
         if revoked {
             self.shared.metrics.refused(Refusal::Revoked);
         }
         if let Some(text) = refused.or(revoked.then_some(AUTH_FAILED)) {
             conn.state = State::WsPending;
             self.reply(key, &Push::system(cmd::FAIL, text));
-            self.resume_input(key);
             return;
         }
         conn.state = State::WsReady(Session {
@@ -191,7 +214,6 @@ impl Reactor {
         self.reply(key, &Push::system(cmd::SIGNED_IN, "认证成功"));
         if self.live(me).is_some() {
             self.start_catch_up(key, None);
-            self.resume_input(key);
         }
     }
 
