@@ -191,18 +191,15 @@ impl Tokens {
         }
     }
 
-    /// The first token of a new session of `uid` (login, register).
-    pub fn start(&self, uid: u64) -> String {
+    /// The first token of a new session of `uid` (login, register); an
+    /// error when the OS has no randomness to give.
+    pub fn start(&self, uid: u64) -> Result<String, String> {
         let mut raw = [0u8; 8];
-        let mut sid = 0;
-        while sid == 0 {
-            // The OS random source does not fail on Linux once seeded; a
-            // zero (never issued) draws again.
-            let _ = getrandom::fill(&mut raw);
-            sid = u64::from_le_bytes(raw);
-        }
+        getrandom::fill(&mut raw).map_err(|e| format!("session id: {e}"))?;
+        // 0 is never issued (it means "no session" on the bus).
+        let sid = u64::from_le_bytes(raw).max(1);
         let end = now_secs().saturating_add(self.session_ttl);
-        self.sign(uid, sid, end)
+        Ok(self.sign(uid, sid, end))
     }
 
     /// A new token of the caller's session (`data.t`), expiring at most at
@@ -446,10 +443,10 @@ mod tests {
             Duration::from_secs(60),
             Duration::from_secs(3600),
         );
-        let t = tokens.start(42);
+        let t = tokens.start(42).unwrap();
         let who = tokens.verify(&t).unwrap();
         assert_eq!(who.uid, 42);
-        let other = tokens.start(42);
+        let other = tokens.start(42).unwrap();
         assert_ne!(tokens.verify(&other).unwrap().sid, who.sid);
         let refreshed = tokens.refresh(&who);
         assert_eq!(tokens.verify(&refreshed), Ok(who));
@@ -466,7 +463,7 @@ mod tests {
     #[test]
     fn refreshing_never_passes_the_session_end() {
         let tokens = Tokens::new(b"secret", Duration::from_secs(600), Duration::from_secs(60));
-        let who = tokens.verify(&tokens.start(7)).unwrap();
+        let who = tokens.verify(&tokens.start(7).unwrap()).unwrap();
         let t = tokens.refresh(&who);
         let decoded = jsonwebtoken::decode::<Claims>(
             &t,

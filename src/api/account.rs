@@ -48,12 +48,20 @@ fn check_credentials(params: &Params) -> Result<(&str, &str), Response> {
     Ok((username, password))
 }
 
-/// The signed-in answer of register and login.
+/// The signed-in answer of register and login: the first token of a new
+/// session.
 fn signed_in(node: &Shared, user: &User) -> Response {
+    let token = match node.tokens.start(user.id) {
+        Ok(t) => t,
+        Err(e) => {
+            log::error!("{e}");
+            return Response::error(500);
+        }
+    };
     ok(
         "登录成功",
         json!({
-            "t": node.tokens.start(user.id),
+            "t": token,
             "user": {
                 "id": user.id,
                 "username": user.username,

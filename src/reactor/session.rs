@@ -211,6 +211,13 @@ impl Reactor {
         if let Some(old) = self.shared.delivery.registry.add(who.uid, who.sid, me) {
             self.shared.delivery.close(old, close::REPLACED);
         }
+        // A logout revokes before it looks the session's connections up:
+        // one revoked since the check above either finds this connection
+        // registered or is seen here.
+        if self.shared.tokens.is_revoked(who.sid) {
+            self.close_ws(key, close::LOGGED_OUT, CloseReason::LoggedOut);
+            return;
+        }
         self.reply(key, &Push::system(cmd::SIGNED_IN, "认证成功"));
         if self.live(me).is_some() {
             self.start_catch_up(key, None);
