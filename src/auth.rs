@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
@@ -180,6 +180,9 @@ impl Tokens {
     /// Keys from the secret; tokens live `ttl`, sessions `session_ttl`.
     pub fn new(secret: &[u8], ttl: Duration, session_ttl: Duration) -> Tokens {
         let mut validation = Validation::new(Algorithm::HS256);
+        // `exp` must be there, and is checked in `verify` after the
+        // session's end, so that a token past both counts as `Ended`.
+        validation.validate_exp = false;
         validation.leeway = 0;
         Tokens {
             encoding: EncodingKey::from_secret(secret),
@@ -228,12 +231,10 @@ impl Tokens {
         if token.is_empty() || token.len() > MAX_TOKEN {
             return Err(TokenError::Invalid);
         }
-        let claims = match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
-            Ok(data) => data.claims,
-            Err(e) if matches!(e.kind(), ErrorKind::ExpiredSignature) => {
-                return Err(TokenError::Expired)
-            }
-            Err(_) => return Err(TokenError::Invalid),
+        let Ok(claims) = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|data| data.claims)
+        else {
+            return Err(TokenError::Invalid);
         };
         let Some(sid) = parse_sid(&claims.sid) else {
             return Err(TokenError::Invalid);
@@ -241,8 +242,13 @@ impl Tokens {
         if !(1..=i64::MAX as u64).contains(&claims.id) {
             return Err(TokenError::Invalid);
         }
-        if claims.end <= now_secs() {
+        // A token is over at its `exp` second, a session at its `end`.
+        let now = now_secs();
+        if claims.end <= now {
             return Err(TokenError::Ended);
+        }
+        if claims.exp <= now {
+            return Err(TokenError::Expired);
         }
         if self.is_revoked(sid) {
             return Err(TokenError::Revoked);
@@ -487,6 +493,14 @@ mod tests {
         assert_eq!(
             tokens.verify(&forge(&claims(1, sid, now + 60, now))),
             Err(TokenError::Ended)
+        );
+        assert_eq!(
+            tokens.verify(&forge(&claims(1, sid, now - 10, now - 10))),
+            Err(TokenError::Ended)
+        );
+        assert_eq!(
+            tokens.verify(&forge(&claims(1, sid, now, now + 60))),
+            Err(TokenError::Expired)
         );
         assert_eq!(
             tokens.verify(&forge(&claims(1, sid, now - 10, now + 60))),

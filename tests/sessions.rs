@@ -154,8 +154,12 @@ fn refreshing_never_extends_a_session_past_session_ttl() {
     assert!(wait_until(Duration::from_secs(8), || now_secs() > end));
     let me = node.me(&renewed);
     assert_eq!(me["code"], CODE_AUTH, "token past its session's end: {me}");
+    assert_eq!(me["msg"], "登录状态已过期，请重新登录", "{me}");
     assert_sign_in_refused(&node, &renewed);
     assert_eq!(ws.expect_close(WAIT), CLOSE_LOGGED_OUT);
+    let m = node.metrics();
+    assert!(m.value("weim_auth_refusals_total{reason=\"session_ended\"}") >= 2.0);
+    assert_eq!(m.value("weim_closes_total{reason=\"session_ended\"}"), 1.0);
     // A login starts a new session.
     let again = node.login(&account.username);
     assert_eq!(node.me(&again.token)["code"], CODE_OK);
