@@ -853,6 +853,40 @@ fn a_killed_node_leaves_the_peer_tables_and_its_users_messages_stay_pending() {
     assert_eq!(got["Id"], id, "{got}");
 }
 
+/// A node whose bus lost Redis while a session was logged out on another
+/// node refuses that session's tokens once its bus subscribes again: it
+/// reloads the revoked sessions from the store.
+#[test]
+fn a_logout_published_while_a_node_was_away_counts_there_once_it_is_back() {
+    let s = services();
+    let (redis_link, via) = CutProxy::in_front_of(&s.redis);
+    let ids = node_ids(2);
+    let nodes = start_all(vec![
+        cluster_node(Some(&ids[0]), &s.etcd, &s.redis),
+        cluster_node(Some(&ids[1]), &s.etcd, &via),
+    ]);
+    for n in &nodes {
+        wait_servers(n, |x| ids.iter().all(|id| x.contains(id)), "both nodes");
+        wait_metric_eq(n, "weim_bus_up", 1.0, Duration::from_secs(10));
+    }
+    let account = nodes[0].new_account();
+    let me = nodes[1].me(&account.token);
+    assert_eq!(me["code"], CODE_OK, "{me}");
+    let renewed = me["data"]["t"].as_str().expect("data.t").to_string();
+
+    redis_link.cut();
+    wait_metric_eq(&nodes[1], "weim_bus_up", 0.0, Duration::from_secs(10));
+    let bye = nodes[0].api_as(&account.token, "/api/v1/logout", &[]);
+    assert_eq!(bye["code"], CODE_OK, "{bye}");
+    // Node 1 heard nothing: it still takes the session's token.
+    assert_eq!(nodes[1].me(&renewed)["code"], CODE_OK);
+
+    redis_link.restore();
+    wait_metric_eq(&nodes[1], "weim_bus_up", 1.0, Duration::from_secs(15));
+    let me = nodes[1].me(&renewed);
+    assert_eq!(me["code"], CODE_AUTH, "revoked session accepted: {me}");
+}
+
 #[test]
 fn a_drained_node_leaves_at_once() {
     let s = services();

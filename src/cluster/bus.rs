@@ -204,11 +204,13 @@ pub fn run(cluster: &Cluster, shared: &Shared) {
             backoff = (backoff * 2).min(BACKOFF_MAX);
             continue;
         }
-        stats.bus_up.store(1, Relaxed);
-        stats.bus_subscriptions.fetch_add(1, Relaxed);
+        // Subscribed: what is revoked from now on is heard; what was
+        // revoked before is in the store.
         if let Err(e) = shared.tokens.load_revoked(shared.store.as_ref()) {
             log::warn!("cluster: revoked sessions not reloaded: {e}");
         }
+        stats.bus_up.store(1, Relaxed);
+        stats.bus_subscriptions.fetch_add(1, Relaxed);
         cluster.set_link(Link::Bus, true, &shared.delivery);
         log::info!("cluster: bus subscribed to {channel} and {BROADCAST_CHANNEL}");
         backoff = BACKOFF_MIN;
