@@ -173,6 +173,14 @@ pub struct Auth {
     pub jwt_secret: Option<String>,
     /// Lifetime of issued tokens; default 7 days.
     pub token_ttl: Duration,
+    /// Absolute lifetime of a session (from its login): no token of the
+    /// session, refreshed or not, is valid after it; default 30 days.
+    pub session_ttl: Duration,
+    /// How long a node trusts its last look-up of whether a user exists
+    /// and is not disabled; `0` looks up every time; default 10 s.
+    pub user_cache_ttl: Duration,
+    /// Users whose look-up a node keeps at most; at least 64, default 100,000.
+    pub user_cache_size: usize,
     /// Time a new WebSocket connection has to authenticate; default 15 s.
     pub auth_timeout: Duration,
     /// Failed logins per user within `login_fail_window` before refusing; default 5.
@@ -388,6 +396,9 @@ impl Default for Auth {
         Auth {
             jwt_secret: None,
             token_ttl: Duration::from_secs(7 * 86_400),
+            session_ttl: Duration::from_secs(30 * 86_400),
+            user_cache_ttl: Duration::from_secs(10),
+            user_cache_size: 100_000,
             auth_timeout: Duration::from_secs(15),
             login_fail_limit_user: 5,
             login_fail_limit_ip: 20,
@@ -514,6 +525,9 @@ const KEYS: &[Key] = keys![
     node.job_queue: Usize >= 1,
     auth.jwt_secret: OptStr,
     auth.token_ttl: Dur,
+    auth.session_ttl: Dur,
+    auth.user_cache_ttl: DurOff,
+    auth.user_cache_size: Usize >= 64,
     auth.auth_timeout: Dur,
     auth.login_fail_limit_user: U32,
     auth.login_fail_limit_ip: U32,
@@ -1111,6 +1125,9 @@ mod tests {
         assert_eq!(c.node.job_queue, 4096);
         assert_eq!(c.auth.jwt_secret, None);
         assert_eq!(c.auth.token_ttl, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.auth.session_ttl, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.auth.user_cache_ttl, Duration::from_secs(10));
+        assert_eq!(c.auth.user_cache_size, 100_000);
         assert_eq!(c.auth.auth_timeout, Duration::from_secs(15));
         assert_eq!(c.auth.login_fail_limit_user, 5);
         assert_eq!(c.auth.login_fail_limit_ip, 20);
@@ -1165,7 +1182,7 @@ mod tests {
         vars.dedup();
         assert_eq!(vars.len(), KEYS.len(), "ambiguous environment name");
         assert!(KEYS.iter().all(|k| SECTIONS.contains(&k.section)));
-        assert_eq!(KEYS.len(), 5 + 5 + 7 + 4 + 9 + 6 + 9 + 3 + 4 + 3 + 1 + 6);
+        assert_eq!(KEYS.len(), 5 + 5 + 10 + 4 + 9 + 6 + 9 + 3 + 4 + 3 + 1 + 6);
     }
 
     #[test]
@@ -1343,6 +1360,7 @@ cluster:
                 "WEIM_HTTP_SERVER_API_KEYS" => "probe-key-0123456789",
                 "WEIM_WEBHOOK_URL" => "http://probe",
                 "WEIM_WEBHOOK_EVENTS" => "user.online",
+                "WEIM_AUTH_USER_CACHE_SIZE" => "640",
                 _ => value,
             };
             let mut vars = vec![(key.env_name(), value.to_string())];

@@ -6,6 +6,7 @@
 //! everything persistent is in [`store`]; events for the operator's
 //! backend leave through [`webhook`].
 
+pub mod access;
 pub mod api;
 pub mod attach;
 pub mod auth;

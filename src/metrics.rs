@@ -26,6 +26,12 @@ pub enum CloseReason {
     SlowConsumer,
     /// Closed for a newer device over `limits.conns_per_user` (4000).
     Replaced,
+    /// Its session ended by logout (4001).
+    LoggedOut,
+    /// Its session passed its absolute end, `auth.session_ttl` (4001).
+    SessionEnded,
+    /// Closed by the server with another code of its own.
+    Kicked,
     /// Node draining (1001).
     Drain,
     /// HTTP request stalled past `limits.http_timeout`.
@@ -37,7 +43,7 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 12] = [
+    const ALL: [CloseReason; 15] = [
         CloseReason::Client,
         CloseReason::Protocol,
         CloseReason::TooBig,
@@ -46,6 +52,9 @@ impl CloseReason {
         CloseReason::Idle,
         CloseReason::SlowConsumer,
         CloseReason::Replaced,
+        CloseReason::LoggedOut,
+        CloseReason::SessionEnded,
+        CloseReason::Kicked,
         CloseReason::Drain,
         CloseReason::HttpTimeout,
         CloseReason::HttpError,
@@ -62,10 +71,52 @@ impl CloseReason {
             CloseReason::Idle => "idle",
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::Replaced => "replaced",
+            CloseReason::LoggedOut => "logged_out",
+            CloseReason::SessionEnded => "session_ended",
+            CloseReason::Kicked => "kicked",
             CloseReason::Drain => "drain",
             CloseReason::HttpTimeout => "http_timeout",
             CloseReason::HttpError => "http_error",
             CloseReason::HttpDone => "http_done",
+        }
+    }
+}
+
+/// Why a token or its user was refused (REST and WebSocket sign-in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Malformed, forged, without a session, or a user id out of range.
+    Invalid,
+    /// Past its `exp`.
+    Expired,
+    /// Its session was ended by logout.
+    Revoked,
+    /// Past its session's absolute end (`auth.session_ttl`).
+    SessionEnded,
+    /// Its user does not exist.
+    NoUser,
+    /// Its user is disabled.
+    Disabled,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 6] = [
+        Refusal::Invalid,
+        Refusal::Expired,
+        Refusal::Revoked,
+        Refusal::SessionEnded,
+        Refusal::NoUser,
+        Refusal::Disabled,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::Invalid => "invalid",
+            Refusal::Expired => "expired",
+            Refusal::Revoked => "revoked",
+            Refusal::SessionEnded => "session_ended",
+            Refusal::NoUser => "no_user",
+            Refusal::Disabled => "disabled",
         }
     }
 }
@@ -158,6 +209,7 @@ pub struct Metrics {
     pub commit_messages: AtomicU64,
     server_api: [AtomicU64; ApiOutcome::ALL.len()],
     thread_panics: [AtomicU64; Role::ALL.len()],
+    refusals: [AtomicU64; Refusal::ALL.len()],
 }
 
 impl Metrics {
@@ -172,6 +224,11 @@ impl Metrics {
     /// Counts a panic of a long-lived thread.
     pub fn thread_panicked(&self, role: Role) {
         self.thread_panics[role as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a refused token.
+    pub fn refused(&self, why: Refusal) {
+        self.refusals[why as usize].fetch_add(1, Relaxed);
     }
 
     /// Counts a server API call by its outcome.
@@ -338,6 +395,18 @@ impl Metrics {
                 out,
                 "weim_thread_panics_total{{thread=\"{}\"}} {n}",
                 role.label()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP weim_auth_refusals_total Tokens refused (REST and WebSocket sign-in), by reason.\n# TYPE weim_auth_refusals_total counter"
+        );
+        for why in Refusal::ALL {
+            let n = self.refusals[why as usize].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "weim_auth_refusals_total{{reason=\"{}\"}} {n}",
+                why.label()
             );
         }
         let _ = writeln!(

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use socket2::{Domain, Socket, Type};
 
+use crate::access::Access;
 use crate::attach::{Attachments, Local, S3Config, S3};
 use crate::auth::{self, AddrThrottle, Throttle, Tokens};
 use crate::cluster::Cluster;
@@ -40,6 +41,8 @@ pub struct Shared {
     pub id_hash_key: Vec<u8>,
     /// Token issue and checks.
     pub tokens: Tokens,
+    /// Whether a token's user exists and is not disabled (cached).
+    pub access: Access,
     /// Failed-login throttle.
     pub throttle: Throttle,
     /// Pushes to connections.
@@ -201,13 +204,15 @@ impl Node {
         let attach = open_attach(&config)?;
         let search = open_search(&config, Arc::clone(&store))?;
         let id_hash_key = crate::idcard::hash_key(config.auth.id_hash_key.as_deref(), &secret);
-        let tokens = Tokens::new(secret.as_bytes(), config.auth.token_ttl);
-        let revoked = store
-            .revoked_tokens(auth::now_secs())
+        let tokens = Tokens::new(
+            secret.as_bytes(),
+            config.auth.token_ttl,
+            config.auth.session_ttl,
+        );
+        tokens
+            .load_revoked(store.as_ref())
             .map_err(|e| format!("store: {e}"))?;
-        for (sig, exp) in revoked {
-            tokens.revoke(&sig, exp);
-        }
+        let access = Access::new(config.auth.user_cache_ttl, config.auth.user_cache_size);
 
         let first = listener(config.http.listen)
             .map_err(|e| format!("http.listen {}: {e}", config.http.listen))?;
@@ -258,6 +263,7 @@ impl Node {
             active_jobs: AtomicUsize::new(0),
             failed: OnceLock::new(),
             tokens,
+            access,
             store,
             attach,
             search,

@@ -34,7 +34,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::auth::TokenError;
+use crate::auth::{Identity, TokenError};
 use crate::http::{Params, Request, Response};
 use crate::node::Shared;
 use crate::search::SearchError;
@@ -54,10 +54,8 @@ pub(crate) const NOT_FOUND: i32 = 1002;
 pub(crate) struct Caller {
     /// User id.
     pub uid: u64,
-    /// The token as sent.
-    pub token: String,
-    /// The token's expiry, unix seconds.
-    pub exp: i64,
+    /// The checked token: its user and session.
+    pub who: Identity,
 }
 
 type Public = fn(&Shared, &Request, &Params) -> Response;
@@ -187,11 +185,11 @@ fn api(node: &Shared, req: &Request, handler: &Route) -> Response {
     let (resp, refresh) = match handler {
         Route::Public(f) => (f(node, req, &params), None),
         Route::Authed(f, refresh) => match caller(node, req) {
-            Ok(c) => (f(node, &c, &params), refresh.then_some(c.uid)),
+            Ok(c) => (f(node, &c, &params), refresh.then_some(c.who)),
             Err(resp) => return resp,
         },
         Route::Upload(f, refresh) => match caller(node, req) {
-            Ok(c) => (f(node, &c, req, &params), refresh.then_some(c.uid)),
+            Ok(c) => (f(node, &c, req, &params), refresh.then_some(c.who)),
             Err(resp) => return resp,
         },
     };
@@ -199,7 +197,9 @@ fn api(node: &Shared, req: &Request, handler: &Route) -> Response {
         base: base_url(node, req),
         default_avatar: &node.config.user.default_avatar,
     };
-    finish(resp, &links, || refresh.map(|uid| node.tokens.issue(uid)))
+    finish(resp, &links, || {
+        refresh.map(|who| node.tokens.refresh(&who))
+    })
 }
 
 /// The built-in default avatar.
@@ -298,19 +298,30 @@ fn finish(
     resp
 }
 
-/// The caller of an authenticated route, from `Login-Token`.
+/// The caller of an authenticated route, from `Login-Token`: a valid token
+/// of a session not ended, whose user exists and is not disabled.
 fn caller(node: &Shared, req: &Request) -> Result<Caller, Response> {
-    let token = req.header("login-token").unwrap_or("").trim();
-    let claims = match node.tokens.verify(token) {
-        Ok(c) => c,
-        Err(TokenError::Expired) => return Err(fail_with(AUTH_FAIL, "登录状态已过期，请重新登录")),
-        Err(TokenError::Invalid) => return Err(fail_with(AUTH_FAIL, "鉴权失败")),
+    let token = req.header("login-token").unwrap_or("");
+    let who = match node.tokens.verify(token) {
+        Ok(who) => who,
+        Err(e) => {
+            node.metrics.refused(e.refusal());
+            return Err(match e {
+                TokenError::Expired | TokenError::Ended => {
+                    fail_with(AUTH_FAIL, "登录状态已过期，请重新登录")
+                }
+                TokenError::Invalid | TokenError::Revoked => fail_with(AUTH_FAIL, "鉴权失败"),
+            });
+        }
     };
-    Ok(Caller {
-        uid: claims.id,
-        token: token.to_string(),
-        exp: claims.exp,
-    })
+    match node.access.check(node.store.as_ref(), who.uid) {
+        Ok(Ok(())) => Ok(Caller { uid: who.uid, who }),
+        Ok(Err(refusal)) => {
+            node.metrics.refused(refusal);
+            Err(fail_with(AUTH_FAIL, "鉴权失败"))
+        }
+        Err(e) => Err(store_error(e)),
+    }
 }
 
 /// Queues a webhook event (after the change it reports was stored), when

@@ -1,6 +1,7 @@
 //! Operations routes: `/healthz`, `/metrics` and the `Admin-Token` routes
 //! `/ws/status`, `/ws/sendToAll` and `/cluster`.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -32,6 +33,11 @@ pub(super) fn metrics(node: &Shared) -> Response {
     let mut text = node.metrics.render(
         node.jobs.len(),
         node.draining.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    let _ = writeln!(
+        text,
+        "# HELP weim_revoked_sessions Sessions ended by logout this node remembers (until their end).\n# TYPE weim_revoked_sessions gauge\nweim_revoked_sessions {}",
+        node.tokens.revoked_len()
     );
     if let Some(c) = node.delivery.cluster() {
         c.stats.render(&mut text);

@@ -35,7 +35,8 @@
 //!   (to clear a node's records in one step);
 //! - `weim:nodes`: set of node ids that have presence records;
 //! - channel `weim:bus:node:<node_id>`: pushes for users on that node;
-//! - channel `weim:bus:broadcast`: `sendToAll`.
+//! - channel `weim:bus:broadcast`: `sendToAll`, closing a user's
+//!   WebSockets (logout, `Delivery::kick`) and revoked sessions.
 //!
 //! etcd: `weim/nodes/<node_id>` = `{"id", "addr", "started"}` under the
 //! node's lease.
@@ -778,19 +779,38 @@ impl Cluster {
         if !self.peers.has_others(&self.me.id) {
             return true;
         }
-        let payload = bus::encode_broadcast(&self.me.id, frame);
+        let sent = self.publish_all(&bus::encode_broadcast(&self.me.id, frame));
+        if sent {
+            self.stats.broadcasts.fetch_add(1, Relaxed);
+        }
+        sent
+    }
+
+    /// Tells every other node to close the WebSockets of `uid` with `code`
+    /// (only those of session `sid` when given); see [`Delivery::kick`].
+    pub fn kick(&self, uid: u64, sid: Option<u64>, code: u16) -> bool {
+        self.publish_all(&bus::encode_kick(&self.me.id, uid, sid, code))
+    }
+
+    /// Tells every other node that session `sid` is revoked until `end`.
+    pub fn revoke(&self, sid: u64, end: i64) -> bool {
+        self.publish_all(&bus::encode_revoke(&self.me.id, sid, end))
+    }
+
+    /// One PUBLISH on the broadcast channel, whatever the peer table says
+    /// (a node just starting may not be in it yet); counted as a route
+    /// failure when Redis does not take it.
+    fn publish_all(&self, payload: &[u8]) -> bool {
         let sent = self
             .redis
             .with(&self.stats, |con| {
                 redis::cmd("PUBLISH")
                     .arg(BROADCAST_CHANNEL)
-                    .arg(&payload)
+                    .arg(payload)
                     .query::<i64>(con)
             })
             .is_some();
-        if sent {
-            self.stats.broadcasts.fetch_add(1, Relaxed);
-        } else {
+        if !sent {
             self.stats.route_failures.fetch_add(1, Relaxed);
         }
         sent

@@ -217,7 +217,7 @@ impl Delivery {
         let mut per_reactor: Vec<Vec<(u32, u32)>> = vec![Vec::new(); self.reactors.len()];
         for &uid in uids {
             if let Some(conns) = self.registry.shard(uid).lock().get(&uid) {
-                for c in conns.iter().filter(|c| Some(**c) != except) {
+                for (c, _) in conns.iter().filter(|(c, _)| Some(*c) != except) {
                     if let Some(list) = per_reactor.get_mut(c.reactor as usize) {
                         list.push((c.token, c.generation));
                     }
@@ -337,5 +337,26 @@ impl Delivery {
     /// Asks a connection's reactor to close it with a WebSocket close code.
     pub fn close(&self, conn: ConnRef, code: u16) {
         self.send_to(conn, Inbox::Close { conn, code });
+    }
+
+    /// Closes the WebSockets of `uid` with close `code` on every node: all
+    /// of them, or only those signed in with session `sid`. Here at once;
+    /// in cluster mode the other nodes are told through Redis (one PUBLISH;
+    /// a node that misses it keeps those sockets open). Returns the
+    /// connections closed here.
+    pub fn kick(&self, uid: u64, sid: Option<u64>, code: u16) -> usize {
+        if let Some(c) = &self.cluster {
+            c.kick(uid, sid, code);
+        }
+        self.kick_local(uid, sid, code)
+    }
+
+    /// [`Delivery::kick`] on this node only.
+    pub fn kick_local(&self, uid: u64, sid: Option<u64>, code: u16) -> usize {
+        let conns = self.registry.conns_of(uid, sid);
+        for &conn in &conns {
+            self.close(conn, code);
+        }
+        conns.len()
     }
 }

@@ -115,7 +115,7 @@ impl Reactor {
                         }
                     }
                 }
-                State::Http(_) => return off,
+                State::Http(_) | State::WsChecking => return off,
                 State::WsPending | State::WsReady(_) => {
                     match ws::check_frame(&data[off..], limits.max_message) {
                         Ok(None) => return off,

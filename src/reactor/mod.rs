@@ -6,10 +6,12 @@
 //!
 //! # A connection's life (see [`conn::State`])
 //! ```text
-//! accept ─▶ Http::Idle ──request──▶ Http::Working (a worker) ──reply──▶ Http::Idle
+//! accept ─▶ Http::Idle ──request──▶ Http::Working (a worker) ──reply──▶ Http::Idle (keep-alive, pipelining)
 //!            │                                   └─ large body ─▶ Http::Streaming ─▶ Http::Idle
-//!            └─ GET /ws + Upgrade ─▶ WsPending ──Cmd 3 + valid token──▶ WsReady(Session)
-//!                                                                         │
+//!            └─ GET /ws + Upgrade ─▶ WsPending ──Cmd 3 + valid token──▶ WsChecking ──user ok──▶ WsReady(Session)
+//!                                      ▲                                   │ (a worker)
+//!                                      └──────── user refused ─────────────┘
+//!
 //!   any state ── error / close frame / deadline / drain ──▶ Closing ──▶ dropped
 //! ```
 //! Where things are:
@@ -49,6 +51,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::auth::Identity;
 use crate::delivery::pending::{Checked, Confirmed};
 use crate::delivery::{Batch, More};
 use crate::http::BodyStream;
@@ -145,7 +148,19 @@ pub enum Inbox {
         /// The outcome.
         checked: Checked,
     },
-    /// Close one WebSocket with this code (a user over `conns_per_user`).
+    /// A worker checked the user of a connection's Cmd 3 token.
+    UserChecked {
+        /// The connection.
+        conn: ConnRef,
+        /// The token's user and session.
+        who: Identity,
+        /// Whether the client acknowledges with Cmd 22.
+        acks: bool,
+        /// The Cmd 2 text when the sign-in is refused.
+        refused: Option<&'static str>,
+    },
+    /// Close one WebSocket with this code (a user over `conns_per_user`,
+    /// a session ended by logout, [`crate::delivery::Delivery::kick`]).
     Close {
         /// The connection.
         conn: ConnRef,
@@ -216,6 +231,16 @@ fn reason_for(code: u16) -> CloseReason {
         close::TOO_BIG => CloseReason::TooBig,
         close::INVALID_DATA => CloseReason::InvalidData,
         _ => CloseReason::Protocol,
+    }
+}
+
+/// The reason counted when the server closes a WebSocket with `code` on
+/// request (`Inbox::Close`).
+fn kicked_for(code: u16) -> CloseReason {
+    match code {
+        close::REPLACED => CloseReason::Replaced,
+        close::LOGGED_OUT => CloseReason::LoggedOut,
+        _ => CloseReason::Kicked,
     }
 }
 
@@ -464,10 +489,20 @@ impl Reactor {
                 more,
             } => self.on_catch_up(conn, batch, upto, more),
             Inbox::Checked { conn, checked } => self.on_checked(conn, checked),
+            Inbox::UserChecked {
+                conn,
+                who,
+                acks,
+                refused,
+            } => {
+                if let Some(key) = self.live(conn) {
+                    self.user_checked(key, who, acks, refused);
+                }
+            }
             Inbox::Close { conn, code } => {
                 if let Some(key) = self.live(conn) {
                     if !matches!(self.conns[key].state, State::Closing) {
-                        self.close_ws(key, code, CloseReason::Replaced);
+                        self.close_ws(key, code, kicked_for(code));
                     }
                 }
             }
@@ -492,7 +527,7 @@ impl Reactor {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             match self.conns[key].state {
-                State::WsPending | State::WsReady(_) => {
+                State::WsPending | State::WsChecking | State::WsReady(_) => {
                     self.close_ws(key, close::GOING_AWAY, CloseReason::Drain)
                 }
                 State::Http(HttpPhase::Idle) => {
@@ -504,7 +539,8 @@ impl Reactor {
         }
     }
 
-    /// Closes what is past its deadline, pings silent connections, checks
+    /// Closes what is past its deadline (a signed-in connection also past
+    /// its session's end), pings silent connections, checks
     /// confirmations, and retries catching up that could not be queued.
     fn sweep(&mut self) {
         let stats = self.stats();
@@ -527,6 +563,7 @@ impl Reactor {
         let auth_timeout = self.shared.config.auth.auth_timeout;
         let ping_interval = limits.ping_interval;
         let now = self.now;
+        let unix = crate::auth::now_secs();
         let mut doomed = std::mem::take(&mut self.doomed);
         let mut ping = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
@@ -543,9 +580,13 @@ impl Reactor {
                     }
                     CloseReason::HttpTimeout
                 }
-                State::WsPending if age > auth_timeout => CloseReason::AuthTimeout,
+                State::WsPending | State::WsChecking if age > auth_timeout => {
+                    CloseReason::AuthTimeout
+                }
                 State::WsReady(s) => {
-                    if ping_interval.is_zero() {
+                    if i64::from(s.ends) <= unix {
+                        doomed.push((key, CloseReason::SessionEnded));
+                    } else if ping_interval.is_zero() {
                         if age > limits.idle_timeout {
                             doomed.push((key, CloseReason::Idle));
                         }
@@ -574,6 +615,7 @@ impl Reactor {
             match reason {
                 CloseReason::AuthTimeout => self.close_ws(key, close::POLICY, reason),
                 CloseReason::Idle => self.close_ws(key, close::NORMAL, reason),
+                CloseReason::SessionEnded => self.close_ws(key, close::LOGGED_OUT, reason),
                 CloseReason::HttpTimeout => {
                     self.stats().closed(reason);
                     self.enter_closing(key);

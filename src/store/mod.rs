@@ -61,12 +61,34 @@ pub struct User {
     pub avatar: String,
     /// 0 unknown; other values are defined by the protocol.
     pub sex: i32,
-    /// Account status; 0 is a normal account.
+    /// Account status; 0 is a normal account, any other value a disabled
+    /// one (its tokens are refused).
     pub status: i32,
     /// Whether a real-name verification succeeded.
     pub realname_verified: bool,
     /// Creation time, unix seconds.
     pub created_at: i64,
+}
+
+/// Whether an account may be signed in (see [`Accounts::user_status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserStatus {
+    /// It exists and its `status` is 0.
+    Active,
+    /// It exists with another `status`: its tokens are refused.
+    Disabled,
+    /// No account has this id.
+    Missing,
+}
+
+impl UserStatus {
+    /// The status of an account whose `status` column holds `status`.
+    pub(crate) fn of(status: i32) -> UserStatus {
+        match status {
+            0 => UserStatus::Active,
+            _ => UserStatus::Disabled,
+        }
+    }
 }
 
 /// Why a store call failed.
@@ -99,7 +121,7 @@ pub trait Store: Accounts + Social + Messages + Profiles + Send + Sync {}
 
 impl<T: Accounts + Social + Messages + Profiles + Send + Sync> Store for T {}
 
-/// Accounts and revoked tokens.
+/// Accounts and revoked sessions.
 pub trait Accounts {
     /// Creates a user with nickname = username, avatar "", sex 0, status 0,
     /// not verified. `Err(Conflict)` if the username exists, compared
@@ -119,15 +141,21 @@ pub trait Accounts {
     /// The user with this id.
     fn user_by_id(&self, id: u64) -> Result<Option<User>, StoreError>;
 
-    /// Remembers a revoked token (its signature string, at most
-    /// [`MAX_TOKEN_SIG_LEN`] ASCII characters, compared exactly) until `exp`
-    /// (unix seconds). Revoking twice is Ok and keeps the later expiry.
-    fn revoke_token(&self, sig: &str, exp: i64) -> Result<(), StoreError>;
+    /// Whether the account with this id may be signed in: [`UserStatus`]
+    /// (one primary-key look-up). Every check of a signed-in user goes
+    /// through here, so a further restriction of accounts is one more
+    /// column read by this call.
+    fn user_status(&self, id: u64) -> Result<UserStatus, StoreError>;
 
-    /// Revoked tokens still unexpired at `now` (those with `exp > now`: a
-    /// token is expired at its `exp` second), ordered by `exp` then `sig`.
+    /// Remembers a revoked session (its id string, at most
+    /// [`MAX_SESSION_ID_LEN`] ASCII characters, compared exactly) until
+    /// `end` (unix seconds). Revoking twice is Ok and keeps the later end.
+    fn revoke_session(&self, sid: &str, end: i64) -> Result<(), StoreError>;
+
+    /// Revoked sessions still unexpired at `now` (those with `end > now`: a
+    /// session is over at its `end` second), ordered by `end` then `sid`.
     /// Deletes the expired ones.
-    fn revoked_tokens(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError>;
+    fn revoked_sessions(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError>;
 
     /// Cheap liveness check for /healthz: one round trip to the database.
     fn ping(&self) -> Result<(), StoreError>;
@@ -137,8 +165,8 @@ pub trait Accounts {
 pub const MAX_USERNAME_CHARS: usize = 64;
 /// Longest accepted password hash, in characters.
 pub const MAX_PASSWORD_HASH_CHARS: usize = 255;
-/// Longest accepted revoked-token signature, in bytes (ASCII only).
-pub const MAX_TOKEN_SIG_LEN: usize = 128;
+/// Longest accepted revoked-session id, in bytes (ASCII only).
+pub const MAX_SESSION_ID_LEN: usize = 128;
 
 /// Version of the schema this build writes. Both backends record it in the
 /// `schema_version` table and refuse a database written by a newer weim.
@@ -170,11 +198,11 @@ pub(crate) fn check_new_user(username: &str, password_hash: &str) -> Result<(), 
     Ok(())
 }
 
-/// Checks the signature given to [`Accounts::revoke_token`].
-pub(crate) fn check_token_sig(sig: &str) -> Result<(), StoreError> {
-    if sig.len() > MAX_TOKEN_SIG_LEN || !sig.is_ascii() {
+/// Checks the session id given to [`Accounts::revoke_session`].
+pub(crate) fn check_session_id(sid: &str) -> Result<(), StoreError> {
+    if sid.len() > MAX_SESSION_ID_LEN || !sid.is_ascii() {
         return Err(StoreError::Other(format!(
-            "token signature must be at most {MAX_TOKEN_SIG_LEN} ASCII characters"
+            "session id must be at most {MAX_SESSION_ID_LEN} ASCII characters"
         )));
     }
     Ok(())

@@ -1,4 +1,4 @@
-//! Conformance suite of the weim store: accounts and revoked tokens
+//! Conformance suite of the weim store: accounts and revoked sessions
 //! (`accounts`), friends, groups and user search (`social`), messages
 //! (`messages`), nicknames, real names and locations (`profile`). Every
 //! check is written once against `&dyn Store` (a check that needs what the
@@ -158,6 +158,7 @@ conformance!(
         parallel_distinct_creates,
         unicode_roundtrip,
         over_long_values_are_rejected,
+        user_status_of_accounts,
         revoke_and_expire,
         double_revoke_keeps_later_expiry,
         ping_answers,
