@@ -63,6 +63,16 @@ CREATE TABLE IF NOT EXISTS revoked_sessions (
     KEY idx_revoked_sessions_ends_at (ends_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
+-- Bans set through the server API (users/ban): the user's tokens, sign-in
+-- and login are refused until `until` (unix seconds; 0 = for ever).
+CREATE TABLE IF NOT EXISTS user_bans (
+    user_id    BIGINT UNSIGNED NOT NULL,
+    until      BIGINT NOT NULL,
+    reason     VARCHAR(255) NOT NULL DEFAULT '',
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (user_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
 -- ---------------------------------------------------------------------------
 -- Social: friends (one row per direction) and groups. `chat_groups` because
 -- `groups` is a reserved word in MySQL 8. name_key is the lowercase group

@@ -1,5 +1,5 @@
-//! Whether a token's user may be signed in: the account exists and is not
-//! disabled ([`Accounts::user_status`]). REST checks it on its worker for
+//! Whether a token's user may be signed in: the account exists, is not
+//! disabled and not banned ([`Accounts::user_status`]). REST checks it on its worker for
 //! every authenticated call; a WebSocket sign-in uses a fresh cached answer
 //! on its reactor, or else asks a worker before it answers Cmd 4. Answers
 //! are cached per node for `auth.user_cache_ttl`, in shards (at most
@@ -61,6 +61,12 @@ impl Access {
         (at.elapsed() < self.ttl).then(|| verdict(status))
     }
 
+    /// Drops the cached answer for `uid` (its ban changed, or it was
+    /// kicked everywhere): the next check reads the store.
+    pub fn forget(&self, uid: u64) {
+        self.shards[(uid as usize) % SHARDS].lock().remove(&uid);
+    }
+
     fn remember(&self, uid: u64, status: UserStatus) {
         if self.ttl.is_zero() {
             return;
@@ -79,11 +85,25 @@ impl Access {
     }
 }
 
+/// What a banned user is told (REST `msg`, Cmd 2, login).
+pub const BANNED: &str = "账号已被封禁";
+
+/// The text a refused user is told: [`BANNED`] for a ban, else `other`.
+pub fn refusal_text(refusal: Refusal, other: &'static str) -> &'static str {
+    match refusal {
+        Refusal::Banned => BANNED,
+        _ => other,
+    }
+}
+
+/// A ban is judged when asked, so a cached answer ends with the ban.
 fn verdict(status: UserStatus) -> Result<(), Refusal> {
     match status {
         UserStatus::Active => Ok(()),
         UserStatus::Disabled => Err(Refusal::Disabled),
         UserStatus::Missing => Err(Refusal::NoUser),
+        UserStatus::Banned { .. } if status.active_at(crate::auth::now_secs()) => Ok(()),
+        UserStatus::Banned { .. } => Err(Refusal::Banned),
     }
 }
 

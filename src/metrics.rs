@@ -97,16 +97,19 @@ pub enum Refusal {
     NoUser,
     /// Its user is disabled.
     Disabled,
+    /// Its user is banned (server API `users/ban`).
+    Banned,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 6] = [
+    const ALL: [Refusal; 7] = [
         Refusal::Invalid,
         Refusal::Expired,
         Refusal::Revoked,
         Refusal::SessionEnded,
         Refusal::NoUser,
         Refusal::Disabled,
+        Refusal::Banned,
     ];
 
     fn label(self) -> &'static str {
@@ -117,6 +120,7 @@ impl Refusal {
             Refusal::SessionEnded => "session_ended",
             Refusal::NoUser => "no_user",
             Refusal::Disabled => "disabled",
+            Refusal::Banned => "banned",
         }
     }
 }

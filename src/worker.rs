@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 
+use crate::access::refusal_text;
 use crate::auth::Identity;
 use crate::delivery::pending::{self, Confirmed};
 use crate::http::{BodyStream, Request, Response};
@@ -154,7 +155,7 @@ fn socket_task(shared: &Shared, conn: ConnRef, task: Task) {
                 Ok(Ok(())) => None,
                 Ok(Err(refusal)) => {
                     shared.metrics.refused(refusal);
-                    Some(AUTH_FAILED)
+                    Some(refusal_text(refusal, AUTH_FAILED))
                 }
                 Err(e) => {
                     log::warn!("sign-in of user {}: {e}", who.uid);

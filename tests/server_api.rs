@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::hooks::{server_call, server_ok, API_KEY};
 use common::*;
 use serde_json::{json, Value};
@@ -202,6 +204,8 @@ on_both_stores!(
     pushes_reach_every_connection_of_the_users,
     online_is_answered_in_order,
     messages_are_sent_for_the_backend,
+    disconnect_closes_every_socket_of_the_user,
+    ban_refuses_the_user_until_it_ends,
 );
 
 #[test]
@@ -320,4 +324,137 @@ fn bad_input_is_refused_with_the_reason() {
     // The node still serves.
     let data = server_ok(&node, "users/online", &json!({"uids": [a.id]}));
     assert_eq!(data["online"], json!([true]));
+}
+
+const CLOSE_DISCONNECTED: u16 = 4002;
+const CLOSE_BANNED: u16 = 4003;
+const BANNED_TEXT: &str = "账号已被封禁";
+
+fn disconnect_closes_every_socket_of_the_user(store: Store) {
+    let node = node_on(store);
+    let (a, b) = (node.new_account(), node.new_account());
+    let mut a1 = node.ws_signed_in(&a.token);
+    let mut a2 = node.ws_signed_in(&a.token);
+    let mut b1 = node.ws_signed_in(&b.token);
+    server_ok(&node, "users/disconnect", &json!({"uid": a.id}));
+    assert_eq!(a1.expect_close(IO_TIMEOUT), CLOSE_DISCONNECTED);
+    assert_eq!(a2.expect_close(IO_TIMEOUT), CLOSE_DISCONNECTED);
+    b1.send_json(&json!({"Cmd": 30}));
+    recv_cmd(&mut b1, 31);
+    // A code of the caller's choice; the user may sign in again.
+    let mut a3 = node.ws_signed_in(&a.token);
+    server_ok(
+        &node,
+        "users/disconnect",
+        &json!({"uid": a.id, "code": 4100}),
+    );
+    assert_eq!(a3.expect_close(IO_TIMEOUT), 4100);
+    for code in [999, 1001, 2999, 5000] {
+        let resp = server_call(
+            &node,
+            "users/disconnect",
+            Some(API_KEY),
+            &json!({"uid": a.id, "code": code}),
+        );
+        resp.assert_error(400);
+    }
+}
+
+/// Whether `account` is refused everywhere with the ban's text: login,
+/// REST with its token, WebSocket sign-in.
+#[track_caller]
+fn assert_banned(node: &Node, account: &Account) {
+    let login = node.login_raw(&account.username, PASSWORD);
+    assert_eq!(
+        (&login["code"], &login["msg"]),
+        (&json!(CODE_AUTH), &json!(BANNED_TEXT)),
+        "{login}"
+    );
+    let me = node.request(
+        &Request::post("/api/v1/user/me")
+            .login_token(&account.token)
+            .form(&[]),
+    );
+    let me = me.envelope();
+    assert_eq!(
+        (&me["code"], &me["msg"]),
+        (&json!(CODE_AUTH), &json!(BANNED_TEXT)),
+        "{me}"
+    );
+    let mut ws = node.ws();
+    ws.send_json(&json!({"Cmd": 3, "Body": account.token}));
+    let reply = ws.recv_json();
+    assert_eq!(
+        (&reply["Cmd"], &reply["Body"]),
+        (&json!(2), &json!(BANNED_TEXT)),
+        "{reply}"
+    );
+}
+
+fn ban_refuses_the_user_until_it_ends(store: Store) {
+    let node = node_on(store);
+    let (a, b) = (node.new_account(), node.new_account());
+    let mut a1 = node.ws_signed_in(&a.token);
+    let mut b1 = node.ws_signed_in(&b.token);
+    let until = now_secs() + 3;
+    server_ok(
+        &node,
+        "users/ban",
+        &json!({"uid": a.id, "until": until, "reason": "spam"}),
+    );
+    assert_eq!(a1.expect_close(IO_TIMEOUT), CLOSE_BANNED);
+    assert_banned(&node, &a);
+    b1.send_json(&json!({"Cmd": 30}));
+    recv_cmd(&mut b1, 31);
+    assert!(
+        node.metrics()
+            .value(r#"weim_auth_refusals_total{reason="banned"}"#)
+            >= 2.0
+    );
+    // After `until`: everything works again.
+    assert!(wait_until(Duration::from_secs(10), || now_secs() > until));
+    let login = node.login(&a.username);
+    assert_eq!(node.me(&login.token)["code"], CODE_OK);
+    let mut again = node.ws_signed_in(&a.token);
+    again.send_json(&json!({"Cmd": 30}));
+    recv_cmd(&mut again, 31);
+
+    // Bad input.
+    for (body, status) in [
+        (json!({"uid": a.id, "until": now_secs() - 10}), 400),
+        (json!({"uid": a.id, "until": -1}), 400),
+        (json!({"uid": a.id, "reason": "r".repeat(256)}), 400),
+        (json!({"uid": 999_999_999_999i64}), 404),
+    ] {
+        server_call(&node, "users/ban", Some(API_KEY), &body).assert_error(status);
+    }
+    server_call(
+        &node,
+        "users/unban",
+        Some(API_KEY),
+        &json!({"uid": 999_999_999_999i64}),
+    )
+    .assert_error(404);
+}
+
+#[test]
+fn a_ban_for_ever_survives_a_restart_until_lifted() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        Node::builder()
+            .data_dir(dir.path())
+            .env("WEIM_HTTP_SERVER_API_KEYS", API_KEY)
+            .start()
+    };
+    let node = start();
+    let a = node.new_account();
+    server_ok(&node, "users/ban", &json!({"uid": a.id, "until": 0}));
+    assert_banned(&node, &a);
+    drop(node);
+    let node = start();
+    assert_banned(&node, &a);
+    server_ok(&node, "users/unban", &json!({"uid": a.id}));
+    let login = node.login(&a.username);
+    assert_eq!(node.me(&login.token)["code"], CODE_OK);
+    node.ws_signed_in(&a.token);
 }

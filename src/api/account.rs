@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use super::{fail, fail_with, ok, store_error, Caller, Route, Routes, AUTH_FAIL};
+use crate::access::BANNED;
 use crate::auth;
 use crate::http::{Params, Request, Response};
 use crate::node::Shared;
@@ -124,6 +125,11 @@ fn login(node: &Shared, req: &Request, params: &Params) -> Response {
     node.throttle.succeeded(username);
     if UserStatus::of(user.status) != UserStatus::Active {
         return fail("账号已被禁用");
+    }
+    match node.store.user_status(user.id) {
+        Ok(status) if status.active_at(auth::now_secs()) => {}
+        Ok(_) => return fail_with(AUTH_FAIL, BANNED),
+        Err(e) => return store_error(e),
     }
     signed_in(node, &user)
 }

@@ -34,6 +34,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
+use crate::access::refusal_text;
 use crate::auth::{Identity, TokenError};
 use crate::http::{Params, Request, Response};
 use crate::node::Shared;
@@ -318,7 +319,7 @@ fn caller(node: &Shared, req: &Request) -> Result<Caller, Response> {
         Ok(Ok(())) => Ok(Caller { uid: who.uid, who }),
         Ok(Err(refusal)) => {
             node.metrics.refused(refusal);
-            Err(fail_with(AUTH_FAIL, "鉴权失败"))
+            Err(fail_with(AUTH_FAIL, refusal_text(refusal, "鉴权失败")))
         }
         Err(e) => Err(store_error(e)),
     }

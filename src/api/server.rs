@@ -16,12 +16,15 @@ use serde_json::{json, Value};
 
 use super::ops::constant_time_eq;
 use super::{store_error, AUTH_FAIL, FAIL, NOT_FOUND, OK};
+use crate::auth::now_secs;
 use crate::chat::{self, ChatError, Outgoing};
 use crate::http::{Request, Response};
 use crate::message::{cmd, Push};
 use crate::metrics::ApiOutcome;
 use crate::node::Shared;
 use crate::store::messages::{OPE_FRIEND, OPE_GROUP};
+use crate::store::MAX_BAN_REASON_CHARS;
+use crate::ws::close;
 
 /// A handler: the request body in, `data` or the refusal out.
 type Handler = fn(&Shared, &[u8]) -> Result<Value, Refusal>;
@@ -54,6 +57,9 @@ const ROUTES: &[(&str, Handler)] = &[
     ("push/all", push_all),
     ("users/online", users_online),
     ("messages/send", send_message),
+    ("users/disconnect", disconnect),
+    ("users/ban", ban),
+    ("users/unban", unban),
 ];
 
 /// Answers `/server/v1/<name>`.
@@ -251,6 +257,77 @@ fn send_message(node: &Shared, body: &[u8]) -> Result<Value, Refusal> {
         Err(ChatError::Rule(text)) => Err(invalid(text)),
         Err(ChatError::Store(e)) => Err(failed(e)),
     }
+}
+
+/// `uid` must name an existing user.
+fn existing_user(node: &Shared, uid: u64) -> Result<u64, Refusal> {
+    let uid = check_id(uid, "uid")?;
+    match node.store.user_by_id(uid).map_err(failed)? {
+        Some(_) => Ok(uid),
+        None => Err(not_found("uid: no such user")),
+    }
+}
+
+#[derive(Deserialize)]
+struct Disconnect {
+    uid: u64,
+    code: Option<u16>,
+}
+
+fn disconnect(node: &Shared, body: &[u8]) -> Result<Value, Refusal> {
+    let p: Disconnect = parse(body)?;
+    let uid = check_id(p.uid, "uid")?;
+    let code = p.code.unwrap_or(close::DISCONNECTED);
+    if code != close::NORMAL && !(3000..=4999).contains(&code) {
+        return Err(invalid("code: expected 1000 or 3000-4999"));
+    }
+    node.delivery.kick(uid, None, code);
+    Ok(json!({}))
+}
+
+#[derive(Deserialize)]
+struct Ban {
+    uid: u64,
+    #[serde(default)]
+    until: i64,
+    #[serde(default)]
+    reason: String,
+}
+
+fn ban(node: &Shared, body: &[u8]) -> Result<Value, Refusal> {
+    let p: Ban = parse(body)?;
+    let uid = existing_user(node, p.uid)?;
+    if p.until < 0 || (p.until != 0 && p.until <= now_secs()) {
+        return Err(invalid(
+            "until: expected 0 (for ever) or a unix time in the future",
+        ));
+    }
+    if p.reason.chars().count() > MAX_BAN_REASON_CHARS {
+        return Err(invalid(&format!(
+            "reason: longer than {MAX_BAN_REASON_CHARS} characters"
+        )));
+    }
+    node.store
+        .ban_user(uid, p.until, &p.reason, now_secs())
+        .map_err(failed)?;
+    // Stored first: every node that reads the user from now on refuses
+    // them; the kick also drops the other nodes' cached answers.
+    node.access.forget(uid);
+    node.delivery.kick(uid, None, close::BANNED);
+    Ok(json!({}))
+}
+
+#[derive(Deserialize)]
+struct Unban {
+    uid: u64,
+}
+
+fn unban(node: &Shared, body: &[u8]) -> Result<Value, Refusal> {
+    let p: Unban = parse(body)?;
+    let uid = existing_user(node, p.uid)?;
+    node.store.unban_user(uid).map_err(failed)?;
+    node.access.forget(uid);
+    Ok(json!({}))
 }
 
 /// The node failed (the store): not the caller's input.

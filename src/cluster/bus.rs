@@ -264,6 +264,10 @@ fn deliver(cluster: &Cluster, shared: &Shared, payload: &[u8]) {
             code,
         }) => {
             if origin != cluster.me.id {
+                if sid.is_none() {
+                    // The user's standing may have changed (a ban).
+                    shared.access.forget(uid);
+                }
                 shared.delivery.kick_local(uid, sid, code);
             }
         }

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::conn::{Fragment, Session, State};
 use super::output::Chunk;
 use super::{reason_for, Reactor};
+use crate::access::refusal_text;
 use crate::auth::Identity;
 use crate::chat;
 use crate::commit::Submission;
@@ -136,7 +137,7 @@ impl Reactor {
         if let Some(verdict) = self.shared.access.cached(who.uid) {
             let refused = verdict.err().map(|refusal| {
                 self.shared.metrics.refused(refusal);
-                AUTH_FAILED
+                refusal_text(refusal, AUTH_FAILED)
             });
             self.complete_sign_in(key, who, acks, refused);
             return;

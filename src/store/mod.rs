@@ -79,9 +79,34 @@ pub enum UserStatus {
     Disabled,
     /// No account has this id.
     Missing,
+    /// It exists and was banned (`users/ban`) until this unix second (0:
+    /// for ever); [`UserStatus::active_at`] says whether that is over.
+    Banned {
+        /// End of the ban, unix seconds; 0 = for ever.
+        until: i64,
+    },
 }
 
 impl UserStatus {
+    /// Whether the account may be signed in at `now` (unix seconds): active,
+    /// or banned until a second already past.
+    pub fn active_at(self, now: i64) -> bool {
+        match self {
+            UserStatus::Active => true,
+            UserStatus::Banned { until } => until != 0 && until <= now,
+            UserStatus::Disabled | UserStatus::Missing => false,
+        }
+    }
+
+    /// The status of an account with `status` and, if any, a ban until
+    /// `ban_until` (a disabled account stays disabled).
+    pub(crate) fn with_ban(status: i32, ban_until: Option<i64>) -> UserStatus {
+        match (UserStatus::of(status), ban_until) {
+            (UserStatus::Active, Some(until)) => UserStatus::Banned { until },
+            (other, _) => other,
+        }
+    }
+
     /// The status of an account whose `status` column holds `status`.
     pub(crate) fn of(status: i32) -> UserStatus {
         match status {
@@ -147,6 +172,14 @@ pub trait Accounts {
     /// column read by this call.
     fn user_status(&self, id: u64) -> Result<UserStatus, StoreError>;
 
+    /// Bans the user until `until` (unix seconds, 0 = for ever) for
+    /// `reason` (at most [`MAX_BAN_REASON_CHARS`] characters), replacing an
+    /// earlier ban; nothing when no account has this id.
+    fn ban_user(&self, id: u64, until: i64, reason: &str, now: i64) -> Result<(), StoreError>;
+
+    /// Lifts the user's ban, if any.
+    fn unban_user(&self, id: u64) -> Result<(), StoreError>;
+
     /// Remembers a revoked session (its id string, at most
     /// [`MAX_SESSION_ID_LEN`] ASCII characters, compared exactly) until
     /// `end` (unix seconds). Revoking twice is Ok and keeps the later end.
@@ -163,6 +196,8 @@ pub trait Accounts {
 
 /// Longest accepted username, in characters (`users.username` column size).
 pub const MAX_USERNAME_CHARS: usize = 64;
+/// Longest accepted ban reason, in characters.
+pub const MAX_BAN_REASON_CHARS: usize = 255;
 /// Longest accepted password hash, in characters.
 pub const MAX_PASSWORD_HASH_CHARS: usize = 255;
 /// Longest accepted revoked-session id, in bytes (ASCII only).
@@ -193,6 +228,16 @@ pub(crate) fn check_new_user(username: &str, password_hash: &str) -> Result<(), 
     if password_hash.chars().count() > MAX_PASSWORD_HASH_CHARS {
         return Err(StoreError::Other(format!(
             "password hash longer than {MAX_PASSWORD_HASH_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the reason given to [`Accounts::ban_user`].
+pub(crate) fn check_ban_reason(reason: &str) -> Result<(), StoreError> {
+    if reason.chars().count() > MAX_BAN_REASON_CHARS {
+        return Err(StoreError::Other(format!(
+            "ban reason must be at most {MAX_BAN_REASON_CHARS} characters"
         )));
     }
     Ok(())

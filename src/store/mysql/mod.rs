@@ -19,8 +19,8 @@ use ::mysql::prelude::Queryable;
 use ::mysql::{DriverError, Opts, OptsBuilder, Pool, PoolConstraints, PooledConn, Row};
 
 use super::{
-    check_new_user, check_schema_version, check_session_id, default_pool_size, username_key,
-    Accounts, StoreError, User, UserStatus, USER_COLUMNS,
+    check_ban_reason, check_new_user, check_schema_version, check_session_id, default_pool_size,
+    username_key, Accounts, StoreError, User, UserStatus, USER_COLUMNS,
 };
 
 /// The MySQL schema, applied at every open (idempotent).
@@ -269,9 +269,33 @@ impl Accounts for MysqlStore {
     }
 
     fn user_status(&self, id: u64) -> Result<UserStatus, StoreError> {
-        let status: Option<i32> =
-            self.run(|c| c.exec_first("SELECT status FROM users WHERE id = ?", (id,)))?;
-        Ok(status.map_or(UserStatus::Missing, UserStatus::of))
+        let row: Option<(i32, Option<i64>)> = self.run(|c| {
+            c.exec_first(
+                "SELECT u.status, b.until FROM users u \
+                 LEFT JOIN user_bans b ON b.user_id = u.id WHERE u.id = ?",
+                (id,),
+            )
+        })?;
+        Ok(row.map_or(UserStatus::Missing, |(status, ban)| {
+            UserStatus::with_ban(status, ban)
+        }))
+    }
+
+    fn ban_user(&self, id: u64, until: i64, reason: &str, now: i64) -> Result<(), StoreError> {
+        check_ban_reason(reason)?;
+        self.run(|c| {
+            c.exec_drop(
+                "INSERT INTO user_bans (user_id, until, reason, created_at) \
+                 SELECT id, ?, ?, ? FROM users WHERE id = ? \
+                 ON DUPLICATE KEY UPDATE until = VALUES(until), reason = VALUES(reason), \
+                 created_at = VALUES(created_at)",
+                (until, reason, now, id),
+            )
+        })
+    }
+
+    fn unban_user(&self, id: u64) -> Result<(), StoreError> {
+        self.run(|c| c.exec_drop("DELETE FROM user_bans WHERE user_id = ?", (id,)))
     }
 
     fn revoke_session(&self, sid: &str, end: i64) -> Result<(), StoreError> {

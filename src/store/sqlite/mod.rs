@@ -26,8 +26,8 @@ use rusqlite::config::DbConfig;
 use rusqlite::{ffi, params, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
-    check_new_user, check_schema_version, check_session_id, default_pool_size, username_key,
-    Accounts, StoreError, User, UserStatus, USER_COLUMNS,
+    check_ban_reason, check_new_user, check_schema_version, check_session_id, default_pool_size,
+    username_key, Accounts, StoreError, User, UserStatus, USER_COLUMNS,
 };
 
 /// How long a statement waits for another connection's write lock.
@@ -76,6 +76,13 @@ CREATE TABLE IF NOT EXISTS revoked_sessions (
     ends_at INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_revoked_sessions_ends_at ON revoked_sessions (ends_at);
+
+CREATE TABLE IF NOT EXISTS user_bans (
+    user_id    INTEGER NOT NULL PRIMARY KEY,
+    until      INTEGER NOT NULL,
+    reason     TEXT    NOT NULL DEFAULT '',
+    created_at INTEGER NOT NULL
+) STRICT;
 ";
 
 /// [`Store`] on an SQLite file. Cheap to share: wrap it in an `Arc`.
@@ -308,12 +315,45 @@ impl Accounts for SqliteStore {
         let Ok(id) = i64::try_from(id) else {
             return Ok(UserStatus::Missing);
         };
-        let status: Option<i32> = self.with_conn(|c| {
-            c.prepare_cached("SELECT status FROM users WHERE id = ?1")?
-                .query_row(params![id], |r| r.get(0))
-                .optional()
+        let row: Option<(i32, Option<i64>)> = self.with_conn(|c| {
+            c.prepare_cached(
+                "SELECT u.status, b.until FROM users u \
+                 LEFT JOIN user_bans b ON b.user_id = u.id WHERE u.id = ?1",
+            )?
+            .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
         })?;
-        Ok(status.map_or(UserStatus::Missing, UserStatus::of))
+        Ok(row.map_or(UserStatus::Missing, |(status, ban)| {
+            UserStatus::with_ban(status, ban)
+        }))
+    }
+
+    fn ban_user(&self, id: u64, until: i64, reason: &str, now: i64) -> Result<(), StoreError> {
+        check_ban_reason(reason)?;
+        let Ok(id) = i64::try_from(id) else {
+            return Ok(());
+        };
+        self.with_conn(|c| {
+            c.prepare_cached(
+                "INSERT INTO user_bans (user_id, until, reason, created_at) \
+                     SELECT id, ?2, ?3, ?4 FROM users WHERE id = ?1 \
+                     ON CONFLICT (user_id) DO UPDATE SET until = excluded.until, \
+                     reason = excluded.reason, created_at = excluded.created_at",
+            )?
+            .execute(params![id, until, reason, now])?;
+            Ok(())
+        })
+    }
+
+    fn unban_user(&self, id: u64) -> Result<(), StoreError> {
+        let Ok(id) = i64::try_from(id) else {
+            return Ok(());
+        };
+        self.with_conn(|c| {
+            c.prepare_cached("DELETE FROM user_bans WHERE user_id = ?1")?
+                .execute(params![id])?;
+            Ok(())
+        })
     }
 
     fn revoke_session(&self, sid: &str, end: i64) -> Result<(), StoreError> {
