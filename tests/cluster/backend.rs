@@ -188,3 +188,50 @@ fn user_online_and_offline_are_cluster_wide() {
     assert_eq!(count(&got, "user.online"), 1);
     assert!(got.iter().all(|g| g.signed_with(HOOK_SECRET)));
 }
+
+#[test]
+fn disconnect_and_ban_close_sockets_on_every_node() {
+    let s = services();
+    let rx = Receiver::start();
+    let (ids, nodes) = backend_cluster(&s, &rx);
+    let (a, b) = (nodes[0].new_account(), nodes[0].new_account());
+    let mut a1 = nodes[1].ws_signed_in(&a.token);
+    let mut a2 = nodes[2].ws_signed_in(&a.token);
+    let mut b1 = nodes[1].ws_signed_in(&b.token);
+    wait_presence(&s.redis, a.id, &[&ids[1], &ids[2]]);
+    // Through node 0, where a has no socket.
+    server_ok(&nodes[0], "users/disconnect", &json!({"uid": a.id}));
+    assert_eq!(a1.expect_close(FRAME_WAIT), 4002);
+    assert_eq!(a2.expect_close(FRAME_WAIT), 4002);
+
+    // Signed in again on two nodes (node 2's answer is cached: the ban
+    // must drop it), then banned through node 1.
+    let mut a1 = nodes[1].ws_signed_in(&a.token);
+    let mut a2 = nodes[2].ws_signed_in(&a.token);
+    let until = now_secs() + 600;
+    server_ok(
+        &nodes[1],
+        "users/ban",
+        &json!({"uid": a.id, "until": until, "reason": "test"}),
+    );
+    assert_eq!(a1.expect_close(FRAME_WAIT), 4003);
+    assert_eq!(a2.expect_close(FRAME_WAIT), 4003);
+    for node in nodes.iter() {
+        let mut ws = node.ws();
+        ws.send_json(&json!({"Cmd": 3, "Body": a.token}));
+        let reply = ws.recv_json();
+        assert_eq!(
+            (&reply["Cmd"], &reply["Body"]),
+            (&json!(2), &json!("账号已被封禁")),
+            "{reply}"
+        );
+        let login = node.login_raw(&a.username, PASSWORD);
+        assert_eq!(login["code"], CODE_AUTH, "{login}");
+    }
+    // The other user's socket is untouched.
+    b1.send_json(&json!({"Cmd": 30}));
+    expect(&mut b1, "pong", |f| f["Cmd"] == 31);
+    server_ok(&nodes[2], "users/unban", &json!({"uid": a.id}));
+    let login = nodes[2].login(&a.username);
+    assert_eq!(nodes[2].me(&login.token)["code"], CODE_OK);
+}
