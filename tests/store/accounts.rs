@@ -1,10 +1,10 @@
-//! `Accounts`: users (creation, lookup, uniqueness, limits, status) and
-//! revoked sessions.
+//! `Accounts`: users (creation, lookup, uniqueness, limits, status, bans)
+//! and revoked sessions.
 
 use std::sync::{Barrier, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use weim::store::{Store, StoreError, UserStatus, MAX_USERNAME_CHARS};
+use weim::store::{Store, StoreError, UserStatus, MAX_BAN_REASON_CHARS, MAX_USERNAME_CHARS};
 
 use crate::common::{now_secs, unique_name};
 
@@ -218,6 +218,32 @@ pub fn user_status_of_accounts(store: &dyn Store) {
             "{missing}"
         );
     }
+}
+
+pub fn bans_are_kept_replaced_and_lifted(store: &dyn Store) {
+    let now = now_secs();
+    let user = store
+        .create_user(&unique_name("ban"), "h", now)
+        .expect("create");
+    store.ban_user(user.id, now + 60, "spam", now).expect("ban");
+    let status = store.user_status(user.id).expect("status");
+    assert_eq!(status, UserStatus::Banned { until: now + 60 });
+    assert!(!status.active_at(now) && status.active_at(now + 60));
+    // A later ban replaces it; 0 is for ever.
+    store.ban_user(user.id, 0, "ça suffit", now).expect("ban again");
+    let status = store.user_status(user.id).expect("status");
+    assert_eq!(status, UserStatus::Banned { until: 0 });
+    assert!(!status.active_at(i64::MAX));
+    store.unban_user(user.id).expect("unban");
+    assert_eq!(store.user_status(user.id).expect("status"), UserStatus::Active);
+    store.unban_user(user.id).expect("unban twice");
+    // A missing user: nothing is stored.
+    let missing = user.id + 1_000_000_000;
+    store.ban_user(missing, 0, "", now).expect("ban a missing user");
+    assert_eq!(store.user_status(missing).expect("status"), UserStatus::Missing);
+    let r = store.ban_user(user.id, 0, &"r".repeat(MAX_BAN_REASON_CHARS + 1), now);
+    assert!(matches!(r, Err(StoreError::Other(_))), "{r:?}");
+    assert_eq!(store.user_status(user.id).expect("status"), UserStatus::Active);
 }
 
 /// Expiry times are chosen so that a purge by any run (every run purges at

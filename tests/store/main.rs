@@ -159,6 +159,7 @@ conformance!(
         unicode_roundtrip,
         over_long_values_are_rejected,
         user_status_of_accounts,
+        bans_are_kept_replaced_and_lifted,
         revoke_and_expire,
         double_revoke_keeps_later_expiry,
         ping_answers,
