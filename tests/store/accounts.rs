@@ -230,20 +230,33 @@ pub fn bans_are_kept_replaced_and_lifted(store: &dyn Store) {
     assert_eq!(status, UserStatus::Banned { until: now + 60 });
     assert!(!status.active_at(now) && status.active_at(now + 60));
     // A later ban replaces it; 0 is for ever.
-    store.ban_user(user.id, 0, "ça suffit", now).expect("ban again");
+    store
+        .ban_user(user.id, 0, "ça suffit", now)
+        .expect("ban again");
     let status = store.user_status(user.id).expect("status");
     assert_eq!(status, UserStatus::Banned { until: 0 });
     assert!(!status.active_at(i64::MAX));
     store.unban_user(user.id).expect("unban");
-    assert_eq!(store.user_status(user.id).expect("status"), UserStatus::Active);
+    assert_eq!(
+        store.user_status(user.id).expect("status"),
+        UserStatus::Active
+    );
     store.unban_user(user.id).expect("unban twice");
     // A missing user: nothing is stored.
     let missing = user.id + 1_000_000_000;
-    store.ban_user(missing, 0, "", now).expect("ban a missing user");
-    assert_eq!(store.user_status(missing).expect("status"), UserStatus::Missing);
+    store
+        .ban_user(missing, 0, "", now)
+        .expect("ban a missing user");
+    assert_eq!(
+        store.user_status(missing).expect("status"),
+        UserStatus::Missing
+    );
     let r = store.ban_user(user.id, 0, &"r".repeat(MAX_BAN_REASON_CHARS + 1), now);
     assert!(matches!(r, Err(StoreError::Other(_))), "{r:?}");
-    assert_eq!(store.user_status(user.id).expect("status"), UserStatus::Active);
+    assert_eq!(
+        store.user_status(user.id).expect("status"),
+        UserStatus::Active
+    );
 }
 
 /// Expiry times are chosen so that a purge by any run (every run purges at
