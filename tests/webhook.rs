@@ -225,7 +225,7 @@ fn social_and_presence_events_arrive() {
 #[test]
 fn failed_posts_are_retried_with_the_same_event_id() {
     let rx = Receiver::start();
-    rx.script(&[500, 503, 429]);
+    rx.script(&[500, 500, 500]);
     let node = hooked(&rx, "friend.added").start();
     let (a, b) = (node.new_account(), node.new_account());
     befriend(&node, &a, &b);
@@ -248,14 +248,16 @@ fn failed_posts_are_retried_with_the_same_event_id() {
     assert_eq!(m.value("weim_webhook_sent_total"), 1.0);
     assert_eq!(m.value("weim_webhook_queue_depth"), 0.0);
 
-    // A 4xx other than 429: dropped at once and counted.
-    rx.script(&[400]);
+    // 429 is retried; a 4xx other than 429 is dropped at once and counted.
+    rx.script(&[429, 400]);
     let c = node.new_account();
     befriend(&node, &a, &c);
-    rx.wait_for(EVENT_WAIT, "the refused event", |g| g.len() >= 5);
+    let got = rx.wait_for(EVENT_WAIT, "the refused event", |g| g.len() >= 6);
+    assert_eq!(got[4].body, got[5].body, "the 429 was not retried");
     node.wait_metric(r#"weim_webhook_dropped_total{reason="rejected"}"#, 1.0);
-    std::thread::sleep(Duration::from_millis(1000));
-    assert_eq!(rx.got().len(), 5);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(rx.got().len(), 6);
+    assert_eq!(node.metrics().value("weim_webhook_retries_total"), 4.0);
 }
 
 #[test]
