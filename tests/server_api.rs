@@ -409,7 +409,7 @@ fn ban_refuses_the_user_until_it_ends(store: Store) {
     assert!(
         node.metrics()
             .value(r#"weim_auth_refusals_total{reason="banned"}"#)
-            >= 2.0
+            >= 3.0
     );
     // After `until`: everything works again.
     assert!(wait_until(Duration::from_secs(10), || now_secs() > until));

@@ -6,6 +6,7 @@ use super::{fail, fail_with, ok, store_error, Caller, Route, Routes, AUTH_FAIL};
 use crate::access::BANNED;
 use crate::auth;
 use crate::http::{Params, Request, Response};
+use crate::metrics::Refusal;
 use crate::node::Shared;
 use crate::search::UserDoc;
 use crate::store::{StoreError, User, UserStatus};
@@ -128,7 +129,10 @@ fn login(node: &Shared, req: &Request, params: &Params) -> Response {
     }
     match node.store.user_status(user.id) {
         Ok(status) if status.active_at(auth::now_secs()) => {}
-        Ok(_) => return fail_with(AUTH_FAIL, BANNED),
+        Ok(_) => {
+            node.metrics.refused(Refusal::Banned);
+            return fail_with(AUTH_FAIL, BANNED);
+        }
         Err(e) => return store_error(e),
     }
     signed_in(node, &user)
