@@ -19,7 +19,8 @@ CREATE TABLE IF NOT EXISTS schema_version (
 
 INSERT IGNORE INTO schema_version (id, version) VALUES (1, 1);
 
--- Accounts. Usernames are unique case-insensitively but otherwise exactly:
+-- Accounts. status 0 is a normal account; any other value disables it
+-- (its tokens are refused at sign-in and by every REST call). Usernames are unique case-insensitively but otherwise exactly:
 -- username_key holds the lowercase of the username (computed by weim) in a
 -- byte-compared VARBINARY column, so neither the accent folding nor the
 -- trailing-space padding of utf8mb4_unicode_ci applies and SQLite behaves
@@ -52,13 +53,24 @@ CREATE TABLE IF NOT EXISTS users (
     UNIQUE KEY uk_users_username_key (username_key)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
--- Revoked tokens, kept until they expire. sig is compared byte by byte
--- (token signatures are case-sensitive). exp is unix seconds.
-CREATE TABLE IF NOT EXISTS revoked_tokens (
-    sig VARBINARY(128) NOT NULL,
-    exp BIGINT NOT NULL,
-    PRIMARY KEY (sig),
-    KEY idx_revoked_tokens_exp (exp)
+-- Sessions ended by logout, kept until their absolute end (ends_at, unix
+-- seconds), after which no token of theirs is valid anyway. sid is the
+-- session id of the tokens (16 hex digits), compared byte by byte.
+CREATE TABLE IF NOT EXISTS revoked_sessions (
+    sid     VARBINARY(128) NOT NULL,
+    ends_at BIGINT NOT NULL,
+    PRIMARY KEY (sid),
+    KEY idx_revoked_sessions_ends_at (ends_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+-- Bans set through the server API (users/ban): the user's tokens, sign-in
+-- and login are refused until `until` (unix seconds; 0 = for ever).
+CREATE TABLE IF NOT EXISTS user_bans (
+    user_id    BIGINT UNSIGNED NOT NULL,
+    until      BIGINT NOT NULL,
+    reason     VARCHAR(255) NOT NULL DEFAULT '',
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (user_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
 -- ---------------------------------------------------------------------------

@@ -252,7 +252,7 @@ if [ -n "$CHAT_SCENARIOS" ]; then
             fi
         fi
         if [ "$st" = sqlite ] && ! python3 -c 'import sqlite3' 2>/dev/null; then
-            SKIP_STORE[sqlite]="python3 with sqlite3 is needed to insert the friendships"
+            SKIP_STORE[sqlite]="python3 with sqlite3 is needed to insert the users and friendships"
         fi
         if [ "$st" = mariadb ] && [ -z "${SKIP_STORE[$st]+x}" ]; then
             MARIADB_VERSION=$(mariadb_cli -N -e 'SELECT VERSION()' 2>/dev/null || true)
@@ -380,28 +380,33 @@ start_server() {
     fi
 }
 
-# setup_chat SCENARIO STORE: the friendships (chat: users 1+2k and 2+2k for
-# k < PAIRS, soak: for k < SOAK_CONNS / 2, both directions) or the group
-# (id 1, owner user 1, members 1..MEMBERS) straight into the running node's
-# store, which created its schema on start. weim reads them from the store
-# on every send; the users' own rows are not needed (tokens are minted).
-setup_chat() {
-    local scenario=$1 store=$2 now pairs=$PAIRS
+# setup_store SCENARIO STORE USERS: the users 1..USERS (weim refuses tokens
+# of users that do not exist; the tokens themselves are minted) and the
+# friendships (chat: users 1+2k and 2+2k for k < PAIRS, soak: for
+# k < SOAK_CONNS / 2, both directions) or the group (id 1, owner user 1,
+# members 1..MEMBERS) straight into the running node's store, which
+# created its schema on start. weim reads them from the store on every
+# send.
+setup_store() {
+    local scenario=$1 store=$2 users=$3 now pairs=$PAIRS
     [ "$scenario" = soak ] && pairs=$((SOAK_CONNS / 2)) scenario=chat
     now=$(($(date +%s) * 1000))
     if [ "$store" = sqlite ]; then
-        python3 - "$DATA/weim.db" "$scenario" "$pairs" "$MEMBERS" "$now" <<'PY'
+        python3 - "$DATA/weim.db" "$scenario" "$pairs" "$MEMBERS" "$now" "$users" <<'PY'
 import sqlite3, sys
-path, scenario, pairs, members, now = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+path, scenario, pairs, members, now, users = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 db = sqlite3.connect(path, timeout=30)  # WAL: the node keeps running
 with db:
+    db.executemany("INSERT OR IGNORE INTO users (id, username, username_key, password_hash, nickname, created_at) "
+                   "VALUES (?, ?, ?, '', ?, ?)",
+                   [(u, f"bench{u}", f"bench{u}", f"bench{u}", now // 1000) for u in range(1, users + 1)])
     if scenario == "chat":
         rows = []
         for k in range(pairs):
             a, b = 1 + 2 * k, 2 + 2 * k
             rows += [(a, b, now), (b, a, now)]
         db.executemany("INSERT INTO friends (user_id, friend_id, created_at) VALUES (?, ?, ?)", rows)
-    else:
+    elif scenario == "group":
         db.execute("INSERT INTO chat_groups (id, owner_id, name, name_key, created_at) "
                    "VALUES (1, 1, 'bench', 'bench', ?)", (now,))
         db.executemany("INSERT INTO group_members (group_id, user_id, joined_at) VALUES (1, ?, ?)",
@@ -411,6 +416,13 @@ PY
     else
         # One statement of plain VALUES rows per table (10,000 friendship
         # rows are about 300 KB, far below max_allowed_packet).
+        {
+        awk -v n="$users" -v now="$((now / 1000))" -v q="'" 'BEGIN {
+            printf "INSERT IGNORE INTO users (id, username, username_key, password_hash, nickname, created_at) VALUES "
+            for (u = 1; u <= n; u++)
+                printf "%s(%d,%sbench%d%s,%sbench%d%s,%s%s,%sbench%d%s,%d)", (u > 1 ? "," : ""), u, q, u, q, q, u, q, q, q, q, u, q, now
+            print ";"
+        }'
         if [ "$scenario" = chat ]; then
             awk -v p="$pairs" -v now="$now" 'BEGIN {
                 printf "INSERT INTO friends (user_id, friend_id, created_at) VALUES "
@@ -418,7 +430,7 @@ PY
                     printf "%s(%d,%d,%d),(%d,%d,%d)", (k ? "," : ""), 1 + 2 * k, 2 + 2 * k, now, 2 + 2 * k, 1 + 2 * k, now
                 print ";"
             }'
-        else
+        elif [ "$scenario" = group ]; then
             awk -v m="$MEMBERS" -v now="$now" -v q="'" 'BEGIN {
                 printf "INSERT INTO chat_groups (id, owner_id, name, name_key, created_at) "
                 printf "VALUES (1, 1, %sbench%s, %sbench%s, %d);\n", q, q, q, q, now
@@ -426,7 +438,8 @@ PY
                 for (u = 1; u <= m; u++) printf "%s(1,%d,%d)", (u > 1 ? "," : ""), u, now
                 print ";"
             }'
-        fi | mariadb_cli "$DB"
+        fi
+        } | mariadb_cli "$DB"
     fi
 }
 
@@ -520,17 +533,14 @@ for server in "${RUN_SERVERS[@]}"; do
                 drop_db
                 continue
             fi
-            case "$label" in
-            chat-* | group-* | soak-*)
-                if ! setup_chat "${label%%-*}" "$store" >"$TMP/$server.$label.setup" 2>&1; then
-                    echo "== $server: $label: inserting the friendships or the group failed:"
-                    tail -n 5 "$TMP/$server.$label.setup"
-                    stop_server
-                    drop_db
-                    continue
-                fi
-                ;;
-            esac
+            if [[ "$server" == weim* ]] &&
+                ! setup_store "${label%%-*}" "$store" "$conns" >"$TMP/$server.$label.setup" 2>&1; then
+                echo "== $server: $label: inserting the users, friendships or the group failed:"
+                tail -n 5 "$TMP/$server.$label.setup"
+                stop_server
+                drop_db
+                continue
+            fi
             [ $((SRC + src_step)) -le 250 ] || SRC=2
             out=$TMP/runs/$server.$label.json
             run_timeout=$TIMEOUT

@@ -1,25 +1,38 @@
-//! Who a caller is: HS256 tokens (`id`, `at`, `exp`) and their revocation,
+//! Who a caller is: HS256 tokens of sessions and the sessions' revocation,
 //! argon2id password hashes (and the weIm-go hashes an import keeps until
 //! their owner's next login), and the node's JWT secret when none is
 //! configured.
+//!
+//! A login (or register) starts a session: a random 64-bit id (`sid`, 16
+//! hex digits) and an absolute end (`end` = login + `auth.session_ttl`).
+//! Every token of the session carries both; a refreshed token's `exp` is
+//! `min(now + auth.token_ttl, end)`, so refreshing never extends a session.
+//! Logout revokes the session: every token of it, issued before or after
+//! the logout call. A token without a session (issued before sessions
+//! existed) is refused: its holder logs in again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use md5::{Digest, Md5};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
 use crate::idcard::hex;
+use crate::metrics::Refusal;
+use crate::store::{Accounts, StoreError};
 
 /// Longest token accepted for decoding.
 const MAX_TOKEN: usize = 2048;
+/// Expired revocations forgotten at most per revocation: the set is pruned
+/// a few entries at a time, oldest first, never by a scan of it all.
+const PRUNE_STEP: usize = 16;
 
-/// Token claims (the old server's `id` and `at`, plus `exp`).
+/// Token claims (the old server's `id` and `at`, plus `exp` and the session).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
     /// User id.
@@ -28,28 +41,100 @@ pub struct Claims {
     pub at: i64,
     /// Expiry, unix seconds.
     pub exp: i64,
-    /// A random id, so two tokens issued in the same second differ (and
-    /// revoking one leaves the other valid).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub jti: String,
+    /// The session, 16 lower-case hex digits; empty in tokens issued
+    /// before sessions existed (refused).
+    #[serde(default)]
+    pub sid: String,
+    /// The session's absolute end, unix seconds.
+    #[serde(default)]
+    pub end: i64,
+}
+
+/// A valid token: whose, of which session, and when that session ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    /// User id, in `1..=i64::MAX` (the store's id range).
+    pub uid: u64,
+    /// Session id (never 0).
+    pub sid: u64,
+    /// The session's absolute end, unix seconds.
+    pub end: i64,
 }
 
 /// Why a token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenError {
-    /// Malformed, forged or revoked.
+    /// Malformed, forged, without a session, or of a user id the store
+    /// cannot hold.
     Invalid,
     /// Past `exp`.
     Expired,
+    /// Its session ended by logout.
+    Revoked,
+    /// Past its session's absolute end.
+    Ended,
 }
 
-/// Issues and checks tokens; remembers revoked ones until they expire.
+impl TokenError {
+    /// The refusal counted in `weim_auth_refusals_total`.
+    pub fn refusal(self) -> Refusal {
+        match self {
+            TokenError::Invalid => Refusal::Invalid,
+            TokenError::Expired => Refusal::Expired,
+            TokenError::Revoked => Refusal::Revoked,
+            TokenError::Ended => Refusal::SessionEnded,
+        }
+    }
+}
+
+/// Revoked sessions until their end: a map for O(1) look-ups and an
+/// end-ordered set from which expired entries are forgotten a few at a time.
+#[derive(Default)]
+struct Revoked {
+    by_sid: HashMap<u64, i64>,
+    by_end: BTreeSet<(i64, u64)>,
+}
+
+impl Revoked {
+    fn insert(&mut self, sid: u64, end: i64, now: i64) {
+        match self.by_sid.get(&sid).copied() {
+            Some(known) if known >= end => {}
+            known => {
+                if let Some(known) = known {
+                    self.by_end.remove(&(known, sid));
+                }
+                self.by_sid.insert(sid, end);
+                self.by_end.insert((end, sid));
+            }
+        }
+        for _ in 0..PRUNE_STEP {
+            match self.by_end.first() {
+                Some(&(end, sid)) if end <= now => {
+                    self.by_end.pop_first();
+                    self.by_sid.remove(&sid);
+                }
+                _ => break,
+            }
+        }
+    }
+
+    fn contains(&self, sid: u64) -> bool {
+        self.by_sid.contains_key(&sid)
+    }
+
+    fn len(&self) -> usize {
+        self.by_sid.len()
+    }
+}
+
+/// Issues and checks tokens; remembers revoked sessions until they end.
 pub struct Tokens {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
     ttl: i64,
-    revoked: RwLock<HashMap<String, i64>>,
+    session_ttl: i64,
+    revoked: RwLock<Revoked>,
 }
 
 /// Unix time in seconds.
@@ -78,68 +163,131 @@ pub fn utc_datetime(unix_secs: i64) -> (i64, u32, u32, u32, u32, u32) {
     (year, month, day, secs / 3600, secs / 60 % 60, secs % 60)
 }
 
+/// A session id as tokens and the store write it: 16 lower-case hex digits.
+pub fn format_sid(sid: u64) -> String {
+    format!("{sid:016x}")
+}
+
+/// The session id written by [`format_sid`]; `None` for anything else
+/// (and for 0, never issued).
+pub fn parse_sid(text: &str) -> Option<u64> {
+    if text.len() != 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(text, 16).ok().filter(|&sid| sid != 0)
+}
+
 impl Tokens {
-    /// Keys from the secret; tokens live `ttl`.
-    pub fn new(secret: &[u8], ttl: Duration) -> Tokens {
+    /// Keys from the secret; tokens live `ttl`, sessions `session_ttl`.
+    pub fn new(secret: &[u8], ttl: Duration, session_ttl: Duration) -> Tokens {
         let mut validation = Validation::new(Algorithm::HS256);
+        // `exp` must be there, and is checked in `verify` after the
+        // session's end, so that a token past both counts as `Ended`.
+        validation.validate_exp = false;
         validation.leeway = 0;
         Tokens {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
             ttl: ttl.as_secs() as i64,
-            revoked: RwLock::new(HashMap::new()),
+            session_ttl: session_ttl.as_secs() as i64,
+            revoked: RwLock::new(Revoked::default()),
         }
     }
 
-    /// A new token for `uid`.
-    pub fn issue(&self, uid: u64) -> String {
+    /// The first token of a new session of `uid` (login, register); an
+    /// error when the OS has no randomness to give.
+    pub fn start(&self, uid: u64) -> Result<String, String> {
+        let mut raw = [0u8; 8];
+        getrandom::fill(&mut raw).map_err(|e| format!("session id: {e}"))?;
+        // 0 is never issued (it means "no session" on the bus).
+        let sid = u64::from_le_bytes(raw).max(1);
+        let end = now_secs().saturating_add(self.session_ttl);
+        Ok(self.sign(uid, sid, end))
+    }
+
+    /// A new token of the caller's session (`data.t`), expiring at most at
+    /// the session's end.
+    pub fn refresh(&self, who: &Identity) -> String {
+        self.sign(who.uid, who.sid, who.end)
+    }
+
+    fn sign(&self, uid: u64, sid: u64, end: i64) -> String {
         let at = now_secs();
-        let mut nonce = [0u8; 8];
-        let _ = getrandom::fill(&mut nonce);
         let claims = Claims {
             id: uid,
             at,
-            exp: at + self.ttl,
-            jti: nonce.iter().map(|b| format!("{b:02x}")).collect(),
+            exp: at.saturating_add(self.ttl).min(end),
+            sid: format_sid(sid),
+            end,
         };
         // HS256 over plain claims cannot fail.
         jsonwebtoken::encode(&Header::default(), &claims, &self.encoding).unwrap_or_default()
     }
 
-    /// Checks signature, expiry and revocation.
-    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+    /// Checks signature, expiry, the user id's range, the session's end
+    /// and its revocation (one O(1) look-up).
+    pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
         let token = token.trim();
         if token.is_empty() || token.len() > MAX_TOKEN {
             return Err(TokenError::Invalid);
         }
-        let claims = match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
-            Ok(data) => data.claims,
-            Err(e) if matches!(e.kind(), ErrorKind::ExpiredSignature) => {
-                return Err(TokenError::Expired)
-            }
-            Err(_) => return Err(TokenError::Invalid),
+        let Ok(claims) = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|data| data.claims)
+        else {
+            return Err(TokenError::Invalid);
         };
-        if self.revoked.read().contains_key(signature(token)) {
+        let Some(sid) = parse_sid(&claims.sid) else {
+            return Err(TokenError::Invalid);
+        };
+        if !(1..=i64::MAX as u64).contains(&claims.id) {
             return Err(TokenError::Invalid);
         }
-        Ok(claims)
-    }
-
-    /// Remembers a revoked token's signature until `exp`.
-    pub fn revoke(&self, sig: &str, exp: i64) {
-        let mut revoked = self.revoked.write();
-        if revoked.len() >= 1024 {
-            let now = now_secs();
-            revoked.retain(|_, e| *e > now);
+        // A token is over at its `exp` second, a session at its `end`.
+        let now = now_secs();
+        if claims.end <= now {
+            return Err(TokenError::Ended);
         }
-        revoked.insert(sig.to_string(), exp);
+        if claims.exp <= now {
+            return Err(TokenError::Expired);
+        }
+        if self.is_revoked(sid) {
+            return Err(TokenError::Revoked);
+        }
+        Ok(Identity {
+            uid: claims.id,
+            sid,
+            end: claims.end,
+        })
     }
-}
 
-/// The signature segment of a token: what identifies it for revocation.
-pub fn signature(token: &str) -> &str {
-    token.trim().rsplit('.').next().unwrap_or("")
+    /// Whether session `sid` was revoked.
+    pub fn is_revoked(&self, sid: u64) -> bool {
+        self.revoked.read().contains(sid)
+    }
+
+    /// Remembers a revoked session until `end` (its absolute end).
+    pub fn revoke(&self, sid: u64, end: i64) {
+        self.revoked.write().insert(sid, end, now_secs());
+    }
+
+    /// Revoked sessions remembered now.
+    pub fn revoked_len(&self) -> usize {
+        self.revoked.read().len()
+    }
+
+    /// Loads the store's revoked sessions (at start, and in a cluster after
+    /// a revocation published by another node may have been missed).
+    pub fn load_revoked<S: Accounts + ?Sized>(&self, store: &S) -> Result<usize, StoreError> {
+        let list = store.revoked_sessions(now_secs())?;
+        let n = list.len();
+        for (sid, end) in list {
+            if let Some(sid) = parse_sid(&sid) {
+                self.revoke(sid, end);
+            }
+        }
+        Ok(n)
+    }
 }
 
 /// An argon2id hash (PHC string) of a password.
@@ -244,38 +392,134 @@ mod tests {
         assert_eq!(utc_datetime(-1), (1969, 12, 31, 23, 59, 59));
     }
 
-    #[test]
-    fn tokens_round_trip_and_are_revocable() {
-        let tokens = Tokens::new(b"secret", Duration::from_secs(60));
-        let t = tokens.issue(42);
-        assert_ne!(t, tokens.issue(42), "two tokens of one second must differ");
-        let claims = tokens.verify(&t).unwrap();
-        assert_eq!(claims.id, 42);
-        assert_eq!(claims.exp - claims.at, 60);
-        let other = Tokens::new(b"other", Duration::from_secs(60));
-        assert_eq!(other.verify(&t), Err(TokenError::Invalid));
-        assert_eq!(tokens.verify("a.b.c"), Err(TokenError::Invalid));
-        assert_eq!(tokens.verify(""), Err(TokenError::Invalid));
-        tokens.revoke(signature(&t), claims.exp);
-        assert_eq!(tokens.verify(&t), Err(TokenError::Invalid));
+    fn forge(claims: &Claims) -> String {
+        jsonwebtoken::encode(
+            &Header::default(),
+            claims,
+            &EncodingKey::from_secret(b"secret"),
+        )
+        .unwrap()
+    }
+
+    fn claims(id: u64, sid: &str, exp: i64, end: i64) -> Claims {
+        Claims {
+            id,
+            at: now_secs(),
+            exp,
+            sid: sid.to_string(),
+            end,
+        }
     }
 
     #[test]
-    fn expired_tokens_are_told_apart() {
-        let tokens = Tokens::new(b"secret", Duration::from_secs(60));
-        let claims = Claims {
-            id: 1,
-            at: now_secs() - 100,
-            exp: now_secs() - 10,
-            jti: String::new(),
-        };
-        let t = jsonwebtoken::encode(
-            &Header::default(),
-            &claims,
-            &EncodingKey::from_secret(b"secret"),
+    fn sessions_round_trip_and_are_revocable() {
+        let tokens = Tokens::new(
+            b"secret",
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+        );
+        let t = tokens.start(42).unwrap();
+        let who = tokens.verify(&t).unwrap();
+        assert_eq!(who.uid, 42);
+        let other = tokens.start(42).unwrap();
+        assert_ne!(tokens.verify(&other).unwrap().sid, who.sid);
+        let refreshed = tokens.refresh(&who);
+        assert_eq!(tokens.verify(&refreshed), Ok(who));
+        let wrong_key = Tokens::new(b"other", Duration::from_secs(60), Duration::from_secs(60));
+        assert_eq!(wrong_key.verify(&t), Err(TokenError::Invalid));
+        assert_eq!(tokens.verify("a.b.c"), Err(TokenError::Invalid));
+        assert_eq!(tokens.verify(""), Err(TokenError::Invalid));
+        tokens.revoke(who.sid, who.end);
+        assert_eq!(tokens.verify(&t), Err(TokenError::Revoked));
+        assert_eq!(tokens.verify(&refreshed), Err(TokenError::Revoked));
+        assert!(tokens.verify(&other).is_ok());
+    }
+
+    #[test]
+    fn refreshing_never_passes_the_session_end() {
+        let tokens = Tokens::new(b"secret", Duration::from_secs(600), Duration::from_secs(60));
+        let who = tokens.verify(&tokens.start(7).unwrap()).unwrap();
+        let t = tokens.refresh(&who);
+        let decoded = jsonwebtoken::decode::<Claims>(
+            &t,
+            &DecodingKey::from_secret(b"secret"),
+            &Validation::new(Algorithm::HS256),
         )
-        .unwrap();
-        assert_eq!(tokens.verify(&t), Err(TokenError::Expired));
+        .unwrap()
+        .claims;
+        assert_eq!(decoded.exp, who.end);
+        assert!(who.end - now_secs() <= 60);
+    }
+
+    #[test]
+    fn ended_legacy_and_out_of_range_tokens_are_refused() {
+        let tokens = Tokens::new(b"secret", Duration::from_secs(60), Duration::from_secs(60));
+        let now = now_secs();
+        let sid = "00000000000000ab";
+        assert!(tokens
+            .verify(&forge(&claims(1, sid, now + 60, now + 60)))
+            .is_ok());
+        assert_eq!(
+            tokens.verify(&forge(&claims(1, sid, now + 60, now))),
+            Err(TokenError::Ended)
+        );
+        assert_eq!(
+            tokens.verify(&forge(&claims(1, sid, now - 10, now - 10))),
+            Err(TokenError::Ended)
+        );
+        assert_eq!(
+            tokens.verify(&forge(&claims(1, sid, now, now + 60))),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            tokens.verify(&forge(&claims(1, sid, now - 10, now + 60))),
+            Err(TokenError::Expired)
+        );
+        for bad_sid in [
+            "",
+            "0000000000000000",
+            "ab",
+            "00000000000000AZ",
+            "+000000000000000",
+        ] {
+            assert_eq!(
+                tokens.verify(&forge(&claims(1, bad_sid, now + 60, now + 60))),
+                Err(TokenError::Invalid),
+                "{bad_sid:?}"
+            );
+        }
+        for id in [0, i64::MAX as u64 + 1, u64::MAX] {
+            assert_eq!(
+                tokens.verify(&forge(&claims(id, sid, now + 60, now + 60))),
+                Err(TokenError::Invalid),
+                "{id}"
+            );
+        }
+        assert!(tokens
+            .verify(&forge(&claims(i64::MAX as u64, sid, now + 60, now + 60)))
+            .is_ok());
+    }
+
+    #[test]
+    fn expired_revocations_are_forgotten_a_few_at_a_time() {
+        let mut r = Revoked::default();
+        for sid in 1..=100 {
+            r.insert(sid, 10, 0);
+        }
+        assert_eq!(r.len(), 100);
+        // Each later revocation forgets at most PRUNE_STEP expired ones.
+        r.insert(1000, 50, 20);
+        assert_eq!(r.len(), 101 - PRUNE_STEP);
+        for sid in 1001..1010 {
+            r.insert(sid, 50, 20);
+        }
+        assert_eq!(r.len(), 10);
+        assert!(!r.contains(1) && r.contains(1000));
+        // A later end replaces an earlier one, never the reverse.
+        r.insert(1000, 40, 20);
+        r.insert(1000, 90, 60);
+        assert!(r.contains(1000));
+        assert_eq!(r.by_end.len(), r.by_sid.len());
     }
 
     #[test]

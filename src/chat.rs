@@ -16,6 +16,8 @@ use crate::ws::SharedFrame;
 
 /// Message types a client may send: text, picture, voice, video, geo, file.
 const CLIENT_TYPES: &[i64] = &[0, 1, 2, 3, 4, 6];
+/// Largest `Type` of a message sent through the server API.
+pub const MAX_BACKEND_TYPE: i64 = 99;
 /// How long a REST send waits for its batch to be stored.
 const STORE_WAIT: Duration = Duration::from_secs(10);
 
@@ -120,6 +122,7 @@ fn submission(
         kind: out.kind,
         body,
         cid: cid.filter(|c| !c.is_empty()),
+        backend: false,
         origin,
         answer,
     }
@@ -134,13 +137,31 @@ pub fn send(node: &Shared, out: &Outgoing<'_>) -> Result<Message, ChatError> {
         node.metrics.limited(Limited::Rest);
         return Err(ChatError::TooFast(wait));
     }
+    store_and_wait(node, out, false)
+}
+
+/// Sends a message for the operator's backend (server API
+/// `messages/send`, from any user id, e.g. a bot or a system account):
+/// stored and pushed like a user's, without the friendship or membership
+/// check; any `Type` from 0 to [`MAX_BACKEND_TYPE`]. Idempotent by
+/// `(from, cid)` as [`send`].
+pub fn send_from_backend(node: &Shared, out: &Outgoing<'_>) -> Result<Message, ChatError> {
+    let kind_ok = (0..=MAX_BACKEND_TYPE).contains(&out.kind);
+    validate(node, &Outgoing { kind: 0, ..*out })
+        .and_then(|()| kind_ok.then_some(()).ok_or(ChatError::Rule("非法参数")))?;
+    store_and_wait(node, out, true)
+}
+
+/// Hands a validated message to the committer and waits for its outcome.
+fn store_and_wait(node: &Shared, out: &Outgoing<'_>, backend: bool) -> Result<Message, ChatError> {
     let (tx, rx) = crossbeam_channel::bounded(1);
     let body = out.body.to_string();
     let cid = out.cid.map(str::to_string);
-    if !node
-        .committer
-        .submit(submission(out, body, cid, None, Answer::Caller(tx)))
-    {
+    let sub = Submission {
+        backend,
+        ..submission(out, body, cid, None, Answer::Caller(tx))
+    };
+    if !node.committer.submit(sub) {
         return Err(ChatError::Rule("服务繁忙，请稍后重试"));
     }
     match rx.recv_timeout(STORE_WAIT) {

@@ -43,6 +43,8 @@ pub struct Config {
     pub user: User,
     /// WebSocket test aids.
     pub ws: Ws,
+    /// Events posted to the operator's backend.
+    pub webhook: Webhook,
     /// Test-only fault injection, from `WEIM_FAULT` (not a configuration
     /// key; see `fault`).
     pub fault: Option<Fault>,
@@ -123,6 +125,52 @@ pub struct Http {
     /// put before the gateway's own paths in answered URLs; empty = from each
     /// request's `Host` (`http://<Host>`). No trailing `/` after loading.
     pub public_url: String,
+    /// Keys of the server API (`/server/v1/*`, header `Api-Key`), each at
+    /// least [`MIN_API_KEY_LEN`] characters; empty turns the API off.
+    pub server_api_keys: Vec<String>,
+}
+
+/// Shortest accepted `http.server_api_keys` entry.
+pub const MIN_API_KEY_LEN: usize = 16;
+
+/// Every webhook event type, as named in `webhook.events` and in the events.
+pub const WEBHOOK_EVENTS: &[&str] = &[
+    "message.offline",
+    "user.online",
+    "user.offline",
+    "friend.added",
+    "group.member_joined",
+    "group.member_left",
+];
+
+/// Section `webhook`: events the node posts to the operator's backend.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    /// Where events are posted (`http://` or `https://`); empty = off.
+    pub url: String,
+    /// Key of the `Weim-Signature` HMAC-SHA256; required with `url`.
+    pub secret: String,
+    /// Event types posted (names of [`WEBHOOK_EVENTS`]); empty = all.
+    pub events: Vec<String>,
+    /// Events waiting to be posted at most; past it the oldest are dropped.
+    pub queue: usize,
+    /// Retries of an event after its first attempt failed.
+    pub max_retries: u32,
+    /// How long one post may take.
+    pub timeout: Duration,
+}
+
+impl Default for Webhook {
+    fn default() -> Self {
+        Webhook {
+            url: String::new(),
+            secret: String::new(),
+            events: WEBHOOK_EVENTS.iter().map(|e| e.to_string()).collect(),
+            queue: 10_000,
+            max_retries: 8,
+            timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Section `node`: threads and local files of this process.
@@ -147,6 +195,14 @@ pub struct Auth {
     pub jwt_secret: Option<String>,
     /// Lifetime of issued tokens; default 7 days.
     pub token_ttl: Duration,
+    /// Absolute lifetime of a session (from its login): no token of the
+    /// session, refreshed or not, is valid after it; default 30 days.
+    pub session_ttl: Duration,
+    /// How long a node trusts its last look-up of whether a user exists
+    /// and is not disabled; `0` looks up every time; default 10 s.
+    pub user_cache_ttl: Duration,
+    /// Users whose look-up a node keeps at most; at least 64, default 100,000.
+    pub user_cache_size: usize,
     /// Time a new WebSocket connection has to authenticate; default 15 s.
     pub auth_timeout: Duration,
     /// Failed logins of one account (from any addresses) before the
@@ -396,6 +452,7 @@ impl Default for Http {
             trusted_proxies: Vec::new(),
             cors_origins: vec!["*".to_string()],
             public_url: String::new(),
+            server_api_keys: Vec::new(),
         }
     }
 }
@@ -417,6 +474,9 @@ impl Default for Auth {
         Auth {
             jwt_secret: None,
             token_ttl: Duration::from_secs(7 * 86_400),
+            session_ttl: Duration::from_secs(30 * 86_400),
+            user_cache_ttl: Duration::from_secs(10),
+            user_cache_size: 100_000,
             auth_timeout: Duration::from_secs(15),
             login_fail_limit_user: 5,
             login_fail_limit_ip: 20,
@@ -553,6 +613,7 @@ const KEYS: &[Key] = keys![
     http.trusted_proxies: Cidrs,
     http.cors_origins: List,
     http.public_url: Str,
+    http.server_api_keys: List,
     node.reactors: Usize,
     node.workers: Usize,
     node.pin_cores: Bool,
@@ -560,6 +621,9 @@ const KEYS: &[Key] = keys![
     node.job_queue: Usize >= 1,
     auth.jwt_secret: OptStr,
     auth.token_ttl: Dur,
+    auth.session_ttl: Dur,
+    auth.user_cache_ttl: DurOff,
+    auth.user_cache_size: Usize >= 64,
     auth.auth_timeout: Dur,
     auth.login_fail_limit_user: U32,
     auth.login_fail_limit_ip: U32,
@@ -620,11 +684,17 @@ const KEYS: &[Key] = keys![
     chat.commit_queue: Usize >= 1,
     user.default_avatar: Str,
     ws.echo_path: Str,
+    webhook.url: Str,
+    webhook.secret: Str,
+    webhook.events: List,
+    webhook.queue: Usize >= 1,
+    webhook.max_retries: U32,
+    webhook.timeout: Dur,
 ];
 
 const SECTIONS: &[&str] = &[
     "http", "node", "auth", "store", "limits", "cluster", "attach", "geo", "search", "chat",
-    "user", "ws",
+    "user", "ws", "webhook",
 ];
 
 /// A raw value from either source: text (env, YAML scalar) or a YAML sequence.
@@ -986,6 +1056,7 @@ fn validate(cfg: &mut Config) -> Result<(), String> {
     }
     validate_echo_path(&cfg.ws, &cfg.attach)?;
     validate_urls(cfg)?;
+    validate_backend(cfg)?;
     if cfg.search.kind == SearchKind::Elasticsearch && cfg.search.url.is_empty() {
         return Err("search.url: required when search.kind is elasticsearch".to_string());
     }
@@ -1019,7 +1090,9 @@ fn validate_echo_path(ws: &Ws, attach: &Attach) -> Result<(), String> {
         return Ok(());
     }
     let under_uploads = format!("{path}/").starts_with(attach.url_prefix.as_str());
-    let routes = ["api", "ws", "healthz", "metrics", "cluster", "public"];
+    let routes = [
+        "api", "server", "ws", "healthz", "metrics", "cluster", "public",
+    ];
     if !free_path(path, &routes) || under_uploads {
         return Err(format!(
             "ws.echo_path: expected empty or a URL path like /echo (letters, digits, - . _ ~) \
@@ -1033,7 +1106,7 @@ fn validate_echo_path(ws: &Ws, attach: &Attach) -> Result<(), String> {
 /// Checks section `attach` and resolves its derived defaults.
 fn validate_attach(a: &mut Attach, data_dir: &Path) -> Result<(), String> {
     let prefix = a.url_prefix.trim_end_matches('/');
-    if !free_path(prefix, &["api", "ws", "healthz", "metrics"]) {
+    if !free_path(prefix, &["api", "server", "ws", "healthz", "metrics"]) {
         return Err(format!(
             "attach.url_prefix: expected a URL path like /files/ (letters, digits, - . _ ~), got {:?}",
             a.url_prefix
@@ -1092,6 +1165,43 @@ fn validate_urls(cfg: &mut Config) -> Result<(), String> {
             "user.default_avatar: expected empty, a path like /public/avatar/default.png \
              or a URL like https://cdn.example.com/a.png, got {avatar:?}"
         ));
+    }
+    Ok(())
+}
+
+/// Checks `http.server_api_keys` and section `webhook`.
+fn validate_backend(cfg: &Config) -> Result<(), String> {
+    if let Some(short) = cfg
+        .http
+        .server_api_keys
+        .iter()
+        .find(|k| k.chars().count() < MIN_API_KEY_LEN)
+    {
+        return Err(format!(
+            "http.server_api_keys: every key needs at least {MIN_API_KEY_LEN} characters, \
+             one has {}",
+            short.chars().count()
+        ));
+    }
+    let w = &cfg.webhook;
+    if let Some(unknown) = w
+        .events
+        .iter()
+        .find(|e| !WEBHOOK_EVENTS.contains(&e.as_str()))
+    {
+        return Err(format!(
+            "webhook.events: unknown event {unknown:?}; known: {}",
+            WEBHOOK_EVENTS.join(", ")
+        ));
+    }
+    if !w.url.is_empty() && !is_http_url(&w.url) {
+        return Err(format!(
+            "webhook.url: expected empty or a URL like https://backend.example.com/weim, got {:?}",
+            w.url
+        ));
+    }
+    if !w.url.is_empty() && w.secret.is_empty() {
+        return Err("webhook.secret: required when webhook.url is set".to_string());
     }
     Ok(())
 }
@@ -1190,6 +1300,9 @@ mod tests {
         assert_eq!(c.node.job_queue, 4096);
         assert_eq!(c.auth.jwt_secret, None);
         assert_eq!(c.auth.token_ttl, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.auth.session_ttl, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.auth.user_cache_ttl, Duration::from_secs(10));
+        assert_eq!(c.auth.user_cache_size, 100_000);
         assert_eq!(c.auth.auth_timeout, Duration::from_secs(15));
         assert_eq!(c.auth.login_fail_limit_user, 5);
         assert_eq!(c.auth.login_fail_limit_ip, 20);
@@ -1258,7 +1371,10 @@ mod tests {
         vars.dedup();
         assert_eq!(vars.len(), KEYS.len(), "ambiguous environment name");
         assert!(KEYS.iter().all(|k| SECTIONS.contains(&k.section)));
-        assert_eq!(KEYS.len(), 6 + 5 + 12 + 4 + 18 + 6 + 10 + 3 + 4 + 3 + 1 + 1);
+        assert_eq!(
+            KEYS.len(),
+            7 + 5 + 15 + 4 + 18 + 6 + 10 + 3 + 4 + 3 + 1 + 1 + 6
+        );
     }
 
     #[test]
@@ -1475,6 +1591,10 @@ attach:
                 "WEIM_AUTH_FAIL_DELAY" => "3s",
                 // At least limits.max_upload (20 MiB).
                 "WEIM_LIMITS_MAX_INFLIGHT_BODY" => "300MiB",
+                "WEIM_HTTP_SERVER_API_KEYS" => "probe-key-0123456789",
+                "WEIM_WEBHOOK_URL" => "http://probe",
+                "WEIM_WEBHOOK_EVENTS" => "user.online",
+                "WEIM_AUTH_USER_CACHE_SIZE" => "640",
                 _ => value,
             };
             let mut vars = vec![(key.env_name(), value.to_string())];
@@ -1489,6 +1609,7 @@ attach:
                 ("WEIM_ATTACH_S3_ACCESS_KEY", "a"),
                 ("WEIM_ATTACH_S3_SECRET_KEY", "s"),
                 ("WEIM_SEARCH_URL", "http://es:9200"),
+                ("WEIM_WEBHOOK_SECRET", "s"),
             ] {
                 if k != key.env_name() {
                     vars.push((k.to_string(), v.to_string()));
@@ -1866,6 +1987,46 @@ attach:
                 "/public/avatar/default.png",
             );
         }
+    }
+
+    #[test]
+    fn server_api_and_webhook_validation() {
+        let c = load_env(&[(
+            "WEIM_HTTP_SERVER_API_KEYS",
+            "0123456789abcdef, fedcba9876543210",
+        )])
+        .unwrap();
+        assert_eq!(c.http.server_api_keys.len(), 2);
+        assert_err(
+            load_env(&[("WEIM_HTTP_SERVER_API_KEYS", "0123456789abcdef,short")]),
+            "http.server_api_keys:",
+            "at least 16",
+        );
+        assert_err(
+            load_env(&[("WEIM_WEBHOOK_URL", "http://backend/hook")]),
+            "webhook.secret:",
+            "required",
+        );
+        assert_err(
+            load_env(&[
+                ("WEIM_WEBHOOK_URL", "ftp://backend"),
+                ("WEIM_WEBHOOK_SECRET", "s"),
+            ]),
+            "webhook.url:",
+            "ftp://backend",
+        );
+        assert_err(
+            load_env(&[("WEIM_WEBHOOK_EVENTS", "user.online,user.gone")]),
+            "webhook.events:",
+            "user.gone",
+        );
+        let c = load_env(&[
+            ("WEIM_WEBHOOK_URL", "http://backend/hook"),
+            ("WEIM_WEBHOOK_SECRET", "s"),
+            ("WEIM_WEBHOOK_EVENTS", "message.offline"),
+        ])
+        .unwrap();
+        assert_eq!(c.webhook.events, vec!["message.offline"]);
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! Where things live: a frame or request is read in [`reactor`] (parsed by
 //! [`ws`] and [`http`]); REST requests run on [`worker`]s through [`api`];
 //! pushes are routed by [`delivery`] (and between nodes by [`cluster`]);
-//! everything persistent is in [`store`].
+//! everything persistent is in [`store`]; events for the operator's
+//! backend leave through [`webhook`].
 
+pub mod access;
 pub mod api;
 pub mod attach;
 pub mod auth;
@@ -31,5 +33,6 @@ pub mod search;
 pub mod store;
 pub mod supervise;
 pub mod throttle;
+pub mod webhook;
 pub mod worker;
 pub mod ws;

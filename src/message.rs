@@ -52,6 +52,8 @@ pub mod cmd {
     pub const PING: i64 = 30;
     /// Pong reply.
     pub const PONG: i64 = 31;
+    /// A notice from the operator's backend (server API `push/*`).
+    pub const SERVER_NOTICE: i64 = 40;
 }
 
 /// `Ope` values.

@@ -26,6 +26,12 @@ pub enum CloseReason {
     SlowConsumer,
     /// Closed for a newer device over `limits.conns_per_user` (4000).
     Replaced,
+    /// Its session ended by logout (4001).
+    LoggedOut,
+    /// Its session passed its absolute end, `auth.session_ttl` (4001).
+    SessionEnded,
+    /// Closed by the server with another code of its own.
+    Kicked,
     /// Node draining (1001).
     Drain,
     /// HTTP request stalled past `limits.http_timeout`.
@@ -39,7 +45,7 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 13] = [
+    const ALL: [CloseReason; 16] = [
         CloseReason::Client,
         CloseReason::Protocol,
         CloseReason::TooBig,
@@ -48,6 +54,9 @@ impl CloseReason {
         CloseReason::Idle,
         CloseReason::SlowConsumer,
         CloseReason::Replaced,
+        CloseReason::LoggedOut,
+        CloseReason::SessionEnded,
+        CloseReason::Kicked,
         CloseReason::Drain,
         CloseReason::HttpTimeout,
         CloseReason::HttpError,
@@ -65,6 +74,9 @@ impl CloseReason {
             CloseReason::Idle => "idle",
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::Replaced => "replaced",
+            CloseReason::LoggedOut => "logged_out",
+            CloseReason::SessionEnded => "session_ended",
+            CloseReason::Kicked => "kicked",
             CloseReason::Drain => "drain",
             CloseReason::HttpTimeout => "http_timeout",
             CloseReason::HttpError => "http_error",
@@ -159,6 +171,76 @@ impl Rejection {
     }
 }
 
+/// Why a token or its user was refused (REST and WebSocket sign-in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Malformed, forged, without a session, or a user id out of range.
+    Invalid,
+    /// Past its `exp`.
+    Expired,
+    /// Its session was ended by logout.
+    Revoked,
+    /// Past its session's absolute end (`auth.session_ttl`).
+    SessionEnded,
+    /// Its user does not exist.
+    NoUser,
+    /// Its user is banned (server API `users/ban`).
+    Banned,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 6] = [
+        Refusal::Invalid,
+        Refusal::Expired,
+        Refusal::Revoked,
+        Refusal::SessionEnded,
+        Refusal::NoUser,
+        Refusal::Banned,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::Invalid => "invalid",
+            Refusal::Expired => "expired",
+            Refusal::Revoked => "revoked",
+            Refusal::SessionEnded => "session_ended",
+            Refusal::NoUser => "no_user",
+            Refusal::Banned => "banned",
+        }
+    }
+}
+
+/// How a server API call ended; one counter each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiOutcome {
+    /// Done.
+    Ok,
+    /// Refused for its input (malformed JSON, a bad field, an unknown id).
+    Invalid,
+    /// Refused for a missing or wrong `Api-Key`.
+    BadKey,
+    /// Refused because its address sent too many wrong keys.
+    Throttled,
+}
+
+impl ApiOutcome {
+    const ALL: [ApiOutcome; 4] = [
+        ApiOutcome::Ok,
+        ApiOutcome::Invalid,
+        ApiOutcome::BadKey,
+        ApiOutcome::Throttled,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            ApiOutcome::Ok => "ok",
+            ApiOutcome::Invalid => "invalid",
+            ApiOutcome::BadKey => "bad_key",
+            ApiOutcome::Throttled => "throttled",
+        }
+    }
+}
+
 /// One reactor's counters.
 #[repr(align(128))]
 #[derive(Default)]
@@ -222,9 +304,11 @@ pub struct Metrics {
     pub commit_batches: AtomicU64,
     /// Messages in those batches.
     pub commit_messages: AtomicU64,
+    server_api: [AtomicU64; ApiOutcome::ALL.len()],
     thread_panics: [AtomicU64; Role::ALL.len()],
     limited: [AtomicU64; Limited::ALL.len()],
     refused: [AtomicU64; Refused::ALL.len()],
+    refusals: [AtomicU64; Refusal::ALL.len()],
 }
 
 impl Metrics {
@@ -247,8 +331,18 @@ impl Metrics {
     }
 
     /// Counts a connection closed as soon as it was accepted.
-    pub fn refused(&self, reason: Refused) {
+    pub fn conn_refused(&self, reason: Refused) {
         self.refused[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a refused token.
+    pub fn refused(&self, why: Refusal) {
+        self.refusals[why as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a server API call by its outcome.
+    pub fn server_api(&self, outcome: ApiOutcome) {
+        self.server_api[outcome as usize].fetch_add(1, Relaxed);
     }
 
     /// Records one finished job.
@@ -439,6 +533,18 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
+            "# HELP weim_auth_refusals_total Tokens refused (REST and WebSocket sign-in), by reason.\n# TYPE weim_auth_refusals_total counter"
+        );
+        for why in Refusal::ALL {
+            let n = self.refusals[why as usize].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "weim_auth_refusals_total{{reason=\"{}\"}} {n}",
+                why.label()
+            );
+        }
+        let _ = writeln!(
+            out,
             "# HELP weim_rate_limited_total Frames and sends held back by a rate limit (socket: the connection waited), or refused (REST: 429), by kind.\n# TYPE weim_rate_limited_total counter"
         );
         for kind in Limited::ALL {
@@ -459,6 +565,18 @@ impl Metrics {
                 out,
                 "weim_conns_refused_total{{reason=\"{}\"}} {n}",
                 reason.label()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP weim_server_api_requests_total Server API calls (/server/v1/*), by outcome.\n# TYPE weim_server_api_requests_total counter"
+        );
+        for outcome in ApiOutcome::ALL {
+            let n = self.server_api[outcome as usize].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "weim_server_api_requests_total{{outcome=\"{}\"}} {n}",
+                outcome.label()
             );
         }
         let _ = writeln!(

@@ -1,7 +1,7 @@
 //! One weim node: the state every thread shares, start-up wiring
 //! (listeners, store, secret, reactors, workers, optional core pinning, the
-//! cluster threads in cluster mode, each under `supervise`) and the drain on
-//! shutdown.
+//! cluster threads in cluster mode, the webhook sender, each under
+//! `supervise`) and the drain on shutdown.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use crate::access::Access;
 use crate::attach::{Attachments, Local, S3Config, S3};
 use crate::auth::{self, Tokens};
 use crate::budget::BodyBudget;
@@ -28,6 +29,7 @@ use crate::search::{Elasticsearch, RedisGeo, Search, SqlSearch};
 use crate::store::{self, Store};
 use crate::supervise::{self, Role};
 use crate::throttle::Throttle;
+use crate::webhook::Webhook;
 use crate::worker::{self, Job};
 
 /// What reactors and workers share.
@@ -44,7 +46,9 @@ pub struct Shared {
     pub id_hash_key: Vec<u8>,
     /// Token issue and checks.
     pub tokens: Tokens,
-    /// Throttles of logins, registrations and `Admin-Token`s.
+    /// Whether a token's user exists and is not banned (cached).
+    pub access: Access,
+    /// Throttles of logins, registrations, `Admin-Token`s and `Api-Key`s.
     pub throttle: Throttle,
     /// Pushes to connections.
     pub delivery: Delivery,
@@ -58,6 +62,8 @@ pub struct Shared {
     pub send_rate: SendRate,
     /// Connections per client address (`limits.conns_per_ip`).
     pub per_ip: PerAddress,
+    /// Events for the operator's backend, when `webhook.url` is set.
+    pub webhook: Option<Arc<Webhook>>,
     /// Set when the node starts draining.
     pub draining: AtomicBool,
     /// Jobs being handled right now.
@@ -255,13 +261,15 @@ impl Node {
         let attach = open_attach(&config)?;
         let search = open_search(&config, Arc::clone(&store))?;
         let id_hash_key = crate::idcard::hash_key(config.auth.id_hash_key.as_deref(), &secret);
-        let tokens = Tokens::new(secret.as_bytes(), config.auth.token_ttl);
-        let revoked = store
-            .revoked_tokens(auth::now_secs())
+        let tokens = Tokens::new(
+            secret.as_bytes(),
+            config.auth.token_ttl,
+            config.auth.session_ttl,
+        );
+        tokens
+            .load_revoked(store.as_ref())
             .map_err(|e| format!("store: {e}"))?;
-        for (sig, exp) in revoked {
-            tokens.revoke(&sig, exp);
-        }
+        let access = Access::new(config.auth.user_cache_ttl, config.auth.user_cache_size);
 
         let mut handles = Vec::with_capacity(reactors);
         let mut parts = Vec::with_capacity(reactors);
@@ -275,9 +283,14 @@ impl Node {
             true => Some(Cluster::new(&config, addr, workers)?),
             false => None,
         };
+        let webhook = Webhook::new(&config.webhook);
         let mut registry = Registry::new(config.limits.conns_per_user);
-        if let Some(c) = &cluster {
-            registry = registry.with_presence(c.notifier());
+        match (&cluster, &webhook) {
+            // A user's first and last connection in the cluster are known
+            // to the presence thread, which tells the webhook.
+            (Some(c), _) => registry = registry.with_presence(c.notifier()),
+            (None, Some(w)) if w.wants_presence() => registry = registry.with_webhook(w.clone()),
+            (None, _) => {}
         }
         let (committer, submissions) = Committer::new(config.chat.commit_queue);
         let shared = Arc::new(Shared {
@@ -288,11 +301,13 @@ impl Node {
             committer,
             send_rate: SendRate::new(config.limits.send_rate, config.limits.send_burst),
             per_ip: PerAddress::new(config.limits.conns_per_ip, &config.http.trusted_proxies),
+            webhook,
             draining: AtomicBool::new(false),
             active_jobs: AtomicUsize::new(0),
             bodies: BodyBudget::new(config.limits.max_inflight_body),
             failed: OnceLock::new(),
             tokens,
+            access,
             store,
             attach,
             search,
@@ -333,6 +348,13 @@ impl Node {
         let worker_cpus = (pin && !spare.is_empty()).then_some(spare);
         worker::spawn(workers, jobs_rx, shared.clone(), worker_cpus).map_err(|e| e.to_string())?;
         commit::spawn(submissions, shared.clone()).map_err(|e| e.to_string())?;
+        if let Some(w) = shared.webhook.clone() {
+            let s = shared.clone();
+            supervise::restarting(&shared, Role::Webhook, "weim-webhook".into(), move || {
+                w.run(&s)
+            })
+            .map_err(|e| format!("webhook: {e}"))?;
+        }
         if let Some(c) = &cluster {
             c.start(&shared)?;
         }

@@ -40,17 +40,20 @@ pub enum Role {
     Presence,
     /// The cluster's bus subscriber (restarted).
     Bus,
+    /// The webhook sender (restarted; the event in hand is lost).
+    Webhook,
 }
 
 impl Role {
     /// Every role, in the order of the metric's series.
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Reactor,
         Role::Worker,
         Role::Committer,
         Role::Membership,
         Role::Presence,
         Role::Bus,
+        Role::Webhook,
     ];
 
     /// The `thread` label.
@@ -62,6 +65,7 @@ impl Role {
             Role::Membership => "membership",
             Role::Presence => "presence",
             Role::Bus => "bus",
+            Role::Webhook => "webhook",
         }
     }
 }

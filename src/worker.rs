@@ -13,6 +13,8 @@ use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 
+use crate::access::refusal_text;
+use crate::auth::Identity;
 use crate::budget::Reservation;
 use crate::delivery::pending::{self, Confirmed};
 use crate::http::{BodyStream, Request, Response};
@@ -46,7 +48,21 @@ pub enum Task {
     },
     /// Check what connections confirmed and move delivery cursors.
     Confirmed(Vec<Confirmed>),
+    /// Check that the user of a valid Cmd 3 token may sign in; the answer
+    /// goes back as `Inbox::Checked`.
+    SignIn {
+        /// The token's user and session.
+        who: Identity,
+        /// Whether the client acknowledges with Cmd 22.
+        acks: bool,
+    },
 }
+
+/// Cmd 2 to a refused sign-in.
+pub const AUTH_FAILED: &str = "认证失败";
+/// Cmd 2 to a sign-in that could not be checked (store down, job queue
+/// full).
+pub const UNAVAILABLE: &str = "服务暂不可用，请稍后重试";
 
 /// Largest piece of a streamed body read at once.
 const BODY_PIECE: usize = 256 * 1024;
@@ -143,6 +159,28 @@ fn socket_task(shared: &Shared, conn: ConnRef, task: Task) {
             pending::read_batch(shared, conn, uid, after)
         }
         Task::Confirmed(list) => pending::check(shared, list),
+        Task::SignIn { who, acks } => {
+            let refused = match shared.access.check(shared.store.as_ref(), who.uid) {
+                Ok(Ok(())) => None,
+                Ok(Err(refusal)) => {
+                    shared.metrics.refused(refusal);
+                    Some(refusal_text(refusal, AUTH_FAILED))
+                }
+                Err(e) => {
+                    log::warn!("sign-in of user {}: {e}", who.uid);
+                    Some(UNAVAILABLE)
+                }
+            };
+            shared.delivery.send_to(
+                conn,
+                Inbox::UserChecked {
+                    conn,
+                    who,
+                    acks,
+                    refused,
+                },
+            );
+        }
     }
 }
 

@@ -29,6 +29,12 @@ pub mod close {
     pub const TOO_BIG: u16 = 1009;
     /// Replaced by a newer connection of the same user.
     pub const REPLACED: u16 = 4000;
+    /// weim: the connection's session ended (logout, or its absolute end).
+    pub const LOGGED_OUT: u16 = 4001;
+    /// weim: closed through the server API (`users/disconnect`, default).
+    pub const DISCONNECTED: u16 = 4002;
+    /// weim: the user was banned (`users/ban`).
+    pub const BANNED: u16 = 4003;
 }
 
 /// Opcodes weim accepts from clients.

@@ -17,10 +17,14 @@
 //! ids and users are unique per test, and frames of other tests (a
 //! broadcast reaches every node on the Redis) are skipped by [`expect`].
 //!
+//! [`backend`] runs the server API and webhooks across three nodes.
+//!
 //! [`holes`] checks that a message live routing missed still reaches its
 //! recipient: those tests cut one node's link to the shared Redis or etcd
 //! through a [`CutProxy`], or remove their own users' presence records.
 
+#[path = "cluster/backend.rs"]
+mod backend;
 mod common;
 #[path = "cluster/holes.rs"]
 mod holes;
@@ -857,6 +861,40 @@ fn a_killed_node_leaves_the_peer_tables_and_its_users_messages_stay_pending() {
     assert_eq!(got["Id"], id, "{got}");
 }
 
+/// A node whose bus lost Redis while a session was logged out on another
+/// node refuses that session's tokens once its bus subscribes again: it
+/// reloads the revoked sessions from the store.
+#[test]
+fn a_logout_published_while_a_node_was_away_counts_there_once_it_is_back() {
+    let s = services();
+    let (redis_link, via) = CutProxy::in_front_of(&s.redis);
+    let ids = node_ids(2);
+    let nodes = start_all(vec![
+        cluster_node(Some(&ids[0]), &s.etcd, &s.redis),
+        cluster_node(Some(&ids[1]), &s.etcd, &via),
+    ]);
+    for n in &nodes {
+        wait_servers(n, |x| ids.iter().all(|id| x.contains(id)), "both nodes");
+        wait_metric_eq(n, "weim_bus_up", 1.0, Duration::from_secs(10));
+    }
+    let account = nodes[0].new_account();
+    let me = nodes[1].me(&account.token);
+    assert_eq!(me["code"], CODE_OK, "{me}");
+    let renewed = me["data"]["t"].as_str().expect("data.t").to_string();
+
+    redis_link.cut();
+    wait_metric_eq(&nodes[1], "weim_bus_up", 0.0, Duration::from_secs(10));
+    let bye = nodes[0].api_as(&account.token, "/api/v1/logout", &[]);
+    assert_eq!(bye["code"], CODE_OK, "{bye}");
+    // Node 1 heard nothing: it still takes the session's token.
+    assert_eq!(nodes[1].me(&renewed)["code"], CODE_OK);
+
+    redis_link.restore();
+    wait_metric_eq(&nodes[1], "weim_bus_up", 1.0, Duration::from_secs(15));
+    let me = nodes[1].me(&renewed);
+    assert_eq!(me["code"], CODE_AUTH, "revoked session accepted: {me}");
+}
+
 #[test]
 fn a_drained_node_leaves_at_once() {
     let s = services();
@@ -1174,18 +1212,39 @@ fn measure_cross_node_latency_and_publishes() {
         wait_metric_eq(n, "weim_cluster_degraded", 0.0, Duration::from_secs(5));
     }
 
-    // Users need no account: tokens are minted with the test secret and
-    // friendships written to the store.
+    // Users and friendships are written to the store; tokens are minted
+    // with the test secret (one made-up session per user).
     let base = (now_secs() as u64 % 1_000_000) * 10_000 + 5_000_000_000;
     let token = |uid: u64| {
         sign_jwt(
-            &json!({"id": uid, "at": now_secs(), "exp": now_secs() + 3600}),
+            &json!({
+                "id": uid,
+                "at": now_secs(),
+                "exp": now_secs() + 3600,
+                "sid": format!("{uid:016x}"),
+                "end": now_secs() + 3600,
+            }),
             JWT_SECRET,
         )
     };
     let mut db = mysql();
     let senders: Vec<u64> = (0..pairs as u64).map(|i| base + i).collect();
     let recipients: Vec<u64> = (0..pairs as u64).map(|i| base + 1000 + i).collect();
+    db.exec_batch(
+        "INSERT IGNORE INTO users (id, username, username_key, password_hash, nickname, created_at) \
+         VALUES (?, ?, ?, '', ?, ?)",
+        // The senders, the recipients and the group's members (below).
+        senders
+            .iter()
+            .chain(&recipients)
+            .copied()
+            .chain((0..9).map(|i| base + 2000 + i))
+            .map(|uid| {
+            let name = format!("m{uid}");
+            (uid, name.clone(), name.clone(), name, now_secs())
+        }),
+    )
+    .unwrap();
     for (&a, &b) in senders.iter().zip(&recipients) {
         db.exec_batch(
             "INSERT IGNORE INTO friends (user_id, friend_id, created_at) VALUES (?, ?, ?)",

@@ -4,11 +4,14 @@
 use serde_json::json;
 
 use super::{fail, fail_with, ok, store_error, throttled, Caller, Route, Routes, AUTH_FAIL};
+use crate::access::BANNED;
 use crate::auth;
 use crate::http::{Params, Request, Response};
+use crate::metrics::Refusal;
 use crate::node::Shared;
 use crate::search::UserDoc;
-use crate::store::{StoreError, User};
+use crate::store::{StoreError, User, UserStatus};
+use crate::ws::close;
 
 /// Account routes.
 pub(super) const ROUTES: Routes = &[
@@ -58,12 +61,20 @@ fn check_credentials(params: &Params) -> Result<(&str, &str), Response> {
     Ok((username, password))
 }
 
-/// The signed-in answer of register and login.
+/// The signed-in answer of register and login: the first token of a new
+/// session.
 fn signed_in(node: &Shared, user: &User) -> Response {
+    let token = match node.tokens.start(user.id) {
+        Ok(t) => t,
+        Err(e) => {
+            log::error!("{e}");
+            return Response::error(500);
+        }
+    };
     ok(
         "登录成功",
         json!({
-            "t": node.tokens.issue(user.id),
+            "t": token,
             "user": {
                 "id": user.id,
                 "username": user.username,
@@ -131,6 +142,14 @@ fn login(node: &Shared, req: &Request, params: &Params) -> Response {
         return fail("密码错误");
     }
     node.throttle.login_ok(username, ip);
+    match node.store.user_status(user.id) {
+        Ok(status) if status.active_at(auth::now_secs()) => {}
+        Ok(_) => {
+            node.metrics.refused(Refusal::Banned);
+            return fail_with(AUTH_FAIL, BANNED);
+        }
+        Err(e) => return store_error(e),
+    }
     if auth::needs_rehash(&user.password_hash) {
         upgrade_hash(node, &user, password);
     }
@@ -155,13 +174,24 @@ fn upgrade_hash(node: &Shared, user: &User, password: &str) {
     }
 }
 
+/// Ends the caller's session on every node: its tokens, issued before or
+/// after this call, are refused, and its WebSockets are closed with 4001.
+/// Persisted first, so a node that starts later or missed the news from
+/// Redis still refuses them.
 fn logout(node: &Shared, caller: &Caller, _: &Params) -> Response {
-    let sig = auth::signature(&caller.token);
-    let exp = caller.exp;
-    if let Err(e) = node.store.revoke_token(sig, exp) {
+    let who = &caller.who;
+    if let Err(e) = node
+        .store
+        .revoke_session(&auth::format_sid(who.sid), who.end)
+    {
         return store_error(e);
     }
-    node.tokens.revoke(sig, exp);
+    node.tokens.revoke(who.sid, who.end);
+    if let Some(c) = node.delivery.cluster() {
+        c.revoke(who.sid, who.end);
+    }
+    node.delivery
+        .kick(who.uid, Some(who.sid), close::LOGGED_OUT);
     ok("退出成功", json!({}))
 }
 

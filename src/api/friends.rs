@@ -17,14 +17,15 @@
 use serde_json::{json, Value};
 
 use super::{
-    fail, id_param, in_order, ok, page_params, search_error, search_word, store_error, Caller,
-    Route, Routes,
+    fail, id_param, in_order, ok, page_params, search_error, search_word, store_error, text_param,
+    webhook, Caller, Route, Routes,
 };
 use crate::auth::now_secs;
 use crate::http::{Params, Response};
 use crate::message::{cmd, ope, Push};
 use crate::node::Shared;
 use crate::store::{StoreError, MAX_CHANNEL_CHARS, MAX_REASON_CHARS, MAX_USERNAME_CHARS};
+use crate::webhook::Kind;
 
 /// Friend routes.
 pub(super) const ROUTES: Routes = &[
@@ -182,6 +183,13 @@ fn handle(node: &Shared, caller: &Caller, params: &Params) -> Response {
             };
             let push = Push::notice(command, caller.uid, requester, ope::FRIEND, body);
             node.delivery.to_user(requester, push.frame());
+            if accept {
+                webhook(
+                    node,
+                    Kind::FriendAdded,
+                    json!({ "uids": [requester, caller.uid] }),
+                );
+            }
             ok("处理成功", json!({}))
         }
         Ok(false) => fail("添加好友请求不存在"),

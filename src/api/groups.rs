@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::{
     fail, id_param, in_order, ok, page_params, search_error, search_word, store_error, text_param,
-    Caller, Route, Routes,
+    webhook, Caller, Route, Routes,
 };
 use crate::auth::now_secs;
 use crate::http::{Params, Response};
@@ -24,6 +24,7 @@ use crate::message::{cmd, ope, Push};
 use crate::node::Shared;
 use crate::search::GroupDoc;
 use crate::store::{JoinHandled, Left, StoreError, MAX_GROUP_NAME_CHARS};
+use crate::webhook::Kind;
 
 /// Group routes.
 pub(super) const ROUTES: Routes = &[
@@ -226,17 +227,26 @@ fn join_handle(node: &Shared, caller: &Caller, params: &Params) -> Response {
         };
     let push = Push::notice(command, group, user, ope::GROUP, body);
     node.delivery.to_user(user, push.frame());
+    if command == cmd::JOIN_ACCEPTED {
+        let joined = json!({ "group_id": group, "uid": user });
+        webhook(node, Kind::MemberJoined, joined);
+    }
     ok("处理成功", json!({}))
 }
 
 fn leave(node: &Shared, caller: &Caller, params: &Params) -> Response {
     let group = try_param!(group_id(params));
+    let left = json!({ "group_id": group, "uid": caller.uid, "reason": "left" });
     match node.store.leave_group(group, caller.uid) {
-        Ok(Left::Left) => ok("退出群成功", json!({})),
+        Ok(Left::Left) => {
+            webhook(node, Kind::MemberLeft, left);
+            ok("退出群成功", json!({}))
+        }
         Ok(Left::GroupDeleted) => {
             if let Err(e) = node.search.group_removed(group) {
                 log::warn!("deleted group {group} not unindexed: {e}");
             }
+            webhook(node, Kind::MemberLeft, left);
             ok("退出群成功", json!({}))
         }
         Ok(Left::NotMember) => fail("你不在群里"),
@@ -261,6 +271,8 @@ fn kick(node: &Shared, caller: &Caller, params: &Params) -> Response {
         Ok(true) => {
             let push = Push::notice(cmd::KICKED, group, user, ope::GROUP, "你被踢出群组");
             node.delivery.to_user(user, push.frame());
+            let kicked = json!({ "group_id": group, "uid": user, "reason": "kicked" });
+            webhook(node, Kind::MemberLeft, kicked);
             ok("踢出群成功", json!({}))
         }
         Ok(false) => fail("用户不在群里"),

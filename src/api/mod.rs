@@ -1,5 +1,5 @@
-//! REST handlers, run on workers: routing of `/api/v1/*` and of the
-//! operations routes, the `Login-Token` check, CORS, and the
+//! REST handlers, run on workers: routing of `/api/v1/*`, of the server
+//! API `/server/v1/*` (`server`) and of the operations routes, the `Login-Token` check, CORS, and the
 //! `{code,msg,data}` answers of PROTOCOL §1. Each concern's handlers live in
 //! a submodule that exports its route table.
 //!
@@ -25,6 +25,7 @@ mod geo;
 mod groups;
 mod ops;
 mod profile;
+mod server;
 mod upload;
 
 pub use self::upload::body_limit;
@@ -33,12 +34,14 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::auth::TokenError;
+use crate::access::refusal_text;
+use crate::auth::{Identity, TokenError};
 use crate::http::{Params, Request, Response};
 use crate::node::Shared;
 use crate::search::SearchError;
 use crate::store::StoreError;
 use crate::throttle::Refused;
+use crate::webhook::Kind;
 
 /// Success.
 pub(crate) const OK: i32 = 0;
@@ -53,10 +56,8 @@ pub(crate) const NOT_FOUND: i32 = 1002;
 pub(crate) struct Caller {
     /// User id.
     pub uid: u64,
-    /// The token as sent.
-    pub token: String,
-    /// The token's expiry, unix seconds.
-    pub exp: i64,
+    /// The checked token: its user and session.
+    pub who: Identity,
 }
 
 type Public = fn(&Shared, &Request, &Params) -> Response;
@@ -93,6 +94,9 @@ fn find(path: &str) -> Option<&'static Route> {
         .find(|(p, _)| *p == path)
         .map(|(_, r)| r)
 }
+
+/// Where the server API (for the operator's backend) lives.
+const SERVER_PREFIX: &str = "/server/v1/";
 
 /// Request headers a browser may send across origins: the old server's
 /// list (`AccessToken`, `X-CSRF-Token` and `Authorization` included, which
@@ -183,6 +187,9 @@ fn route(node: &Shared, req: &Request) -> Response {
         "/healthz" | "/metrics" | "/ws/status" | "/ws/sendToAll" | "/cluster" | "/ws" => {
             Response::error(405)
         }
+        path if path.starts_with(SERVER_PREFIX) => {
+            server::handle(node, req, &path[SERVER_PREFIX.len()..])
+        }
         path if (get || req.method == "HEAD")
             && path.starts_with(node.config.attach.url_prefix.as_str()) =>
         {
@@ -203,11 +210,11 @@ fn api(node: &Shared, req: &Request, handler: &Route) -> Response {
     let (resp, refresh) = match handler {
         Route::Public(f) => (f(node, req, &params), None),
         Route::Authed(f, refresh) => match caller(node, req) {
-            Ok(c) => (f(node, &c, &params), refresh.then_some(c.uid)),
+            Ok(c) => (f(node, &c, &params), refresh.then_some(c.who)),
             Err(resp) => return resp,
         },
         Route::Upload(f, refresh) => match caller(node, req) {
-            Ok(c) => (f(node, &c, req, &params), refresh.then_some(c.uid)),
+            Ok(c) => (f(node, &c, req, &params), refresh.then_some(c.who)),
             Err(resp) => return resp,
         },
     };
@@ -215,7 +222,9 @@ fn api(node: &Shared, req: &Request, handler: &Route) -> Response {
         base: base_url(node, req),
         default_avatar: &node.config.user.default_avatar,
     };
-    finish(resp, &links, || refresh.map(|uid| node.tokens.issue(uid)))
+    finish(resp, &links, || {
+        refresh.map(|who| node.tokens.refresh(&who))
+    })
 }
 
 /// The built-in default avatar.
@@ -314,19 +323,38 @@ fn finish(
     resp
 }
 
-/// The caller of an authenticated route, from `Login-Token`.
+/// The caller of an authenticated route, from `Login-Token`: a valid token
+/// of a session not ended, whose user exists and is not banned.
 fn caller(node: &Shared, req: &Request) -> Result<Caller, Response> {
-    let token = req.header("login-token").unwrap_or("").trim();
-    let claims = match node.tokens.verify(token) {
-        Ok(c) => c,
-        Err(TokenError::Expired) => return Err(fail_with(AUTH_FAIL, "登录状态已过期，请重新登录")),
-        Err(TokenError::Invalid) => return Err(fail_with(AUTH_FAIL, "鉴权失败")),
+    let token = req.header("login-token").unwrap_or("");
+    let who = match node.tokens.verify(token) {
+        Ok(who) => who,
+        Err(e) => {
+            node.metrics.refused(e.refusal());
+            return Err(match e {
+                TokenError::Expired | TokenError::Ended => {
+                    fail_with(AUTH_FAIL, "登录状态已过期，请重新登录")
+                }
+                TokenError::Invalid | TokenError::Revoked => fail_with(AUTH_FAIL, "鉴权失败"),
+            });
+        }
     };
-    Ok(Caller {
-        uid: claims.id,
-        token: token.to_string(),
-        exp: claims.exp,
-    })
+    match node.access.check(node.store.as_ref(), who.uid) {
+        Ok(Ok(())) => Ok(Caller { uid: who.uid, who }),
+        Ok(Err(refusal)) => {
+            node.metrics.refused(refusal);
+            Err(fail_with(AUTH_FAIL, refusal_text(refusal, "鉴权失败")))
+        }
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+/// Queues a webhook event (after the change it reports was stored), when
+/// webhooks are on.
+pub(crate) fn webhook(node: &Shared, kind: Kind, data: Value) {
+    if let Some(w) = &node.webhook {
+        w.emit(kind, data);
+    }
 }
 
 pub(crate) fn ok(msg: &str, data: Value) -> Response {

@@ -1,6 +1,7 @@
 //! Operations routes: `/healthz`, `/metrics` and the `Admin-Token` routes
 //! `/ws/status`, `/ws/sendToAll` and `/cluster`.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -35,8 +36,16 @@ pub(super) fn metrics(node: &Shared) -> Response {
         node.bodies.in_use(),
     );
     node.throttle.render(&mut text);
+    let _ = writeln!(
+        text,
+        "# HELP weim_revoked_sessions Sessions ended by logout this node remembers (until their end).\n# TYPE weim_revoked_sessions gauge\nweim_revoked_sessions {}",
+        node.tokens.revoked_len()
+    );
     if let Some(c) = node.delivery.cluster() {
         c.stats.render(&mut text);
+    }
+    if let Some(w) = &node.webhook {
+        w.render(&mut text);
     }
     Response {
         content_type: "text/plain; version=0.0.4",
@@ -70,7 +79,7 @@ pub(super) fn admin(node: &Shared, req: &Request, f: fn(&Shared, &Params) -> Res
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

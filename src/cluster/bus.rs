@@ -7,7 +7,15 @@
 //! - node channel: `b'P'`, message id `u64` (0 for a notice), recipient
 //!   count `u32`, the recipients' ids `u64` each, then the WebSocket frame;
 //! - broadcast channel: `b'B'`, origin node id length `u8`, the id, then
-//!   the frame (the origin already wrote it to its own connections).
+//!   the frame (the origin already wrote it to its own connections);
+//! - broadcast channel: `b'K'`, origin, user id `u64`, close code `u16`,
+//!   session id `u64` (0: every session): close that user's WebSockets;
+//! - broadcast channel: `b'R'`, origin, session id `u64`, its end `i64`:
+//!   the session was revoked (logout).
+//!
+//! On every (re)subscription the bus reloads the revoked sessions from the
+//! store, so a revocation published while it was not listening still
+//! counts here.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -26,6 +34,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 const PUSH: u8 = b'P';
 const BROADCAST: u8 = b'B';
+const KICK: u8 = b'K';
+const REVOKE: u8 = b'R';
 
 /// The payload of a push to one node.
 pub fn encode_push(id: u64, uids: &[u64], frame: &[u8]) -> Vec<u8> {
@@ -42,12 +52,35 @@ pub fn encode_push(id: u64, uids: &[u64], frame: &[u8]) -> Vec<u8> {
 
 /// The payload of a broadcast from `origin`.
 pub fn encode_broadcast(origin: &str, frame: &[u8]) -> Vec<u8> {
+    let mut out = with_origin(BROADCAST, origin, frame.len());
+    out.extend_from_slice(frame);
+    out
+}
+
+/// The origin header of a broadcast-channel payload.
+fn with_origin(kind: u8, origin: &str, capacity: usize) -> Vec<u8> {
     let origin = &origin.as_bytes()[..origin.len().min(255)];
-    let mut out = Vec::with_capacity(2 + origin.len() + frame.len());
-    out.push(BROADCAST);
+    let mut out = Vec::with_capacity(2 + origin.len() + capacity);
+    out.push(kind);
     out.push(origin.len() as u8);
     out.extend_from_slice(origin);
-    out.extend_from_slice(frame);
+    out
+}
+
+/// The payload of "close these WebSockets of `uid`" from `origin`.
+pub fn encode_kick(origin: &str, uid: u64, sid: Option<u64>, code: u16) -> Vec<u8> {
+    let mut out = with_origin(KICK, origin, 18);
+    out.extend_from_slice(&uid.to_le_bytes());
+    out.extend_from_slice(&code.to_le_bytes());
+    out.extend_from_slice(&sid.unwrap_or(0).to_le_bytes());
+    out
+}
+
+/// The payload of "session `sid` (ending at `end`) is revoked" from `origin`.
+pub fn encode_revoke(origin: &str, sid: u64, end: i64) -> Vec<u8> {
+    let mut out = with_origin(REVOKE, origin, 16);
+    out.extend_from_slice(&sid.to_le_bytes());
+    out.extend_from_slice(&end.to_le_bytes());
     out
 }
 
@@ -70,6 +103,26 @@ pub enum Decoded<'a> {
         /// The WebSocket frame.
         frame: &'a [u8],
     },
+    /// Close WebSockets of `uid` (unless we sent it).
+    Kick {
+        /// The node that published it.
+        origin: &'a str,
+        /// Their user.
+        uid: u64,
+        /// Only those of this session; `None`: all.
+        sid: Option<u64>,
+        /// The close code.
+        code: u16,
+    },
+    /// Session `sid` is revoked until `end` (unless we sent it).
+    Revoke {
+        /// The node that published it.
+        origin: &'a str,
+        /// The session.
+        sid: u64,
+        /// Its absolute end.
+        end: i64,
+    },
 }
 
 fn u64_at(b: &[u8], at: usize) -> Option<u64> {
@@ -91,11 +144,28 @@ pub fn decode(payload: &[u8]) -> Option<Decoded<'_>> {
             let frame = &payload[end..];
             (!frame.is_empty()).then_some(Decoded::Push { id, uids, frame })
         }
-        BROADCAST => {
+        kind @ (BROADCAST | KICK | REVOKE) => {
             let len = *payload.get(1)? as usize;
             let origin = std::str::from_utf8(payload.get(2..2 + len)?).ok()?;
-            let frame = &payload[2 + len..];
-            (!frame.is_empty()).then_some(Decoded::Broadcast { origin, frame })
+            let rest = &payload[2 + len..];
+            match kind {
+                BROADCAST => (!rest.is_empty()).then_some(Decoded::Broadcast {
+                    origin,
+                    frame: rest,
+                }),
+                KICK if rest.len() == 18 => Some(Decoded::Kick {
+                    origin,
+                    uid: u64_at(rest, 0)?,
+                    code: u16::from_le_bytes(rest.get(8..10)?.try_into().ok()?),
+                    sid: Some(u64_at(rest, 10)?).filter(|&s| s != 0),
+                }),
+                REVOKE if rest.len() == 16 => Some(Decoded::Revoke {
+                    origin,
+                    sid: u64_at(rest, 0)?,
+                    end: u64_at(rest, 8)? as i64,
+                }),
+                _ => None,
+            }
         }
         _ => None,
     }
@@ -133,6 +203,11 @@ pub fn run(cluster: &Cluster, shared: &Shared) {
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(BACKOFF_MAX);
             continue;
+        }
+        // Subscribed: what is revoked from now on is heard; what was
+        // revoked before is in the store.
+        if let Err(e) = shared.tokens.load_revoked(shared.store.as_ref()) {
+            log::warn!("cluster: revoked sessions not reloaded: {e}");
         }
         stats.bus_up.store(1, Relaxed);
         stats.bus_subscriptions.fetch_add(1, Relaxed);
@@ -182,6 +257,25 @@ fn deliver(cluster: &Cluster, shared: &Shared, payload: &[u8]) {
                 shared.delivery.push_all(frame.into());
             }
         }
+        Some(Decoded::Kick {
+            origin,
+            uid,
+            sid,
+            code,
+        }) => {
+            if origin != cluster.me.id {
+                if sid.is_none() {
+                    // The user's standing may have changed (a ban).
+                    shared.access.forget(uid);
+                }
+                shared.delivery.kick_local(uid, sid, code);
+            }
+        }
+        Some(Decoded::Revoke { origin, sid, end }) => {
+            if origin != cluster.me.id {
+                shared.tokens.revoke(sid, end);
+            }
+        }
         None => {
             cluster.stats.bus_malformed.fetch_add(1, Relaxed);
         }
@@ -211,6 +305,42 @@ mod tests {
                 frame: b"\x81\x01x"
             })
         );
+    }
+
+    #[test]
+    fn kicks_and_revocations_round_trip() {
+        let k = encode_kick("n-1", u64::MAX, Some(7), 4001);
+        assert_eq!(
+            decode(&k),
+            Some(Decoded::Kick {
+                origin: "n-1",
+                uid: u64::MAX,
+                sid: Some(7),
+                code: 4001
+            })
+        );
+        let all = encode_kick("n-1", 5, None, 4002);
+        assert!(matches!(
+            decode(&all),
+            Some(Decoded::Kick { sid: None, .. })
+        ));
+        let r = encode_revoke("n-2", 9, 1_900_000_000);
+        assert_eq!(
+            decode(&r),
+            Some(Decoded::Revoke {
+                origin: "n-2",
+                sid: 9,
+                end: 1_900_000_000
+            })
+        );
+        for p in [k, r] {
+            for cut in 0..p.len() {
+                assert_eq!(decode(&p[..cut]), None, "cut at {cut}");
+            }
+            let mut long = p.clone();
+            long.push(0);
+            assert_eq!(decode(&long), None);
+        }
     }
 
     #[test]

@@ -35,7 +35,8 @@
 //!   (to clear a node's records in one step);
 //! - `weim:nodes`: set of node ids that have presence records;
 //! - channel `weim:bus:node:<node_id>`: pushes for users on that node;
-//! - channel `weim:bus:broadcast`: `sendToAll`.
+//! - channel `weim:bus:broadcast`: `sendToAll`, closing a user's
+//!   WebSockets (logout, `Delivery::kick`) and revoked sessions.
 //!
 //! etcd: `weim/nodes/<node_id>` = `{"id", "addr", "started"}` under the
 //! node's lease.
@@ -683,10 +684,11 @@ impl Cluster {
     /// of the batch, then, per message, one PUBLISH per live target node
     /// carrying the frame and that node's recipients (all PUBLISHes in one
     /// pipeline). Recipients on no live node are left to their pending
-    /// messages. Returns the number of PUBLISHes.
-    pub fn route(&self, batch: &[Outbound<'_>]) -> usize {
+    /// messages. Returns the recipients found on another live node, once
+    /// Redis took the PUBLISHes.
+    pub fn route(&self, batch: &[Outbound<'_>]) -> Vec<u64> {
         if batch.is_empty() || !self.peers.has_others(&self.me.id) {
-            return 0;
+            return Vec::new();
         }
         let mut uids: Vec<u64> = batch.iter().flat_map(|m| m.uids.iter().copied()).collect();
         uids.sort_unstable();
@@ -695,7 +697,7 @@ impl Cluster {
             self.stats
                 .route_failures
                 .fetch_add(batch.len() as u64, Relaxed);
-            return 0;
+            return Vec::new();
         };
         // Each recipient's live nodes other than this one.
         let mut remote: HashMap<u64, Vec<String>> = HashMap::new();
@@ -709,7 +711,7 @@ impl Cluster {
             }
         }
         if remote.is_empty() {
-            return 0;
+            return Vec::new();
         }
         let mut publishes: Vec<(String, Vec<u8>)> = Vec::new();
         for m in batch {
@@ -744,13 +746,13 @@ impl Cluster {
                     .fetch_add(publishes.len() as u64, Relaxed);
                 let unheard = heard.iter().filter(|&&n| n == 0).count();
                 self.stats.unheard.fetch_add(unheard as u64, Relaxed);
-                publishes.len()
+                remote.into_keys().collect()
             }
             None => {
                 self.stats
                     .route_failures
                     .fetch_add(batch.len() as u64, Relaxed);
-                0
+                Vec::new()
             }
         }
     }
@@ -777,19 +779,38 @@ impl Cluster {
         if !self.peers.has_others(&self.me.id) {
             return true;
         }
-        let payload = bus::encode_broadcast(&self.me.id, frame);
+        let sent = self.publish_all(&bus::encode_broadcast(&self.me.id, frame));
+        if sent {
+            self.stats.broadcasts.fetch_add(1, Relaxed);
+        }
+        sent
+    }
+
+    /// Tells every other node to close the WebSockets of `uid` with `code`
+    /// (only those of session `sid` when given); see [`Delivery::kick`].
+    pub fn kick(&self, uid: u64, sid: Option<u64>, code: u16) -> bool {
+        self.publish_all(&bus::encode_kick(&self.me.id, uid, sid, code))
+    }
+
+    /// Tells every other node that session `sid` is revoked until `end`.
+    pub fn revoke(&self, sid: u64, end: i64) -> bool {
+        self.publish_all(&bus::encode_revoke(&self.me.id, sid, end))
+    }
+
+    /// One PUBLISH on the broadcast channel, whatever the peer table says
+    /// (a node just starting may not be in it yet); counted as a route
+    /// failure when Redis does not take it.
+    fn publish_all(&self, payload: &[u8]) -> bool {
         let sent = self
             .redis
             .with(&self.stats, |con| {
                 redis::cmd("PUBLISH")
                     .arg(BROADCAST_CHANNEL)
-                    .arg(&payload)
+                    .arg(payload)
                     .query::<i64>(con)
             })
             .is_some();
-        if sent {
-            self.stats.broadcasts.fetch_add(1, Relaxed);
-        } else {
+        if !sent {
             self.stats.route_failures.fetch_add(1, Relaxed);
         }
         sent

@@ -246,19 +246,37 @@ impl Presence<'_> {
         }
         let me = self.me().to_string();
         let users = node_users_key(&me);
+        // With user webhooks, each change also reads how many nodes the
+        // user is on after it (in the same transaction): 1 after an
+        // online is their first connection in the cluster, 0 after an
+        // offline their last.
+        let webhook = self.shared.webhook.clone().filter(|w| w.wants_presence());
         let mut pipe = redis::pipe();
         pipe.atomic().cmd("SADD").arg(NODES_KEY).arg(&me).ignore();
-        for ev in batch.drain(..) {
+        for &ev in batch.iter() {
             let (op, uid) = match ev {
                 Event::Online(uid) => ("SADD", uid),
                 Event::Offline(uid) => ("SREM", uid),
             };
             pipe.cmd(op).arg(presence_key(uid)).arg(&me).ignore();
             pipe.cmd(op).arg(&users).arg(uid).ignore();
+            if webhook.is_some() {
+                pipe.cmd("SCARD").arg(presence_key(uid));
+            }
         }
-        if self.redis(|con| pipe.query::<()>(con)).is_some() {
+        if let Some(nodes) = self.redis(|con| pipe.query::<Vec<i64>>(con)) {
             self.cluster.stats.presence_writes.fetch_add(1, Relaxed);
+            if let Some(w) = webhook {
+                for (ev, n) in batch.iter().zip(nodes) {
+                    match (*ev, n) {
+                        (Event::Online(uid), 1) => w.presence(uid, true),
+                        (Event::Offline(uid), 0) => w.presence(uid, false),
+                        _ => {}
+                    }
+                }
+            }
         }
+        batch.clear();
     }
 
     /// Makes Redis's record of this node equal to the registry: adds every

@@ -134,6 +134,33 @@ impl Delivery {
         self.deliver_message(uids, frame, 0, None)
     }
 
+    /// Pushes a notice to every connection of these users, here and (in
+    /// cluster mode, one presence lookup and one PUBLISH per target node)
+    /// on the other nodes they are signed in on. Returns how many of the
+    /// users it reached somewhere.
+    pub fn notify(&self, uids: &[u64], frame: SharedFrame) -> usize {
+        let mut uids = uids.to_vec();
+        uids.sort_unstable();
+        uids.dedup();
+        let here: Vec<bool> = uids.iter().map(|&u| self.registry.is_online(u)).collect();
+        self.deliver_local(&uids, frame.clone(), 0, None);
+        let elsewhere: std::collections::HashSet<u64> = match &self.cluster {
+            Some(c) => c
+                .route(&[Outbound {
+                    uids: &uids,
+                    frame: &frame,
+                    id: 0,
+                }])
+                .into_iter()
+                .collect(),
+            None => Default::default(),
+        };
+        uids.iter()
+            .zip(here)
+            .filter(|(u, here)| *here || elsewhere.contains(u))
+            .count()
+    }
+
     /// Pushes the frame of stored message `id` (0 for a notice) to every
     /// connection of these users except `except` (the sending connection):
     /// here, one inbox message per reactor, and in cluster mode on the other
@@ -190,7 +217,7 @@ impl Delivery {
         let mut per_reactor: Vec<Vec<(u32, u32)>> = vec![Vec::new(); self.reactors.len()];
         for &uid in uids {
             if let Some(conns) = self.registry.shard(uid).lock().get(&uid) {
-                for c in conns.iter().filter(|c| Some(**c) != except) {
+                for (c, _) in conns.iter().filter(|(c, _)| Some(*c) != except) {
                     if let Some(list) = per_reactor.get_mut(c.reactor as usize) {
                         list.push((c.token, c.generation));
                     }
@@ -310,5 +337,26 @@ impl Delivery {
     /// Asks a connection's reactor to close it with a WebSocket close code.
     pub fn close(&self, conn: ConnRef, code: u16) {
         self.send_to(conn, Inbox::Close { conn, code });
+    }
+
+    /// Closes the WebSockets of `uid` with close `code` on every node: all
+    /// of them, or only those signed in with session `sid`. Here at once;
+    /// in cluster mode the other nodes are told through Redis (one PUBLISH;
+    /// a node that misses it keeps those sockets open). Returns the
+    /// connections closed here.
+    pub fn kick(&self, uid: u64, sid: Option<u64>, code: u16) -> usize {
+        if let Some(c) = &self.cluster {
+            c.kick(uid, sid, code);
+        }
+        self.kick_local(uid, sid, code)
+    }
+
+    /// [`Delivery::kick`] on this node only.
+    pub fn kick_local(&self, uid: u64, sid: Option<u64>, code: u16) -> usize {
+        let conns = self.registry.conns_of(uid, sid);
+        for &conn in &conns {
+            self.close(conn, code);
+        }
+        conns.len()
     }
 }

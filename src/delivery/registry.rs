@@ -1,25 +1,33 @@
 //! The registry of signed-in connections on this node: user id → that
-//! user's connections, in shards so no global lock sits on the hot path. In
+//! user's connections and the session each signed in with, in shards so no global lock sits on the hot path. In
 //! cluster mode it reports a user's first sign-in and last close here to
-//! the presence thread.
+//! the presence thread; on a single node, to the webhook (`user.online`,
+//! `user.offline`).
 
 use std::collections::HashMap;
+
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use crate::cluster::presence::{Event, Notifier};
 use crate::reactor::ConnRef;
+use crate::webhook::Webhook;
 
 const SHARDS: usize = 64;
 
+/// One signed-in connection and its session id.
+type Entry = (ConnRef, u64);
+
 /// One shard: user id → that user's connections, oldest first.
-type Shard = Mutex<HashMap<u64, Vec<ConnRef>>>;
+type Shard = Mutex<HashMap<u64, Vec<Entry>>>;
 
 /// Signed-in connections by user, oldest first.
 pub struct Registry {
     shards: Box<[Shard]>,
     conns_per_user: usize,
     presence: Option<Notifier>,
+    webhook: Option<Arc<Webhook>>,
 }
 
 impl Registry {
@@ -34,6 +42,7 @@ impl Registry {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             conns_per_user,
             presence: None,
+            webhook: None,
         }
     }
 
@@ -45,36 +54,64 @@ impl Registry {
         self
     }
 
+    /// Reports each user's first sign-in and last close to the webhook (a
+    /// single node; in a cluster the presence thread does, cluster-wide).
+    pub fn with_webhook(mut self, webhook: Arc<Webhook>) -> Registry {
+        self.webhook = Some(webhook);
+        self
+    }
+
     pub(super) fn shard(&self, uid: u64) -> &Shard {
         &self.shards[(uid as usize) % SHARDS]
     }
 
-    /// Adds a signed-in connection; returns the user's oldest connection
-    /// when this one takes them over the limit (the caller closes it).
-    pub fn add(&self, uid: u64, conn: ConnRef) -> Option<ConnRef> {
+    /// Adds a connection signed in with session `sid`; returns the user's
+    /// oldest connection when this one takes them over the limit (the
+    /// caller closes it).
+    pub fn add(&self, uid: u64, sid: u64, conn: ConnRef) -> Option<ConnRef> {
         let mut shard = self.shard(uid).lock();
         let conns = shard.entry(uid).or_default();
         if conns.is_empty() {
             if let Some(p) = &self.presence {
                 p.send(Event::Online(uid));
             }
+            if let Some(w) = &self.webhook {
+                w.presence(uid, true);
+            }
         }
-        conns.push(conn);
-        (conns.len() > self.conns_per_user).then(|| conns.remove(0))
+        conns.push((conn, sid));
+        (conns.len() > self.conns_per_user).then(|| conns.remove(0).0)
     }
 
     /// Removes exactly this connection (never another device of the user).
     pub fn remove(&self, uid: u64, conn: ConnRef) {
         let mut shard = self.shard(uid).lock();
         if let Some(conns) = shard.get_mut(&uid) {
-            conns.retain(|c| *c != conn);
+            conns.retain(|(c, _)| *c != conn);
             if conns.is_empty() {
                 shard.remove(&uid);
                 if let Some(p) = &self.presence {
                     p.send(Event::Offline(uid));
                 }
+                if let Some(w) = &self.webhook {
+                    w.presence(uid, false);
+                }
             }
         }
+    }
+
+    /// The user's connections here: all, or those of session `sid`.
+    pub fn conns_of(&self, uid: u64, sid: Option<u64>) -> Vec<ConnRef> {
+        self.shard(uid)
+            .lock()
+            .get(&uid)
+            .map_or_else(Vec::new, |conns| {
+                conns
+                    .iter()
+                    .filter(|(_, s)| sid.is_none_or(|sid| *s == sid))
+                    .map(|(c, _)| *c)
+                    .collect()
+            })
     }
 
     /// Users with at least one connection here.
@@ -100,7 +137,6 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn conn(token: u32) -> ConnRef {
         ConnRef {
@@ -113,9 +149,9 @@ mod tests {
     #[test]
     fn oldest_connection_is_evicted_over_the_limit() {
         let r = Registry::new(2);
-        assert_eq!(r.add(7, conn(1)), None);
-        assert_eq!(r.add(7, conn(2)), None);
-        assert_eq!(r.add(7, conn(3)), Some(conn(1)));
+        assert_eq!(r.add(7, 1, conn(1)), None);
+        assert_eq!(r.add(7, 1, conn(2)), None);
+        assert_eq!(r.add(7, 1, conn(3)), Some(conn(1)));
         assert!(r.is_online(7));
         r.remove(7, conn(1));
         r.remove(7, conn(2));
@@ -126,10 +162,23 @@ mod tests {
     }
 
     #[test]
+    fn connections_are_found_by_session() {
+        let r = Registry::new(0);
+        r.add(7, 1, conn(1));
+        r.add(7, 2, conn(2));
+        r.add(7, 1, conn(3));
+        r.add(8, 1, conn(4));
+        assert_eq!(r.conns_of(7, Some(1)), vec![conn(1), conn(3)]);
+        assert_eq!(r.conns_of(7, Some(2)), vec![conn(2)]);
+        assert_eq!(r.conns_of(7, None), vec![conn(1), conn(2), conn(3)]);
+        assert_eq!(r.conns_of(9, None), vec![]);
+    }
+
+    #[test]
     fn zero_keeps_every_connection() {
         let r = Registry::new(0);
         for token in 1..=2_000 {
-            assert_eq!(r.add(7, conn(token)), None);
+            assert_eq!(r.add(7, 1, conn(token)), None);
         }
         for token in 1..=2_000 {
             r.remove(7, conn(token));
@@ -142,8 +191,8 @@ mod tests {
         let (tx, rx) = crossbeam_channel::bounded(2);
         let stats = Arc::new(crate::cluster::Stats::default());
         let r = Registry::new(8).with_presence(Notifier::new(tx, stats.clone()));
-        r.add(7, conn(1));
-        r.add(7, conn(2));
+        r.add(7, 1, conn(1));
+        r.add(7, 1, conn(2));
         r.remove(7, conn(1));
         assert_eq!(r.user_ids(), vec![7]);
         r.remove(7, conn(2));
@@ -153,7 +202,7 @@ mod tests {
         );
         // A full channel drops and counts, never blocks.
         for uid in 1..=3 {
-            r.add(uid, conn(uid as u32));
+            r.add(uid, 1, conn(uid as u32));
         }
         assert_eq!(rx.len(), 2);
         assert_eq!(

@@ -146,7 +146,7 @@ impl Reactor {
                 self.reserve = reserve();
             }
             if let Err(reason) = self.admit(addr.ip()) {
-                self.shared.metrics.refused(reason);
+                self.shared.metrics.conn_refused(reason);
                 continue;
             }
             let _ = stream.set_nodelay(true);

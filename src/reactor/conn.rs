@@ -24,6 +24,8 @@ pub(super) enum State {
     Http(HttpPhase),
     /// Upgraded, waiting for Cmd 3.
     WsPending,
+    /// A valid token was given: a worker checks its user; input waits.
+    WsChecking,
     /// Signed in.
     WsReady(Session),
     /// On `ws.echo_path`: messages are echoed, not read as commands.
@@ -68,6 +70,10 @@ pub(super) struct Receiving {
 pub(super) struct Session {
     /// Its user.
     pub uid: u64,
+    /// The absolute end of the session it signed in with, unix seconds
+    /// (32 bits keep `Conn` small; they last until 2106): the connection
+    /// is closed (4001) once it has passed.
+    pub ends: u32,
     /// What was written to it, confirmed by it, and its catching up.
     pub ledger: Ledger,
     /// A Cmd 20 waiting for room in the committer queue, or (while the
@@ -180,7 +186,7 @@ impl Conn {
             // While an answer is still queued, the next pipelined request waits.
             State::Http(HttpPhase::Idle) => !self.out.is_empty(),
             State::Http(HttpPhase::Receiving(_)) => false,
-            State::Http(_) => true,
+            State::Http(_) | State::WsChecking => true,
             State::WsReady(s) => s.deferred.is_some(),
             State::WsEcho { .. } => self.out.pending() >= LOW_WATER,
             _ => false,

@@ -121,7 +121,7 @@ impl Reactor {
                 State::Http(HttpPhase::Receiving(_)) => {
                     off += self.on_body_bytes(key, &data[off..]);
                 }
-                State::Http(_) => return off,
+                State::Http(_) | State::WsChecking => return off,
                 State::WsPending | State::WsReady(_) | State::WsEcho { .. } => {
                     match ws::check_frame(&data[off..], limits.max_message) {
                         Ok(Frame::Header) => return off,

@@ -8,8 +8,11 @@
 //! ```text
 //! accept ─▶ Http::Idle ──head──▶ Http::Receiving ──body──▶ Http::Working (a worker) ──reply──▶ Http::Idle
 //!            │        └─ refused from its head ─▶ Closing                 └─ large answer ─▶ Http::Streaming ─▶ Http::Idle
-//!            ├─ GET /ws + Upgrade ─▶ WsPending ──Cmd 3 + valid token──▶ WsReady(Session)
-//!            └─ GET <ws.echo_path> + Upgrade ─▶ WsEcho (test aid: echoes)   │
+//!            ├─ GET /ws + Upgrade ─▶ WsPending ──Cmd 3 + valid token──▶ WsChecking ──user ok──▶ WsReady(Session)
+//!            │                        ▲                                   │ (a worker)
+//!            │                        └──────── user refused ─────────────┘
+//!            └─ GET <ws.echo_path> + Upgrade ─▶ WsEcho (test aid: echoes)
+//!
 //!   any state ── error / close frame / deadline / drain ──▶ Closing ──▶ dropped
 //! ```
 //! Where things are:
@@ -59,6 +62,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::auth::Identity;
 use crate::delivery::pending::{Checked, Confirmed};
 use crate::delivery::{Batch, More};
 use crate::http::{BodyStream, Response};
@@ -158,7 +162,19 @@ pub enum Inbox {
         /// The outcome.
         checked: Checked,
     },
-    /// Close one WebSocket with this code (a user over `conns_per_user`).
+    /// A worker checked the user of a connection's Cmd 3 token.
+    UserChecked {
+        /// The connection.
+        conn: ConnRef,
+        /// The token's user and session.
+        who: Identity,
+        /// Whether the client acknowledges with Cmd 22.
+        acks: bool,
+        /// The Cmd 2 text when the sign-in is refused.
+        refused: Option<&'static str>,
+    },
+    /// Close one WebSocket with this code (a user over `conns_per_user`,
+    /// a session ended by logout, [`crate::delivery::Delivery::kick`]).
     Close {
         /// The connection.
         conn: ConnRef,
@@ -229,6 +245,16 @@ fn reason_for(code: u16) -> CloseReason {
         close::TOO_BIG => CloseReason::TooBig,
         close::INVALID_DATA => CloseReason::InvalidData,
         _ => CloseReason::Protocol,
+    }
+}
+
+/// The reason counted when the server closes a WebSocket with `code` on
+/// request (`Inbox::Close`).
+fn kicked_for(code: u16) -> CloseReason {
+    match code {
+        close::REPLACED => CloseReason::Replaced,
+        close::LOGGED_OUT => CloseReason::LoggedOut,
+        _ => CloseReason::Kicked,
     }
 }
 
@@ -468,10 +494,20 @@ impl Reactor {
                 more,
             } => self.on_catch_up(conn, batch, upto, more),
             Inbox::Checked { conn, checked } => self.on_checked(conn, checked),
+            Inbox::UserChecked {
+                conn,
+                who,
+                acks,
+                refused,
+            } => {
+                if let Some(key) = self.live(conn) {
+                    self.user_checked(key, who, acks, refused);
+                }
+            }
             Inbox::Close { conn, code } => {
                 if let Some(key) = self.live(conn) {
                     if !matches!(self.conns[key].state, State::Closing) {
-                        self.close_ws(key, code, CloseReason::Replaced);
+                        self.close_ws(key, code, kicked_for(code));
                     }
                 }
             }
@@ -496,7 +532,7 @@ impl Reactor {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             match self.conns[key].state {
-                State::WsPending | State::WsReady(_) | State::WsEcho { .. } => {
+                State::WsPending | State::WsChecking | State::WsReady(_) | State::WsEcho { .. } => {
                     self.close_ws(key, close::GOING_AWAY, CloseReason::Drain)
                 }
                 State::Http(HttpPhase::Idle) => {
@@ -508,7 +544,8 @@ impl Reactor {
         }
     }
 
-    /// Closes what is past its deadline, pings silent connections, checks
+    /// Closes what is past its deadline (a signed-in connection also past
+    /// its session's end), pings silent connections, checks
     /// confirmations, and retries catching up that could not be queued.
     fn sweep(&mut self) {
         let stats = self.stats();
@@ -531,6 +568,7 @@ impl Reactor {
         let auth_timeout = self.shared.config.auth.auth_timeout;
         let ping_interval = limits.ping_interval;
         let now = self.now;
+        let unix = crate::auth::now_secs();
         let mut doomed = std::mem::take(&mut self.doomed);
         let mut ping = Vec::new();
         let mut too_slow = Vec::new();
@@ -554,7 +592,13 @@ impl Reactor {
                     }
                     continue;
                 }
-                State::WsPending if age > auth_timeout => CloseReason::AuthTimeout,
+                State::WsPending | State::WsChecking if age > auth_timeout => {
+                    CloseReason::AuthTimeout
+                }
+                State::WsReady(Session { ends, .. }) if i64::from(*ends) <= unix => {
+                    doomed.push((key, CloseReason::SessionEnded));
+                    continue;
+                }
                 State::WsReady(Session { pinged, .. }) | State::WsEcho { pinged } => {
                     if ping_interval.is_zero() {
                         if age > limits.idle_timeout {
@@ -590,6 +634,7 @@ impl Reactor {
             match reason {
                 CloseReason::AuthTimeout => self.close_ws(key, close::POLICY, reason),
                 CloseReason::Idle => self.close_ws(key, close::NORMAL, reason),
+                CloseReason::SessionEnded => self.close_ws(key, close::LOGGED_OUT, reason),
                 CloseReason::HttpTimeout => {
                     self.stats().closed(reason);
                     self.enter_closing(key);

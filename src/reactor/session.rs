@@ -7,11 +7,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::conn::{Fragment, Session, State};
 use super::output::Chunk;
 use super::{reason_for, Reactor};
+use crate::access::refusal_text;
+use crate::auth::Identity;
 use crate::chat;
 use crate::commit::Submission;
 use crate::delivery::ledger::Ledger;
 use crate::message::{cmd, parse_client, ClientMsg, Push};
-use crate::metrics::CloseReason;
+use crate::metrics::{CloseReason, Refusal};
+use crate::worker::{Task, AUTH_FAILED, UNAVAILABLE};
 use crate::ws::{self, close, FrameInfo, Opcode, Utf8};
 
 impl Reactor {
@@ -194,23 +197,86 @@ impl Reactor {
         }
     }
 
-    /// Cmd 3: a valid token signs the connection in; `acks` when the client
-    /// declared that it acknowledges with Cmd 22. Its pending messages
-    /// follow Cmd 4.
+    /// Cmd 3: a valid token (signature, expiry, session neither revoked nor
+    /// ended) is checked here; whether its user exists and is not banned
+    /// comes from the node's cache, or else from a worker, whose answer
+    /// ([`Reactor::user_checked`]) completes the sign-in. The connection is
+    /// not read meanwhile.
     fn sign_in(&mut self, key: usize, token: &str, acks: bool) {
-        let claims = match self.shared.tokens.verify(token) {
-            Ok(c) => c,
-            Err(_) => {
-                self.reply(key, &Push::system(cmd::FAIL, "认证失败"));
+        let who = match self.shared.tokens.verify(token) {
+            Ok(who) => who,
+            Err(e) => {
+                self.shared.metrics.refused(e.refusal());
+                self.reply(key, &Push::system(cmd::FAIL, AUTH_FAILED));
                 return;
             }
         };
+        if let Some(verdict) = self.shared.access.cached(who.uid) {
+            let refused = verdict.err().map(|refusal| {
+                self.shared.metrics.refused(refusal);
+                refusal_text(refusal, AUTH_FAILED)
+            });
+            self.complete_sign_in(key, who, acks, refused);
+            return;
+        }
         let id = self.id;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        let me = conn.conn_ref(id, key);
+        if self.queue(me, Task::SignIn { who, acks }).is_err() {
+            self.reply(key, &Push::system(cmd::FAIL, UNAVAILABLE));
+            return;
+        }
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.state = State::WsChecking;
+        }
+    }
+
+    /// A worker's answer to a sign-in: completes it, then reads on.
+    pub(super) fn user_checked(
+        &mut self,
+        key: usize,
+        who: Identity,
+        acks: bool,
+        refused: Option<&'static str>,
+    ) {
+        if !matches!(
+            self.conns.get(key).map(|c| &c.state),
+            Some(State::WsChecking)
+        ) {
+            return;
+        }
+        self.complete_sign_in(key, who, acks, refused);
+        self.resume_input(key);
+    }
+
+    /// Refused (Cmd 2 with `refused`, the client may try again), or signed
+    /// in (Cmd 4, then its pending messages) unless the session was revoked
+    /// meanwhile.
+    fn complete_sign_in(
+        &mut self,
+        key: usize,
+        who: Identity,
+        acks: bool,
+        refused: Option<&'static str>,
+    ) {
+        let id = self.id;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let revoked = refused.is_none() && self.shared.tokens.is_revoked(who.sid);
+        if revoked {
+            self.shared.metrics.refused(Refusal::Revoked);
+        }
+        if let Some(text) = refused.or(revoked.then_some(AUTH_FAILED)) {
+            conn.state = State::WsPending;
+            self.reply(key, &Push::system(cmd::FAIL, text));
+            return;
+        }
         conn.state = State::WsReady(Session {
-            uid: claims.id,
+            uid: who.uid,
+            ends: u32::try_from(who.end).unwrap_or(u32::MAX),
             ledger: Ledger::new(acks),
             deferred: None,
             pinged: false,
@@ -220,8 +286,15 @@ impl Reactor {
         self.stats().authenticated.fetch_add(1, Relaxed);
         // Registered before the client hears Cmd 4, so a failed write
         // (which drops the connection) also unregisters it.
-        if let Some(old) = self.shared.delivery.registry.add(claims.id, me) {
+        if let Some(old) = self.shared.delivery.registry.add(who.uid, who.sid, me) {
             self.shared.delivery.close(old, close::REPLACED);
+        }
+        // A logout revokes before it looks the session's connections up:
+        // one revoked since the check above either finds this connection
+        // registered or is seen here.
+        if self.shared.tokens.is_revoked(who.sid) {
+            self.close_ws(key, close::LOGGED_OUT, CloseReason::LoggedOut);
+            return;
         }
         self.reply(key, &Push::system(cmd::SIGNED_IN, "认证成功"));
         if self.live(me).is_some() {
@@ -283,6 +356,8 @@ impl Reactor {
             CloseReason::Drain => "node draining",
             CloseReason::Replaced => "replaced by a newer connection",
             CloseReason::Flood => "sending too fast",
+            CloseReason::LoggedOut => "logged out",
+            CloseReason::SessionEnded => "session ended",
             _ => "",
         };
         self.send(key, Chunk::Owned(ws::close_frame(code, text)), true);

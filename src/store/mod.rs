@@ -66,12 +66,50 @@ pub struct User {
     pub avatar: String,
     /// 0 unknown; other values are defined by the protocol.
     pub sex: i32,
-    /// Account status; 0 is a normal account.
+    /// Account status as old clients read it (weim's accounts 0, imported
+    /// weIm-go accounts keep theirs); it restricts nothing: bans do
+    /// ([`Accounts::user_status`]).
     pub status: i32,
     /// Whether a real-name verification succeeded.
     pub realname_verified: bool,
     /// Creation time, unix seconds.
     pub created_at: i64,
+}
+
+/// Whether an account may be signed in (see [`Accounts::user_status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserStatus {
+    /// It exists and is not banned.
+    Active,
+    /// No account has this id.
+    Missing,
+    /// It exists and was banned (`users/ban`) until this unix second (0:
+    /// for ever); [`UserStatus::active_at`] says whether that is over.
+    Banned {
+        /// End of the ban, unix seconds; 0 = for ever.
+        until: i64,
+    },
+}
+
+impl UserStatus {
+    /// Whether the account may be signed in at `now` (unix seconds): active,
+    /// or banned until a second already past.
+    pub fn active_at(self, now: i64) -> bool {
+        match self {
+            UserStatus::Active => true,
+            UserStatus::Banned { until } => until != 0 && until <= now,
+            UserStatus::Missing => false,
+        }
+    }
+
+    /// The status of an existing account with, if any, a ban until
+    /// `ban_until`.
+    pub(crate) fn with_ban(ban_until: Option<i64>) -> UserStatus {
+        match ban_until {
+            Some(until) => UserStatus::Banned { until },
+            None => UserStatus::Active,
+        }
+    }
 }
 
 /// Why a store call failed.
@@ -104,7 +142,7 @@ pub trait Store: Accounts + Social + Messages + Profiles + Import + Send + Sync 
 
 impl<T: Accounts + Social + Messages + Profiles + Import + Send + Sync> Store for T {}
 
-/// Accounts and revoked tokens.
+/// Accounts and revoked sessions.
 pub trait Accounts {
     /// Creates a user with nickname = username, avatar "", sex 0, status 0,
     /// not verified. `Err(Conflict)` if the username exists, compared
@@ -129,15 +167,29 @@ pub trait Accounts {
     /// logins upgrading the same hash one wins; `true` when replaced.
     fn replace_password_hash(&self, id: u64, old: &str, new: &str) -> Result<bool, StoreError>;
 
-    /// Remembers a revoked token (its signature string, at most
-    /// [`MAX_TOKEN_SIG_LEN`] ASCII characters, compared exactly) until `exp`
-    /// (unix seconds). Revoking twice is Ok and keeps the later expiry.
-    fn revoke_token(&self, sig: &str, exp: i64) -> Result<(), StoreError>;
+    /// Whether the account with this id may be signed in: [`UserStatus`]
+    /// (one primary-key look-up). Every check of a signed-in user goes
+    /// through here, so a further restriction of accounts is one more
+    /// column read by this call.
+    fn user_status(&self, id: u64) -> Result<UserStatus, StoreError>;
 
-    /// Revoked tokens still unexpired at `now` (those with `exp > now`: a
-    /// token is expired at its `exp` second), ordered by `exp` then `sig`.
+    /// Bans the user until `until` (unix seconds, 0 = for ever) for
+    /// `reason` (at most [`MAX_BAN_REASON_CHARS`] characters), replacing an
+    /// earlier ban; nothing when no account has this id.
+    fn ban_user(&self, id: u64, until: i64, reason: &str, now: i64) -> Result<(), StoreError>;
+
+    /// Lifts the user's ban, if any.
+    fn unban_user(&self, id: u64) -> Result<(), StoreError>;
+
+    /// Remembers a revoked session (its id string, at most
+    /// [`MAX_SESSION_ID_LEN`] ASCII characters, compared exactly) until
+    /// `end` (unix seconds). Revoking twice is Ok and keeps the later end.
+    fn revoke_session(&self, sid: &str, end: i64) -> Result<(), StoreError>;
+
+    /// Revoked sessions still unexpired at `now` (those with `end > now`: a
+    /// session is over at its `end` second), ordered by `end` then `sid`.
     /// Deletes the expired ones.
-    fn revoked_tokens(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError>;
+    fn revoked_sessions(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError>;
 
     /// Cheap liveness check for /healthz: one round trip to the database.
     fn ping(&self) -> Result<(), StoreError>;
@@ -145,10 +197,12 @@ pub trait Accounts {
 
 /// Longest accepted username, in characters (`users.username` column size).
 pub const MAX_USERNAME_CHARS: usize = 64;
+/// Longest accepted ban reason, in characters.
+pub const MAX_BAN_REASON_CHARS: usize = 255;
 /// Longest accepted password hash, in characters.
 pub const MAX_PASSWORD_HASH_CHARS: usize = 255;
-/// Longest accepted revoked-token signature, in bytes (ASCII only).
-pub const MAX_TOKEN_SIG_LEN: usize = 128;
+/// Longest accepted revoked-session id, in bytes (ASCII only).
+pub const MAX_SESSION_ID_LEN: usize = 128;
 
 /// Version of the schema this build writes. Both backends record it in the
 /// `schema_version` table and refuse a database written by a newer weim.
@@ -185,11 +239,21 @@ pub(crate) fn check_password_hash(password_hash: &str) -> Result<(), StoreError>
     Ok(())
 }
 
-/// Checks the signature given to [`Accounts::revoke_token`].
-pub(crate) fn check_token_sig(sig: &str) -> Result<(), StoreError> {
-    if sig.len() > MAX_TOKEN_SIG_LEN || !sig.is_ascii() {
+/// Checks the reason given to [`Accounts::ban_user`].
+pub(crate) fn check_ban_reason(reason: &str) -> Result<(), StoreError> {
+    if reason.chars().count() > MAX_BAN_REASON_CHARS {
         return Err(StoreError::Other(format!(
-            "token signature must be at most {MAX_TOKEN_SIG_LEN} ASCII characters"
+            "ban reason must be at most {MAX_BAN_REASON_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the session id given to [`Accounts::revoke_session`].
+pub(crate) fn check_session_id(sid: &str) -> Result<(), StoreError> {
+    if sid.len() > MAX_SESSION_ID_LEN || !sid.is_ascii() {
+        return Err(StoreError::Other(format!(
+            "session id must be at most {MAX_SESSION_ID_LEN} ASCII characters"
         )));
     }
     Ok(())

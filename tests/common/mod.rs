@@ -28,6 +28,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 use tungstenite::protocol::Message;
 
+pub mod hooks;
+
 /// Read and write timeout of every socket the tests open.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a node may take to print its `listening` line.

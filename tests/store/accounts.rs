@@ -1,10 +1,10 @@
-//! `Accounts`: users (creation, lookup, uniqueness, limits) and revoked
-//! tokens.
+//! `Accounts`: users (creation, lookup, uniqueness, limits, status, bans)
+//! and revoked sessions.
 
 use std::sync::{Barrier, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use weim::store::{Store, StoreError, MAX_USERNAME_CHARS};
+use weim::store::{Store, StoreError, UserStatus, MAX_BAN_REASON_CHARS, MAX_USERNAME_CHARS};
 
 use crate::common::{now_secs, unique_name};
 
@@ -197,10 +197,66 @@ pub fn over_long_values_are_rejected(store: &dyn Store) {
     let r = store.create_user(&unique_name("len"), &"h".repeat(256), now);
     assert!(matches!(r, Err(StoreError::Other(_))), "{r:?}");
 
-    let r = store.revoke_token(&"s".repeat(129), now + 60);
+    let r = store.revoke_session(&"s".repeat(129), now + 60);
     assert!(matches!(r, Err(StoreError::Other(_))), "{r:?}");
-    let r = store.revoke_token("sïg", now + 60);
+    let r = store.revoke_session("sïg", now + 60);
     assert!(matches!(r, Err(StoreError::Other(_))), "{r:?}");
+}
+
+pub fn user_status_of_accounts(store: &dyn Store) {
+    let user = store
+        .create_user(&unique_name("status"), "h", now_secs())
+        .expect("create");
+    assert_eq!(
+        store.user_status(user.id).expect("status"),
+        UserStatus::Active
+    );
+    for missing in [user.id + 1_000_000_000, i64::MAX as u64, u64::MAX] {
+        assert_eq!(
+            store.user_status(missing).expect("status of a missing id"),
+            UserStatus::Missing,
+            "{missing}"
+        );
+    }
+}
+
+pub fn bans_are_kept_replaced_and_lifted(store: &dyn Store) {
+    let now = now_secs();
+    let user = store
+        .create_user(&unique_name("ban"), "h", now)
+        .expect("create");
+    store.ban_user(user.id, now + 60, "spam", now).expect("ban");
+    let status = store.user_status(user.id).expect("status");
+    assert_eq!(status, UserStatus::Banned { until: now + 60 });
+    assert!(!status.active_at(now) && status.active_at(now + 60));
+    // A later ban replaces it; 0 is for ever.
+    store
+        .ban_user(user.id, 0, "ça suffit", now)
+        .expect("ban again");
+    let status = store.user_status(user.id).expect("status");
+    assert_eq!(status, UserStatus::Banned { until: 0 });
+    assert!(!status.active_at(i64::MAX));
+    store.unban_user(user.id).expect("unban");
+    assert_eq!(
+        store.user_status(user.id).expect("status"),
+        UserStatus::Active
+    );
+    store.unban_user(user.id).expect("unban twice");
+    // A missing user: nothing is stored.
+    let missing = user.id + 1_000_000_000;
+    store
+        .ban_user(missing, 0, "", now)
+        .expect("ban a missing user");
+    assert_eq!(
+        store.user_status(missing).expect("status"),
+        UserStatus::Missing
+    );
+    let r = store.ban_user(user.id, 0, &"r".repeat(MAX_BAN_REASON_CHARS + 1), now);
+    assert!(matches!(r, Err(StoreError::Other(_))), "{r:?}");
+    assert_eq!(
+        store.user_status(user.id).expect("status"),
+        UserStatus::Active
+    );
 }
 
 /// Expiry times are chosen so that a purge by any run (every run purges at
@@ -215,11 +271,13 @@ pub fn revoke_and_expire(store: &dyn Store) {
     // A revoked token is listed until its expiry.
     let live = unique_name("live");
     let dead = unique_name("dead");
-    store.revoke_token(&live, now + 3600).expect("revoke live");
     store
-        .revoke_token(&dead, now - 10)
+        .revoke_session(&live, now + 3600)
+        .expect("revoke live");
+    store
+        .revoke_session(&dead, now - 10)
         .expect("revoke already expired");
-    let list = store.revoked_tokens(now).expect("list");
+    let list = store.revoked_sessions(now).expect("list");
     assert_eq!(has(&list, &live), Some(now + 3600));
     assert_eq!(has(&list, &dead), None);
     assert!(
@@ -247,9 +305,9 @@ pub fn revoke_and_expire(store: &dyn Store) {
             std::thread::sleep(Duration::from_millis(attempt * (10 + jitter)));
             let p = unique_name("p");
             let q = unique_name("q");
-            store.revoke_token(&p, at).expect("revoke p");
-            store.revoke_token(&q, at + 1).expect("revoke q");
-            let list = store.revoked_tokens(at).expect("list at boundary");
+            store.revoke_session(&p, at).expect("revoke p");
+            store.revoke_session(&q, at + 1).expect("revoke q");
+            let list = store.revoked_sessions(at).expect("list at boundary");
             assert_eq!(has(&list, &p), None, "exp == now is expired");
             assert_eq!(has(&list, &live), Some(now + 3600));
             (has(&list, &q) == Some(at + 1)).then_some((p, q))
@@ -258,9 +316,11 @@ pub fn revoke_and_expire(store: &dyn Store) {
 
     // Expired tokens are deleted, not just hidden: listing at an earlier
     // time afterwards does not bring them back.
-    let list = store.revoked_tokens(at + 1).expect("list after q's expiry");
+    let list = store
+        .revoked_sessions(at + 1)
+        .expect("list after q's expiry");
     assert_eq!(has(&list, &q), None);
-    let list = store.revoked_tokens(at - 1).expect("list before");
+    let list = store.revoked_sessions(at - 1).expect("list before");
     assert_eq!(has(&list, &p), None, "p was purged");
     assert_eq!(has(&list, &q), None, "q was purged");
     assert_eq!(has(&list, &dead), None, "dead was purged");
@@ -269,9 +329,9 @@ pub fn revoke_and_expire(store: &dyn Store) {
     // Signatures are compared exactly (case matters).
     let upper = live.to_uppercase();
     store
-        .revoke_token(&upper, now + 3000)
+        .revoke_session(&upper, now + 3000)
         .expect("revoke upper-case twin");
-    let list = store.revoked_tokens(now).expect("list");
+    let list = store.revoked_sessions(now).expect("list");
     assert_eq!(has(&list, &live), Some(now + 3600));
     assert_eq!(has(&list, &upper), Some(now + 3000));
 }
@@ -280,17 +340,21 @@ pub fn double_revoke_keeps_later_expiry(store: &dyn Store) {
     let _turn = token_lock();
     let now = now_secs();
     let sig = unique_name("twice");
-    store.revoke_token(&sig, now + 3600).expect("revoke");
-    store.revoke_token(&sig, now + 3600).expect("revoke again");
+    store.revoke_session(&sig, now + 3600).expect("revoke");
+    store
+        .revoke_session(&sig, now + 3600)
+        .expect("revoke again");
     let count = |list: &[(String, i64)]| list.iter().filter(|(s, _)| *s == sig).count();
-    let list = store.revoked_tokens(now).expect("list");
+    let list = store.revoked_sessions(now).expect("list");
     assert_eq!(count(&list), 1);
 
-    store.revoke_token(&sig, now + 7200).expect("later expiry");
     store
-        .revoke_token(&sig, now + 1800)
+        .revoke_session(&sig, now + 7200)
+        .expect("later expiry");
+    store
+        .revoke_session(&sig, now + 1800)
         .expect("earlier expiry");
-    let list = store.revoked_tokens(now).expect("list");
+    let list = store.revoked_sessions(now).expect("list");
     assert_eq!(count(&list), 1);
     let exp = list.iter().find(|(s, _)| *s == sig).map(|t| t.1);
     assert_eq!(exp, Some(now + 7200), "the later expiry is kept");

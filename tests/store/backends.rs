@@ -25,7 +25,7 @@ fn reopen_keeps_data(open: &dyn Fn() -> Box<dyn Store>) {
     let sig = unique_name("reopen");
     let user = {
         let store = open();
-        store.revoke_token(&sig, now + 3600).expect("revoke");
+        store.revoke_session(&sig, now + 3600).expect("revoke");
         store.create_user(&name, "h", now).expect("create")
     };
     let store = open();
@@ -34,7 +34,7 @@ fn reopen_keeps_data(open: &dyn Fn() -> Box<dyn Store>) {
         Some(user.clone())
     );
     assert_eq!(store.user_by_name(&name).expect("by name"), Some(user));
-    let list = store.revoked_tokens(now).expect("list");
+    let list = store.revoked_sessions(now).expect("list");
     assert!(list.contains(&(sig, now + 3600)));
     let again = store.create_user(&name, "h", now);
     assert!(matches!(again, Err(StoreError::Conflict)), "{again:?}");

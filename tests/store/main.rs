@@ -1,4 +1,4 @@
-//! Conformance suite of the weim store: accounts and revoked tokens
+//! Conformance suite of the weim store: accounts and revoked sessions
 //! (`accounts`), friends, groups and user search (`social`), messages
 //! (`messages`), nicknames, real names and locations (`profile`), rows
 //! imported with their ids (`import`). Every check is written once against
@@ -160,6 +160,8 @@ conformance!(
         parallel_distinct_creates,
         unicode_roundtrip,
         over_long_values_are_rejected,
+        user_status_of_accounts,
+        bans_are_kept_replaced_and_lifted,
         revoke_and_expire,
         double_revoke_keeps_later_expiry,
         ping_answers,

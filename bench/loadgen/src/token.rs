@@ -1,5 +1,6 @@
 //! Sign-in tokens: HS256 JWTs with the claims the weim gateway checks
-//! (`id`, `at`, `exp`), minted with the node's own secret.
+//! (`id`, `at`, `exp`, and the session: `sid`, `end`), minted with the
+//! node's own secret. The users must exist in the node's store.
 
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde::Serialize;
@@ -12,6 +13,10 @@ struct Claims {
     id: u64,
     at: u64,
     exp: u64,
+    /// A made-up session per user (16 hex digits, never zero).
+    sid: String,
+    /// The session's end.
+    end: u64,
 }
 
 /// Mints tokens for many users with one key.
@@ -34,6 +39,8 @@ impl Minter {
             id,
             at: now,
             exp: now + TTL_S,
+            sid: format!("{:016x}", id.max(1)),
+            end: now + TTL_S,
         };
         encode(&self.header, &claims, &self.key).map_err(|e| e.to_string())
     }
@@ -49,6 +56,8 @@ mod tests {
         id: u64,
         at: u64,
         exp: u64,
+        sid: String,
+        end: u64,
     }
 
     #[test]
@@ -62,9 +71,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (d.claims.id, d.claims.at, d.claims.exp),
-            (42, now, now + TTL_S)
+            (d.claims.id, d.claims.at, d.claims.exp, d.claims.end),
+            (42, now, now + TTL_S, now + TTL_S)
         );
+        assert_eq!(d.claims.sid, "000000000000002a");
         assert!(decode::<Back>(
             &t,
             &DecodingKey::from_secret(b"other"),

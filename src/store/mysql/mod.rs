@@ -20,8 +20,8 @@ use ::mysql::prelude::Queryable;
 use ::mysql::{DriverError, Opts, OptsBuilder, Pool, PoolConstraints, PooledConn, Row};
 
 use super::{
-    check_new_user, check_password_hash, check_schema_version, check_token_sig, default_pool_size,
-    username_key, Accounts, StoreError, User, USER_COLUMNS,
+    check_ban_reason, check_new_user, check_password_hash, check_schema_version, check_session_id,
+    default_pool_size, username_key, Accounts, StoreError, User, UserStatus, USER_COLUMNS,
 };
 
 /// The MySQL schema, applied at every open (idempotent).
@@ -196,7 +196,7 @@ impl MysqlStore {
     /// a deadlock victim it has rolled back its whole transaction, so `op`
     /// (one autocommitted statement, several that are each safe to repeat,
     /// or one transaction) is run again, up to [`DEADLOCK_RETRIES`] times;
-    /// concurrent purges and inserts of revoked tokens from several nodes,
+    /// concurrent purges and inserts of revoked sessions from several nodes,
     /// and crossed friend-request accepts, do meet that way.
     pub(super) fn run<T>(
         &self,
@@ -280,29 +280,57 @@ impl Accounts for MysqlStore {
         })
     }
 
-    fn revoke_token(&self, sig: &str, exp: i64) -> Result<(), StoreError> {
-        check_token_sig(sig)?;
+    fn user_status(&self, id: u64) -> Result<UserStatus, StoreError> {
+        let row: Option<Option<i64>> = self.run(|c| {
+            c.exec_first(
+                "SELECT b.until FROM users u \
+                 LEFT JOIN user_bans b ON b.user_id = u.id WHERE u.id = ?",
+                (id,),
+            )
+        })?;
+        Ok(row.map_or(UserStatus::Missing, UserStatus::with_ban))
+    }
+
+    fn ban_user(&self, id: u64, until: i64, reason: &str, now: i64) -> Result<(), StoreError> {
+        check_ban_reason(reason)?;
         self.run(|c| {
             c.exec_drop(
-                "INSERT INTO revoked_tokens (sig, exp) VALUES (?, ?) \
-                 ON DUPLICATE KEY UPDATE exp = GREATEST(exp, VALUES(exp))",
-                (sig.as_bytes(), exp),
+                "INSERT INTO user_bans (user_id, until, reason, created_at) \
+                 SELECT id, ?, ?, ? FROM users WHERE id = ? \
+                 ON DUPLICATE KEY UPDATE until = VALUES(until), reason = VALUES(reason), \
+                 created_at = VALUES(created_at)",
+                (until, reason, now, id),
             )
         })
     }
 
-    fn revoked_tokens(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
+    fn unban_user(&self, id: u64) -> Result<(), StoreError> {
+        self.run(|c| c.exec_drop("DELETE FROM user_bans WHERE user_id = ?", (id,)))
+    }
+
+    fn revoke_session(&self, sid: &str, end: i64) -> Result<(), StoreError> {
+        check_session_id(sid)?;
+        self.run(|c| {
+            c.exec_drop(
+                "INSERT INTO revoked_sessions (sid, ends_at) VALUES (?, ?) \
+                 ON DUPLICATE KEY UPDATE ends_at = GREATEST(ends_at, VALUES(ends_at))",
+                (sid.as_bytes(), end),
+            )
+        })
+    }
+
+    fn revoked_sessions(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
         let rows: Vec<Row> = self.run(|c| {
-            c.exec_drop("DELETE FROM revoked_tokens WHERE exp <= ?", (now,))?;
+            c.exec_drop("DELETE FROM revoked_sessions WHERE ends_at <= ?", (now,))?;
             c.exec(
-                "SELECT sig, exp FROM revoked_tokens WHERE exp > ? ORDER BY exp, sig",
+                "SELECT sid, ends_at FROM revoked_sessions WHERE ends_at > ? ORDER BY ends_at, sid",
                 (now,),
             )
         })?;
         rows.into_iter()
             .map(|row| {
                 ::mysql::from_row_opt::<(String, i64)>(row)
-                    .map_err(|e| StoreError::Other(format!("unexpected revoked_tokens row: {e}")))
+                    .map_err(|e| StoreError::Other(format!("unexpected revoked_sessions row: {e}")))
             })
             .collect()
     }

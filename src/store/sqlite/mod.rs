@@ -27,8 +27,8 @@ use rusqlite::config::DbConfig;
 use rusqlite::{ffi, params, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
-    check_new_user, check_password_hash, check_schema_version, check_token_sig, default_pool_size,
-    username_key, Accounts, StoreError, User, USER_COLUMNS,
+    check_ban_reason, check_new_user, check_password_hash, check_schema_version, check_session_id,
+    default_pool_size, username_key, Accounts, StoreError, User, UserStatus, USER_COLUMNS,
 };
 
 /// How long a statement waits for another connection's write lock.
@@ -72,11 +72,18 @@ CREATE TABLE IF NOT EXISTS users (
 ) STRICT;
 CREATE UNIQUE INDEX IF NOT EXISTS uk_users_username_key ON users (username_key);
 
-CREATE TABLE IF NOT EXISTS revoked_tokens (
-    sig TEXT    NOT NULL PRIMARY KEY,
-    exp INTEGER NOT NULL
+CREATE TABLE IF NOT EXISTS revoked_sessions (
+    sid     TEXT    NOT NULL PRIMARY KEY,
+    ends_at INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS idx_revoked_tokens_exp ON revoked_tokens (exp);
+CREATE INDEX IF NOT EXISTS idx_revoked_sessions_ends_at ON revoked_sessions (ends_at);
+
+CREATE TABLE IF NOT EXISTS user_bans (
+    user_id    INTEGER NOT NULL PRIMARY KEY,
+    until      INTEGER NOT NULL,
+    reason     TEXT    NOT NULL DEFAULT '',
+    created_at INTEGER NOT NULL
+) STRICT;
 ";
 
 /// [`Store`] on an SQLite file. Cheap to share: wrap it in an `Arc`.
@@ -324,24 +331,68 @@ impl Accounts for SqliteStore {
         })
     }
 
-    fn revoke_token(&self, sig: &str, exp: i64) -> Result<(), StoreError> {
-        check_token_sig(sig)?;
+    fn user_status(&self, id: u64) -> Result<UserStatus, StoreError> {
+        // SQLite ids are i64: a larger id cannot exist.
+        let Ok(id) = i64::try_from(id) else {
+            return Ok(UserStatus::Missing);
+        };
+        let row: Option<Option<i64>> = self.with_conn(|c| {
+            c.prepare_cached(
+                "SELECT b.until FROM users u \
+                 LEFT JOIN user_bans b ON b.user_id = u.id WHERE u.id = ?1",
+            )?
+            .query_row(params![id], |r| r.get(0))
+            .optional()
+        })?;
+        Ok(row.map_or(UserStatus::Missing, UserStatus::with_ban))
+    }
+
+    fn ban_user(&self, id: u64, until: i64, reason: &str, now: i64) -> Result<(), StoreError> {
+        check_ban_reason(reason)?;
+        let Ok(id) = i64::try_from(id) else {
+            return Ok(());
+        };
         self.with_conn(|c| {
             c.prepare_cached(
-                "INSERT INTO revoked_tokens (sig, exp) VALUES (?1, ?2) \
-                 ON CONFLICT (sig) DO UPDATE SET exp = max(exp, excluded.exp)",
+                "INSERT INTO user_bans (user_id, until, reason, created_at) \
+                     SELECT id, ?2, ?3, ?4 FROM users WHERE id = ?1 \
+                     ON CONFLICT (user_id) DO UPDATE SET until = excluded.until, \
+                     reason = excluded.reason, created_at = excluded.created_at",
             )?
-            .execute(params![sig, exp])?;
+            .execute(params![id, until, reason, now])?;
             Ok(())
         })
     }
 
-    fn revoked_tokens(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
+    fn unban_user(&self, id: u64) -> Result<(), StoreError> {
+        let Ok(id) = i64::try_from(id) else {
+            return Ok(());
+        };
         self.with_conn(|c| {
-            c.prepare_cached("DELETE FROM revoked_tokens WHERE exp <= ?1")?
+            c.prepare_cached("DELETE FROM user_bans WHERE user_id = ?1")?
+                .execute(params![id])?;
+            Ok(())
+        })
+    }
+
+    fn revoke_session(&self, sid: &str, end: i64) -> Result<(), StoreError> {
+        check_session_id(sid)?;
+        self.with_conn(|c| {
+            c.prepare_cached(
+                "INSERT INTO revoked_sessions (sid, ends_at) VALUES (?1, ?2) \
+                 ON CONFLICT (sid) DO UPDATE SET ends_at = max(ends_at, excluded.ends_at)",
+            )?
+            .execute(params![sid, end])?;
+            Ok(())
+        })
+    }
+
+    fn revoked_sessions(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        self.with_conn(|c| {
+            c.prepare_cached("DELETE FROM revoked_sessions WHERE ends_at <= ?1")?
                 .execute(params![now])?;
             let mut stmt = c.prepare_cached(
-                "SELECT sig, exp FROM revoked_tokens WHERE exp > ?1 ORDER BY exp, sig",
+                "SELECT sid, ends_at FROM revoked_sessions WHERE ends_at > ?1 ORDER BY ends_at, sid",
             )?;
             let rows = stmt.query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
