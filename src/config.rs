@@ -7,7 +7,7 @@
 //! to the same per-type parser, so a value means the same thing wherever it comes
 //! from.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

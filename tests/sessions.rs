@@ -14,7 +14,6 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::*;
-use mysql::prelude::Queryable;
 use serde_json::{json, Value};
 
 /// weim: the connection's session ended.

@@ -10,7 +10,7 @@ use crate::http::{Params, Request, Response};
 use crate::metrics::Refusal;
 use crate::node::Shared;
 use crate::search::UserDoc;
-use crate::store::{StoreError, User, UserStatus};
+use crate::store::{StoreError, User};
 use crate::ws::close;
 
 /// Account routes.

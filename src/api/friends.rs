@@ -17,8 +17,8 @@
 use serde_json::{json, Value};
 
 use super::{
-    fail, id_param, in_order, ok, page_params, search_error, search_word, store_error, text_param,
-    webhook, Caller, Route, Routes,
+    fail, id_param, in_order, ok, page_params, search_error, search_word, store_error, webhook,
+    Caller, Route, Routes,
 };
 use crate::auth::now_secs;
 use crate::http::{Params, Response};

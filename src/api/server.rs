@@ -257,6 +257,8 @@ fn send_message(node: &Shared, body: &[u8]) -> Result<Value, Refusal> {
     match chat::send_from_backend(node, &out) {
         Ok(m) => Ok(json!({ "id": m.id })),
         Err(ChatError::Rule(text)) => Err(invalid(text)),
+        // Backend sends are not rate limited; kept for completeness.
+        Err(ChatError::TooFast(_)) => Err(invalid("发送过快")),
         Err(ChatError::Store(e)) => Err(failed(e)),
     }
 }

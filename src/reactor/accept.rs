@@ -212,7 +212,7 @@ impl Reactor {
             if let Some(listener) = self.listener.as_ref() {
                 if let Ok(taken) = listener.accept() {
                     // Counted before its client can see it closed.
-                    self.shared.metrics.refused(Refused::Emfile);
+                    self.shared.metrics.conn_refused(Refused::Emfile);
                     drop(taken);
                 }
             }
