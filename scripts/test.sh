@@ -122,6 +122,7 @@ cargo clippy --release --workspace --all-targets -- -D warnings
 log "cargo test"
 # The peer servers under bench/peers are benchmark tools with no tests:
 # bench/run.sh builds them; clippy above still checks them.
-cargo test --release --workspace --exclude weim-peer-tokio-ws
+# Every test binary runs, so one failure does not hide another.
+cargo test --release --no-fail-fast --workspace --exclude weim-peer-tokio-ws
 log "Autobahn (RFC 6455 conformance)"
 scripts/autobahn.sh

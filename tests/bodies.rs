@@ -137,7 +137,13 @@ fn unauthenticated_bodies_are_refused_from_their_head() {
 
     // An expired token gets the worker's expired text, from its head too.
     let expired = sign_jwt(
-        &serde_json::json!({ "id": account.id, "at": now_secs() - 100, "exp": now_secs() - 10 }),
+        &serde_json::json!({
+            "id": account.id,
+            "at": now_secs() - 100,
+            "exp": now_secs() - 10,
+            "sid": "00000000000000a1",
+            "end": now_secs() + 3600,
+        }),
         JWT_SECRET,
     );
     let mut http = node.http();
