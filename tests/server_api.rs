@@ -212,7 +212,10 @@ on_both_stores!(
 fn keys_are_required_and_wrong_ones_are_throttled() {
     let node = Node::builder()
         .env("WEIM_HTTP_SERVER_API_KEYS", API_KEY)
-        .env("WEIM_AUTH_LOGIN_FAIL_LIMIT_IP", "3")
+        // Wrong keys share the wrong Admin-Token allowance of an address:
+        // one here, then a wait far longer than the test.
+        .env("WEIM_HTTP_ADMIN_FAIL_LIMIT", "1")
+        .env("WEIM_AUTH_FAIL_DELAY", "60s")
         .start();
     let body = json!({"uids": [1]});
     let missing = server_call(&node, "users/online", None, &body).assert_error(401);
@@ -231,7 +234,8 @@ fn keys_are_required_and_wrong_ones_are_throttled() {
         &body,
     );
     assert_eq!(wrong.assert_error(401)["code"], CODE_AUTH);
-    // Three wrong keys: the address is refused, even with the right key.
+    // A missing key is no guess; past the allowance the address is
+    // refused, even with the right key (429, Retry-After).
     let throttled = server_call(&node, "users/online", Some(API_KEY), &body);
     assert_eq!(throttled.assert_error(429)["code"], CODE_AUTH);
     let m = node.metrics();

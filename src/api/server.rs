@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::ops::constant_time_eq;
-use super::{store_error, throttled, AUTH_FAIL, FAIL, NOT_FOUND, OK};
+use super::{store_error, AUTH_FAIL, FAIL, NOT_FOUND, OK};
 use crate::auth::now_secs;
 use crate::chat::{self, ChatError, Outgoing};
 use crate::http::{Request, Response};
@@ -77,11 +77,15 @@ pub(super) fn handle(node: &Shared, req: &Request, name: &str) -> Response {
     let ip = node.client_addr(req);
     if let Err(refused) = node.throttle.admin_allowed(ip) {
         node.metrics.server_api(ApiOutcome::Throttled);
-        return throttled(
-            refused,
+        let mut resp = Response::envelope(
             429,
+            AUTH_FAIL,
             "too many wrong API keys from this address; try again later",
+            Value::Null,
         );
+        resp.headers
+            .push(("Retry-After", refused.retry_after_secs().to_string()));
+        return resp;
     }
     let given = req.header("api-key").unwrap_or("").trim().as_bytes();
     // Every key is compared, whatever matched, so the time says nothing.
