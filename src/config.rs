@@ -296,10 +296,11 @@ pub struct Limits {
     /// Maximum connections on this node that are not signed in (HTTP, and
     /// WebSockets before Cmd 3); default 10,000; 0 = unlimited.
     pub max_unauthenticated: usize,
-    /// WebSocket frames a connection may send per second (refilled
-    /// continuously); default 200; 0 = unlimited.
+    /// WebSocket messages (counted at their final frame) and control
+    /// frames a connection may send per second (refilled continuously);
+    /// default 200; 0 = unlimited.
     pub cmd_rate: u32,
-    /// Frames a connection may send at once before `cmd_rate` applies;
+    /// Messages a connection may send at once before `cmd_rate` applies;
     /// default 1000.
     pub cmd_burst: u32,
     /// Chat recipients a user's sends may reach per second on this node,

@@ -135,7 +135,10 @@ impl Reactor {
                             return data.len();
                         }
                         Ok(Frame::Whole(info)) => {
-                            if !self.take_token(key) {
+                            // A token per message (its final frame) and per
+                            // control frame: the fragments before a final
+                            // one are bounded by limits.max_message.
+                            if info.fin && !self.take_token(key) {
                                 // Held (or closed): the frame stays unread.
                                 continue;
                             }
