@@ -507,90 +507,91 @@ impl Metrics {
             "# HELP weim_reactor_loop_lag_seconds The longest turn of any reactor's event loop over its last sweep interval (250 ms).\n# TYPE weim_reactor_loop_lag_seconds gauge\nweim_reactor_loop_lag_seconds {:.6}",
             lag as f64 / 1e6
         );
-        let _ = writeln!(
-            out,
-            "# HELP weim_thread_panics_total Panics of the node's long-lived threads, by thread (restarted, or the node failed).\n# TYPE weim_thread_panics_total counter"
+        counter_family(
+            &mut out,
+            "weim_thread_panics_total",
+            "Panics of the node's long-lived threads, by thread (restarted, or the node failed).",
+            "thread",
+            Role::ALL.map(|role| {
+                (
+                    role.label(),
+                    self.thread_panics[role as usize].load(Relaxed),
+                )
+            }),
         );
-        for role in Role::ALL {
-            let n = self.thread_panics[role as usize].load(Relaxed);
-            let _ = writeln!(
-                out,
-                "weim_thread_panics_total{{thread=\"{}\"}} {n}",
-                role.label()
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP weim_http_rejected_total Requests refused before their body was handled, by reason.\n# TYPE weim_http_rejected_total counter"
+        counter_family(
+            &mut out,
+            "weim_http_rejected_total",
+            "Requests refused before their body was handled, by reason.",
+            "reason",
+            Rejection::ALL.map(|why| {
+                (
+                    why.label(),
+                    self.sum(|r| r.rejections[why as usize].load(Relaxed)),
+                )
+            }),
         );
-        for why in Rejection::ALL {
-            let n = self.sum(|r| r.rejections[why as usize].load(Relaxed));
-            let _ = writeln!(
-                out,
-                "weim_http_rejected_total{{reason=\"{}\"}} {n}",
-                why.label()
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP weim_auth_refusals_total Tokens refused (REST and WebSocket sign-in), by reason.\n# TYPE weim_auth_refusals_total counter"
+        counter_family(
+            &mut out,
+            "weim_auth_refusals_total",
+            "Tokens refused (REST and WebSocket sign-in), by reason.",
+            "reason",
+            Refusal::ALL.map(|why| (why.label(), self.refusals[why as usize].load(Relaxed))),
         );
-        for why in Refusal::ALL {
-            let n = self.refusals[why as usize].load(Relaxed);
-            let _ = writeln!(
-                out,
-                "weim_auth_refusals_total{{reason=\"{}\"}} {n}",
-                why.label()
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP weim_rate_limited_total Frames and sends held back by a rate limit (socket: the connection waited), or refused (REST: 429), by kind.\n# TYPE weim_rate_limited_total counter"
+        counter_family(
+            &mut out,
+            "weim_rate_limited_total",
+            "Frames and sends held back by a rate limit (socket: the connection waited), or refused (REST: 429), by kind.",
+            "kind",
+            Limited::ALL.map(|kind| (kind.label(), self.limited[kind as usize].load(Relaxed))),
         );
-        for kind in Limited::ALL {
-            let n = self.limited[kind as usize].load(Relaxed);
-            let _ = writeln!(
-                out,
-                "weim_rate_limited_total{{kind=\"{}\"}} {n}",
-                kind.label()
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP weim_conns_refused_total Connections closed as soon as they were accepted, by reason.\n# TYPE weim_conns_refused_total counter"
+        counter_family(
+            &mut out,
+            "weim_conns_refused_total",
+            "Connections closed as soon as they were accepted, by reason.",
+            "reason",
+            Refused::ALL
+                .map(|reason| (reason.label(), self.refused[reason as usize].load(Relaxed))),
         );
-        for reason in Refused::ALL {
-            let n = self.refused[reason as usize].load(Relaxed);
-            let _ = writeln!(
-                out,
-                "weim_conns_refused_total{{reason=\"{}\"}} {n}",
-                reason.label()
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP weim_server_api_requests_total Server API calls (/server/v1/*), by outcome.\n# TYPE weim_server_api_requests_total counter"
+        counter_family(
+            &mut out,
+            "weim_server_api_requests_total",
+            "Server API calls (/server/v1/*), by outcome.",
+            "outcome",
+            ApiOutcome::ALL.map(|outcome| {
+                (
+                    outcome.label(),
+                    self.server_api[outcome as usize].load(Relaxed),
+                )
+            }),
         );
-        for outcome in ApiOutcome::ALL {
-            let n = self.server_api[outcome as usize].load(Relaxed);
-            let _ = writeln!(
-                out,
-                "weim_server_api_requests_total{{outcome=\"{}\"}} {n}",
-                outcome.label()
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP weim_closes_total Connections closed, by reason.\n# TYPE weim_closes_total counter"
+        counter_family(
+            &mut out,
+            "weim_closes_total",
+            "Connections closed, by reason.",
+            "reason",
+            CloseReason::ALL.map(|reason| {
+                (
+                    reason.label(),
+                    self.sum(|r| r.closes[reason as usize].load(Relaxed)),
+                )
+            }),
         );
-        for reason in CloseReason::ALL {
-            let n = self.sum(|r| r.closes[reason as usize].load(Relaxed));
-            let _ = writeln!(
-                out,
-                "weim_closes_total{{reason=\"{}\"}} {n}",
-                reason.label()
-            );
-        }
         out
+    }
+}
+
+/// Appends a counter family with one label (Prometheus text): its `HELP`
+/// and `TYPE` lines, then `name{label="value"} n` per row.
+fn counter_family<T: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    rows: impl IntoIterator<Item = (&'static str, T)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (value, n) in rows {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
     }
 }
