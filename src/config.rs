@@ -101,6 +101,9 @@ pub struct Http {
     /// put before the gateway's own paths in answered URLs; empty = from each
     /// request's `Host` (`http://<Host>`). No trailing `/` after loading.
     pub public_url: String,
+    /// Serve the web app (`/`), the operator's page (`/admin`) and the
+    /// JavaScript SDK (`/sdk/weim.js`) from the binary; default true.
+    pub web: bool,
 }
 
 /// Section `node`: threads and local files of this process.
@@ -318,6 +321,7 @@ impl Default for Http {
             admin_token: None,
             cors_origins: vec!["*".to_string()],
             public_url: String::new(),
+            web: true,
         }
     }
 }
@@ -457,6 +461,7 @@ const KEYS: &[Key] = keys![
     http.admin_token: OptStr,
     http.cors_origins: List,
     http.public_url: Str,
+    http.web: Bool,
     node.reactors: Usize,
     node.workers: Usize,
     node.pin_cores: Bool,
@@ -1008,6 +1013,7 @@ mod tests {
         assert_eq!(c.http.admin_token, None);
         assert_eq!(c.http.cors_origins, vec!["*"]);
         assert_eq!(c.http.public_url, "");
+        assert!(c.http.web);
         assert_eq!(c.user.default_avatar, "/public/avatar/default.png");
         assert_eq!(c.node.reactors, 0);
         assert_eq!(c.node.workers, 0);
