@@ -249,3 +249,23 @@ fn sdk_exchanges_200_messages_exactly_once_across_a_node_restart() {
         );
     }
 }
+
+#[test]
+fn web_app_chat_picture_history_and_a_group_of_three() {
+    let node = Node::start();
+    let base = format!("http://{}", node.addr);
+    let result = run_script("web", &base, "web", |_| {});
+    assert_eq!(
+        result["steps"],
+        serde_json::json!([
+            "registered",
+            "friends",
+            "chat",
+            "picture",
+            "withdraw",
+            "history",
+            "group"
+        ]),
+        "{result}"
+    );
+}

@@ -1,1 +1,135 @@
-/* placeholder */
+// Texts of the web app in Chinese and English; the language is the
+// browser's unless the user picked one (kept in localStorage).
+const TEXTS = {
+  zh: {
+    tagline: "简洁、可靠的即时通讯",
+    username: "用户名",
+    password: "密码",
+    login: "登录",
+    register: "注册新账号",
+    usernameHint: "6–20 位字母或数字",
+    logout: "退出登录",
+    friends: "好友",
+    groups: "群组",
+    searchUsers: "搜索用户名或昵称，回车",
+    searchGroups: "搜索群组，回车",
+    add: "加好友",
+    requested: "已发送",
+    requests: "好友请求",
+    joinRequests: "入群申请",
+    accept: "接受",
+    reject: "拒绝",
+    myFriends: "我的好友",
+    myGroups: "我的群组",
+    noFriends: "还没有好友：搜索用户名添加吧",
+    noGroups: "还没有群组：创建一个或搜索加入",
+    newGroup: "新群组名称",
+    create: "创建",
+    join: "申请加入",
+    members: "成员",
+    leave: "退出群组",
+    pick: "选择一个会话开始聊天",
+    typeHere: "输入消息，回车发送，Shift+回车换行",
+    send: "发送",
+    attach: "发送图片或文件",
+    earlier: "加载更早的消息",
+    noEarlier: "没有更早的消息了",
+    withdraw: "撤回",
+    withdrawn: "消息已撤回",
+    online: "在线",
+    offline: "离线",
+    connecting: "连接中…",
+    download: "下载文件",
+    friendRequest: (n) => `${n} 请求添加你为好友`,
+    friendAccepted: "对方接受了你的好友请求",
+    friendRejected: "对方拒绝了你的好友请求",
+    friendRemoved: "一位好友删除了你",
+    joinRequest: (n, g) => `${n} 申请加入 ${g}`,
+    joinAccepted: "你的入群申请已通过",
+    joinRejected: "你的入群申请被拒绝",
+    kicked: "你被移出了群组",
+    broadcast: "系统通知",
+    sessionEnded: "登录已失效，请重新登录",
+    owner: "群主",
+    sent: "已发送请求",
+    left: "已退出群组",
+    created: "群组已创建",
+    uploadFailed: "上传失败",
+    language: "English",
+  },
+  en: {
+    tagline: "Simple, reliable instant messaging",
+    username: "Username",
+    password: "Password",
+    login: "Log in",
+    register: "Create account",
+    usernameHint: "6–20 letters or digits",
+    logout: "Log out",
+    friends: "Friends",
+    groups: "Groups",
+    searchUsers: "Search people, press Enter",
+    searchGroups: "Search groups, press Enter",
+    add: "Add",
+    requested: "Sent",
+    requests: "Friend requests",
+    joinRequests: "Join requests",
+    accept: "Accept",
+    reject: "Decline",
+    myFriends: "Friends",
+    myGroups: "My groups",
+    noFriends: "No friends yet: search a username to add one",
+    noGroups: "No groups yet: create one or search to join",
+    newGroup: "New group name",
+    create: "Create",
+    join: "Ask to join",
+    members: "Members",
+    leave: "Leave group",
+    pick: "Pick a conversation to start chatting",
+    typeHere: "Write a message; Enter sends, Shift+Enter for a new line",
+    send: "Send",
+    attach: "Send a picture or a file",
+    earlier: "Load earlier messages",
+    noEarlier: "No earlier messages",
+    withdraw: "Withdraw",
+    withdrawn: "Message withdrawn",
+    online: "Online",
+    offline: "Offline",
+    connecting: "Connecting…",
+    download: "Download",
+    friendRequest: (n) => `${n} wants to be your friend`,
+    friendAccepted: "Your friend request was accepted",
+    friendRejected: "Your friend request was declined",
+    friendRemoved: "A friend removed you",
+    joinRequest: (n, g) => `${n} asks to join ${g}`,
+    joinAccepted: "Your request to join was accepted",
+    joinRejected: "Your request to join was declined",
+    kicked: "You were removed from a group",
+    broadcast: "Announcement",
+    sessionEnded: "Your session ended; please log in again",
+    owner: "owner",
+    sent: "Request sent",
+    left: "You left the group",
+    created: "Group created",
+    uploadFailed: "Upload failed",
+    language: "中文",
+  },
+};
+
+let lang = localStorage.getItem("weim.lang") || (navigator.language.startsWith("zh") ? "zh" : "en");
+
+/** The text `key` in the current language (a function for texts with values). */
+export function t(key, ...args) {
+  const v = TEXTS[lang][key] ?? TEXTS.en[key] ?? key;
+  return typeof v === "function" ? v(...args) : v;
+}
+
+export function language() {
+  return lang;
+}
+
+/** Switches to the other language (kept for the next visit). */
+export function toggleLanguage() {
+  lang = lang === "zh" ? "en" : "zh";
+  localStorage.setItem("weim.lang", lang);
+  document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+}
