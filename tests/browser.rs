@@ -146,7 +146,13 @@ fn shots_dir(test: &str) -> PathBuf {
 /// Runs `tests/browser/<script>.mjs <base> <outdir>`, handing every stdout
 /// line to `on_line`, and returns the JSON of its `RESULT` line. Panics when
 /// it fails, times out or prints no result.
-fn run_script(script: &str, base: &str, test: &str, mut on_line: impl FnMut(&str)) -> Value {
+fn run_script(
+    script: &str,
+    base: &str,
+    test: &str,
+    extra: &[&str],
+    mut on_line: impl FnMut(&str),
+) -> Value {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let modules = std::env::var_os("WEIM_BROWSER_MODULES")
         .map(PathBuf::from)
@@ -163,6 +169,7 @@ fn run_script(script: &str, base: &str, test: &str, mut on_line: impl FnMut(&str
         .arg(root.join("tests/browser").join(format!("{script}.mjs")))
         .arg(base)
         .arg(shots_dir(test))
+        .args(extra)
         .env("WEIM_BROWSER_MODULES", &modules)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -224,7 +231,7 @@ fn sdk_exchanges_200_messages_exactly_once_across_a_node_restart() {
     let mut node = Some(start());
     let base = format!("http://127.0.0.1:{port}");
     let mut restarts = 0;
-    let result = run_script("sdk", &base, "sdk", |line| {
+    let result = run_script("sdk", &base, "sdk", &[], |line| {
         if line == "CUT" {
             node.take().expect("a running node").kill();
             node = Some(start());
@@ -254,7 +261,7 @@ fn sdk_exchanges_200_messages_exactly_once_across_a_node_restart() {
 fn web_app_chat_picture_history_and_a_group_of_three() {
     let node = Node::start();
     let base = format!("http://{}", node.addr);
-    let result = run_script("web", &base, "web", |_| {});
+    let result = run_script("web", &base, "web", &[], |_| {});
     assert_eq!(
         result["steps"],
         serde_json::json!([
@@ -266,6 +273,18 @@ fn web_app_chat_picture_history_and_a_group_of_three() {
             "history",
             "group"
         ]),
+        "{result}"
+    );
+}
+
+#[test]
+fn admin_page_shows_the_node_and_its_connections_moving() {
+    let node = Node::start();
+    let base = format!("http://{}", node.addr);
+    let result = run_script("admin", &base, "admin", &[ADMIN_TOKEN], |_| {});
+    assert_eq!(
+        result["steps"],
+        serde_json::json!(["refused", "shown", "rose", "fell"]),
         "{result}"
     );
 }

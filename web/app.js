@@ -63,7 +63,8 @@ function toast(text, kind = "info") {
   if (!box) document.body.append((box = h("div#toasts")));
   const el = h(`div.toast.${kind}`, { text });
   box.append(el);
-  setTimeout(() => el.remove(), 4000);
+  while (box.children.length > 3) box.firstChild.remove();
+  setTimeout(() => el.remove(), 2500);
 }
 
 function avatar(url, name) {
@@ -395,7 +396,7 @@ function renderConversation() {
     h("header.conv-head#conv-head"),
     h("div.conv-body", {}, list, S.showMembers ? membersPanel() : null),
     h("footer.composer", {},
-      h("button.icon#attach", { type: "button", title: t("attach"), text: "📎", on: { click: () => file.click() } }),
+      h("button.icon#attach", { type: "button", title: t("attach"), text: "＋", on: { click: () => file.click() } }),
       file, box,
       h("button.primary#send", { type: "button", text: t("send"), on: { click: sendComposer } })),
   );
@@ -617,7 +618,7 @@ function onNotice(n) {
       loadFriends();
       break;
     case 12:
-      toast(t("joinRequest", `#${n.FromId}`, `#${n.ToId}`));
+      toast(t("joinRequest", S.groups.find((g) => g.Id === Number(n.ToId))?.Name || `#${n.ToId}`));
       loadJoins();
       break;
     case 13:

@@ -107,7 +107,8 @@ pub(super) fn serve(node: &Shared, req: &Request, path: &str) -> Option<Response
     resp.headers
         .push(("X-Content-Type-Options", "nosniff".into()));
     resp.headers.push(("Referrer-Policy", "no-referrer".into()));
-    resp.headers.push(("Content-Security-Policy", policy(node)));
+    resp.headers
+        .push(("Content-Security-Policy", policy(node, file.path)));
     Some(resp)
 }
 
@@ -115,8 +116,9 @@ pub(super) fn serve(node: &Shared, req: &Request, path: &str) -> Option<Response
 /// this origin only (no inline script or style); sockets to any host (the
 /// SDK may be pointed at another node); pictures also from `data:`/`blob:`
 /// and from where uploads are answered (`http.public_url`,
-/// `attach.s3_public_url`).
-fn policy(node: &Shared) -> String {
+/// `attach.s3_public_url`). The operator's page may also read the other
+/// nodes of the cluster (their advertised addresses, from the peer table).
+fn policy(node: &Shared, path: &str) -> String {
     let mut img = String::from("'self' data: blob:");
     for origin in [
         node.config.http.public_url.as_str(),
@@ -127,8 +129,26 @@ fn policy(node: &Shared) -> String {
             img.push_str(origin);
         }
     }
+    let mut connect = String::from("'self' ws: wss:");
+    if path == "/admin" {
+        let peers = node
+            .delivery
+            .cluster()
+            .map(|c| c.peers.list())
+            .unwrap_or_default();
+        for peer in peers {
+            // Only plain host:port addresses become sources.
+            if peer
+                .addr
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
+            {
+                connect.push_str(&format!(" http://{} https://{}", peer.addr, peer.addr));
+            }
+        }
+    }
     format!(
-        "default-src 'self'; connect-src 'self' ws: wss:; img-src {img}; \
+        "default-src 'self'; connect-src {connect}; img-src {img}; \
          style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; \
          frame-ancestors 'none'; form-action 'self'"
     )

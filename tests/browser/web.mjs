@@ -98,11 +98,11 @@ try {
 
   // A writes first: B, elsewhere, sees an unread badge; then B opens it.
   await a.click(`#friends li[data-key="u:${ib}"]`);
-  await say(a, "Hello Bob! 你好 👋");
+  await say(a, "Hello Bob! 你好");
   await text(b, `#friends li[data-key="u:${ia}"] .badge.on`, "1");
   await shot(b, "03-unread-badge");
   await b.click(`#friends li[data-key="u:${ia}"]`);
-  await text(b, "#messages .msg:not(.mine) .bubble", "Hello Bob! 你好 👋");
+  await text(b, "#messages .msg:not(.mine) .bubble", "Hello Bob! 你好");
   await b.waitForFunction(() => !document.querySelector("#friends .badge.on"), { timeout: T });
   await say(b, "Hi Alice, the new gateway is fast.");
   await text(a, "#messages .msg:not(.mine) .bubble", "Hi Alice, the new gateway is fast.");
@@ -134,7 +134,7 @@ try {
   await b.reload();
   await b.waitForSelector(`#friends li[data-key="u:${ia}"]`, { timeout: T });
   await b.click(`#friends li[data-key="u:${ia}"]`);
-  await text(b, "#messages .bubble", "Hello Bob! 你好 👋");
+  await text(b, "#messages .bubble", "Hello Bob! 你好");
   await b.waitForSelector("#messages img.picture", { timeout: T });
   await b.waitForSelector("#messages em.withdrawn", { timeout: T });
   step("history");
@@ -164,8 +164,8 @@ try {
   await a.waitForFunction(() => /\(3\)/.test(document.querySelector("#show-members")?.textContent || ""), { timeout: T });
   await say(a, "Welcome to the team, everyone!");
   for (const p of [b, c]) await text(p, "#messages .msg:not(.mine) .bubble", "Welcome to the team, everyone!");
-  await say(c, "Thanks! 谢谢 🎉");
-  for (const p of [a, b]) await text(p, "#messages .msg:not(.mine) .bubble", "Thanks! 谢谢 🎉");
+  await say(c, "Thanks! 谢谢");
+  for (const p of [a, b]) await text(p, "#messages .msg:not(.mine) .bubble", "Thanks! 谢谢");
   await text(a, "#messages .from", names[2]);
   await shot(a, "05-group");
   step("group");
@@ -174,7 +174,7 @@ try {
   await a.click('button.tab[data-tab="friends"]');
   await a.click(`#friends li[data-key="u:${ib}"]`);
   await a.waitForSelector("#messages img.picture", { timeout: T });
-  await a.evaluate(() => new Promise((r) => setTimeout(r, 300)));
+  await a.waitForFunction(() => !document.querySelector("#toasts .toast"), { timeout: T });
   await shot(a, "06-conversation");
   finish({ steps, errors });
 } catch (e) {
