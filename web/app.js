@@ -219,8 +219,9 @@ function convItem(key, title, sub, av, online) {
 function friendsPane() {
   const search = h("input.search#friend-search", { type: "search", placeholder: t("searchUsers"), on: { keydown: (e) => e.key === "Enter" && searchUsers(e.target.value) } });
   const out = [search];
-  if (S.results.length) {
-    out.push(h("ul.list#friend-results", {}, S.results.map((u) =>
+  const results = S.results.filter((u) => !S.friends.some((f) => f.Id === u.Id));
+  if (results.length) {
+    out.push(h("ul.list#friend-results", {}, results.map((u) =>
       h("li.row", { dataset: { uid: u.Id } }, avatar(u.Avatar, u.Username),
         h("div.meta", {}, h("span.name", { text: u.Nickname || u.Username }), h("span.sub", { text: `@${u.Username}` })),
         h("button.small.add", { type: "button", text: u.sent ? t("requested") : t("add"), disabled: !!u.sent || u.Id === client.user.id, on: { click: () => addFriend(u) } })))));
@@ -411,11 +412,12 @@ function renderConvHeader() {
   const friend = a.kind === "u" ? S.friends.find((f) => f.Id === a.id) : null;
   const group = a.kind === "g" ? S.groups.find((g) => g.Id === a.id) : null;
   head.replaceChildren(
-    h("div.title", {}, h("h2#conv-title", { text: a.title }),
+    ...[h("div.title", {}, h("h2#conv-title", { text: a.title }),
       friend ? h(`span.presence${friend.Online ? ".online" : ""}`, { text: friend.Online ? t("online") : t("offline") }) : null),
     a.kind === "g" ? h("div.actions", {},
       h("button.small.ghost#show-members", { type: "button", text: `${t("members")} (${S.members.size})`, on: { click: () => { S.showMembers = !S.showMembers; renderConversation(); } } }),
       group && group.OUid !== client.user.id ? h("button.small.ghost.danger#leave", { type: "button", text: t("leave"), on: { click: leaveGroup } }) : null) : null,
+    ].filter(Boolean),
   );
 }
 
@@ -509,7 +511,7 @@ function renderMessages(stick) {
     const canWithdraw = mine && m.Id && Number(m.Status) !== -1 && Date.now() - Number(m.CreatedAt) < WITHDRAW_WINDOW;
     rows.push(h(`div.msg${mine ? ".mine" : ""}${m.pending ? ".pending" : ""}`, { dataset: { id: m.Id || "" } },
       S.active.kind === "g" && !mine ? h("span.from", { text: senderName(m) }) : null,
-      h("div.bubble", {}, messageBody(m)),
+      h(`div.bubble${Number(m.Type) === 1 && Number(m.Status) !== -1 ? ".media" : ""}`, {}, messageBody(m)),
       h("div.info", {}, h("time", { text: fmtTime(m.CreatedAt || Date.now()) }),
         canWithdraw ? h("button.link.withdraw", { type: "button", text: t("withdraw"), on: { click: () => withdraw(m) } }) : null)));
   }
