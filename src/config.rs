@@ -1076,7 +1076,7 @@ mod tests {
         vars.dedup();
         assert_eq!(vars.len(), KEYS.len(), "ambiguous environment name");
         assert!(KEYS.iter().all(|k| SECTIONS.contains(&k.section)));
-        assert_eq!(KEYS.len(), 4 + 5 + 7 + 4 + 9 + 6 + 9 + 3 + 4 + 3 + 1);
+        assert_eq!(KEYS.len(), 5 + 5 + 7 + 4 + 9 + 6 + 9 + 3 + 4 + 3 + 1);
     }
 
     #[test]
@@ -1239,6 +1239,8 @@ cluster:
             let value = match (key.slot)(&mut probe) {
                 Slot::Addr(_) => "127.0.0.1:1",
                 Slot::OptStr(_) | Slot::Str(_) | Slot::Path(_) | Slot::List(_) => "/probe",
+                // The opposite of the default.
+                Slot::Bool(b) if *b => "false",
                 Slot::Bool(_) => "true",
                 Slot::Usize(_) | Slot::U32(_) => "3",
                 Slot::Size(_) => "3MiB",
