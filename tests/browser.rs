@@ -271,7 +271,8 @@ fn web_app_chat_picture_history_and_a_group_of_three() {
             "picture",
             "withdraw",
             "history",
-            "group"
+            "group",
+            "paging"
         ]),
         "{result}"
     );

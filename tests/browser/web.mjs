@@ -80,6 +80,13 @@ try {
 
   const names = [uname("alice"), uname("bobby"), uname("carol")];
   const [a, b, c] = [await open(), await open(), await open()];
+  // The interface speaks Chinese and English.
+  await a.waitForSelector("#login-btn", { timeout: T });
+  await a.click("button.lang");
+  await text(a, "#login-btn", "登录");
+  await shot(a, "01-sign-in-zh");
+  await a.click("button.lang");
+  await text(a, "#login-btn", "Log in");
   await shot(a, "01-sign-in");
   const [ia, ib, ic] = [await register(a, names[0]), await register(b, names[1]), await register(c, names[2])];
   step("registered");
@@ -176,6 +183,25 @@ try {
   await a.waitForSelector("#messages img.picture", { timeout: T });
   await a.waitForFunction(() => !document.querySelector("#toasts .toast"), { timeout: T });
   await shot(a, "06-conversation");
+
+  // 35 more messages (over REST, from A's page), then B reloads: the
+  // newest page of history is shown, the first message only once B
+  // scrolls up.
+  await a.evaluate(async (to) => {
+    const token = localStorage.getItem("weim.token");
+    for (let i = 1; i <= 35; i++) {
+      const body = new URLSearchParams({ to_uid: to, body: `filler ${i}` });
+      await fetch("/api/v1/im/chat/send/user", { method: "POST", headers: { "Login-Token": token }, body });
+    }
+  }, ib);
+  await b.reload();
+  await b.waitForSelector(`#friends li[data-key="u:${ia}"]`, { timeout: T });
+  await b.click(`#friends li[data-key="u:${ia}"]`);
+  await text(b, "#messages .bubble", "filler 35");
+  if (await b.$eval("#messages", (e) => e.textContent.includes("Hello Bob!"))) throw new Error("history not paged");
+  await b.$eval("#messages", (e) => { e.scrollTop = 0; });
+  await text(b, "#messages .bubble", "Hello Bob! 你好");
+  step("paging");
   finish({ steps, errors });
 } catch (e) {
   console.error(e);
