@@ -383,9 +383,16 @@ async function openConversation(key, title) {
   $("#composer")?.focus();
 }
 
+function closeConversation() {
+  S.active = null;
+  renderLists();
+  renderConversation();
+}
+
 function renderConversation() {
   const conv = $("#conv");
   if (!conv) return;
+  $("#app").classList.toggle("in-conv", !!S.active);
   if (!S.active) {
     conv.replaceChildren(h("div.placeholder", {}, h("img.logo.big", { src: "/web/icon.svg", alt: "" }), h("p", { text: t("pick") })));
     return;
@@ -412,7 +419,7 @@ function renderConvHeader() {
   const friend = a.kind === "u" ? S.friends.find((f) => f.Id === a.id) : null;
   const group = a.kind === "g" ? S.groups.find((g) => g.Id === a.id) : null;
   head.replaceChildren(
-    ...[h("div.title", {}, h("h2#conv-title", { text: a.title }),
+    ...[h("div.title", {}, h("button.icon.back", { type: "button", text: "‹", on: { click: closeConversation } }), h("h2#conv-title", { text: a.title }),
       friend ? h(`span.presence${friend.Online ? ".online" : ""}`, { text: friend.Online ? t("online") : t("offline") }) : null),
     a.kind === "g" ? h("div.actions", {},
       h("button.small.ghost#show-members", { type: "button", text: `${t("members")} (${S.members.size})`, on: { click: () => { S.showMembers = !S.showMembers; renderConversation(); } } }),
@@ -488,9 +495,19 @@ function senderName(m) {
   return f ? f.Nickname || f.Username : `#${m.FromId}`;
 }
 
+/** Only http(s) links are followed; anything else is shown as text. */
+function safeUrl(u) {
+  try {
+    return ["http:", "https:"].includes(new URL(u, location.href).protocol);
+  } catch {
+    return false;
+  }
+}
+
 function messageBody(m) {
   if (Number(m.Status) === -1) return h("em.withdrawn", { text: t("withdrawn") });
   const type = Number(m.Type);
+  if (type !== 0 && !safeUrl(m.Body)) return h("span.text", { text: m.Body });
   if (type === 1) return h("a.pic", { href: m.Body, target: "_blank", rel: "noopener" }, h("img.picture", { src: m.Body, alt: "", loading: "lazy" }));
   if (type === 2 || type === 3 || type === 6) {
     const name = decodeURIComponent(String(m.Body).split("/").pop() || "file");
