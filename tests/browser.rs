@@ -289,3 +289,53 @@ fn admin_page_shows_the_node_and_its_connections_moving() {
         "{result}"
     );
 }
+
+#[test]
+fn admin_page_shows_every_node_of_a_cluster() {
+    let env = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: run scripts/test.sh (it starts etcd, Redis and MariaDB)")
+        })
+    };
+    let (etcd, redis) = (env("TEST_ETCD_ENDPOINTS"), env("TEST_REDIS_URL"));
+    let start = |id: &str| {
+        Node::builder()
+            .store(Store::Mysql)
+            .env("WEIM_CLUSTER_ENABLED", "true")
+            .env("WEIM_CLUSTER_ETCD", &etcd)
+            .env("WEIM_CLUSTER_REDIS", &redis)
+            .env("WEIM_CLUSTER_NODE_ID", id)
+            .start()
+    };
+    let ids = [unique_name("adm"), unique_name("adm")];
+    let mut nodes = [start(&ids[0]), start(&ids[1])];
+    let sees_both = |node: &Node| {
+        let reply = node.admin(Request::get("/cluster")).api();
+        let servers = reply["data"]["servers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        ids.iter()
+            .all(|id| servers.iter().any(|s| s["id"] == id.as_str()))
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || nodes.iter().all(sees_both)),
+        "the nodes never saw each other"
+    );
+    let origins: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.addr)).collect();
+    let mut args = vec![ADMIN_TOKEN];
+    args.extend(origins.iter().map(String::as_str));
+    let result = run_script("admin-cluster", &origins[0], "admin-cluster", &args, |_| {});
+    assert_eq!(
+        result["steps"],
+        serde_json::json!(["every node"]),
+        "{result}"
+    );
+    // Leave no registration behind in the shared etcd.
+    for n in &nodes {
+        n.sigterm();
+    }
+    for n in &mut nodes {
+        n.wait_exit(Duration::from_secs(12));
+    }
+}
