@@ -272,7 +272,8 @@ fn web_app_chat_picture_history_and_a_group_of_three() {
             "withdraw",
             "history",
             "group",
-            "paging"
+            "paging",
+            "phone"
         ]),
         "{result}"
     );

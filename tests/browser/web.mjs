@@ -202,6 +202,14 @@ try {
   await b.$eval("#messages", (e) => { e.scrollTop = 0; });
   await text(b, "#messages .bubble", "Hello Bob! 你好");
   step("paging");
+
+  // A phone-sized window shows the conversation alone, with a way back.
+  await b.setViewport({ width: 390, height: 780 });
+  await b.waitForFunction(() => !document.querySelector(".side").offsetParent && document.querySelector("#composer").offsetParent, { timeout: T });
+  await shot(b, "07-phone-conversation");
+  await b.click("button.back");
+  await b.waitForFunction(() => document.querySelector(".side").offsetParent && !document.querySelector("#conv").offsetParent, { timeout: T });
+  step("phone");
   finish({ steps, errors });
 } catch (e) {
   console.error(e);
