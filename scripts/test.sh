@@ -19,6 +19,11 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # `systemd-analyze verify` (works without systemd as PID 1).
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# The browser tests (tests/browser.rs): Chromium driven headless, the CJK
+# fonts the web app's Chinese texts need, Node.js for the driver.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+[ -d /usr/share/fonts/opentype/noto ] || missing+=(fonts-noto-cjk)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   apt-get update -qq
@@ -34,6 +39,19 @@ if [ ! -x "$moto_venv/bin/moto_server" ]; then
   python3 -m venv "$moto_venv"
   "$moto_venv/bin/pip" install -q 'moto[server]'
 fi
+
+# puppeteer-core (npm), pinned, in its own directory: the DevTools-protocol
+# driver of the browser tests, pointed at Debian's chromium.
+browser_modules=${WEIM_BROWSER_MODULES:-$HOME/.cache/weim-test/browser}
+puppeteer_version=24.43.1
+if [ "$(cat "$browser_modules/node_modules/puppeteer-core/package.json" 2>/dev/null |
+  sed -n 's/^  "version": "\(.*\)",$/\1/p')" != "$puppeteer_version" ]; then
+  log "installing puppeteer-core@$puppeteer_version into $browser_modules"
+  mkdir -p "$browser_modules"
+  [ -f "$browser_modules/package.json" ] || echo '{"private":true}' >"$browser_modules/package.json"
+  (cd "$browser_modules" && npm install -q --no-audit --no-fund "puppeteer-core@$puppeteer_version")
+fi
+export WEIM_BROWSER_MODULES=$browser_modules
 
 workdir=$(mktemp -d /tmp/weim-test.XXXXXX)
 etcd_pid=""

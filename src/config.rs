@@ -128,6 +128,9 @@ pub struct Http {
     /// Keys of the server API (`/server/v1/*`, header `Api-Key`), each at
     /// least [`MIN_API_KEY_LEN`] characters; empty turns the API off.
     pub server_api_keys: Vec<String>,
+    /// Serve the web app (`/`), the operator's page (`/admin`) and the
+    /// JavaScript SDK (`/sdk/weim.js`) from the binary; default true.
+    pub web: bool,
 }
 
 /// Shortest accepted `http.server_api_keys` entry.
@@ -454,6 +457,7 @@ impl Default for Http {
             cors_origins: vec!["*".to_string()],
             public_url: String::new(),
             server_api_keys: Vec::new(),
+            web: true,
         }
     }
 }
@@ -615,6 +619,7 @@ const KEYS: &[Key] = keys![
     http.cors_origins: List,
     http.public_url: Str,
     http.server_api_keys: List,
+    http.web: Bool,
     node.reactors: Usize,
     node.workers: Usize,
     node.pin_cores: Bool,
@@ -1293,6 +1298,7 @@ mod tests {
         assert_eq!(c.http.admin_token, None);
         assert_eq!(c.http.cors_origins, vec!["*"]);
         assert_eq!(c.http.public_url, "");
+        assert!(c.http.web);
         assert_eq!(c.user.default_avatar, "/public/avatar/default.png");
         assert_eq!(c.node.reactors, 0);
         assert_eq!(c.node.workers, 0);
@@ -1374,7 +1380,7 @@ mod tests {
         assert!(KEYS.iter().all(|k| SECTIONS.contains(&k.section)));
         assert_eq!(
             KEYS.len(),
-            7 + 5 + 15 + 4 + 18 + 6 + 10 + 3 + 4 + 3 + 1 + 1 + 6
+            8 + 5 + 15 + 4 + 18 + 6 + 10 + 3 + 4 + 3 + 1 + 1 + 6
         );
     }
 
@@ -1575,6 +1581,8 @@ attach:
                 Slot::Addr(_) => "127.0.0.1:1",
                 Slot::OptStr(_) | Slot::Str(_) | Slot::Path(_) | Slot::List(_) => "/probe",
                 Slot::Cidrs(_) => "10.0.0.0/8",
+                // The opposite of the default.
+                Slot::Bool(b) if *b => "false",
                 Slot::Bool(_) => "true",
                 Slot::Usize(_) | Slot::U32(_) => "3",
                 Slot::Size(_) => "3MiB",

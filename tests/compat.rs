@@ -362,7 +362,11 @@ fn get_root_answers_the_old_welcome() {
         "{}",
         resp.text()
     );
-    // With a browser's Accept too.
+    // Clients that do not ask for HTML keep it; a browser gets the web app
+    // (tests/browser.rs), unless `http.web` is off.
+    let resp = node.request(&Request::get("/").header("Accept", "application/json, */*"));
+    assert_eq!(resp.json()["msg"], WELCOME);
+    let node = Node::builder().env("WEIM_HTTP_WEB", "false").start();
     let resp = node.request(&Request::get("/").header("Accept", "text/html,*/*;q=0.8"));
     assert_eq!(resp.json()["msg"], WELCOME);
 }

@@ -27,6 +27,7 @@ mod ops;
 mod profile;
 mod server;
 mod upload;
+mod web;
 
 pub use self::upload::body_limit;
 
@@ -177,7 +178,10 @@ fn route(node: &Shared, req: &Request) -> Response {
     let get = req.method == "GET";
     let read = get || req.method == "HEAD";
     match req.path.as_str() {
-        "/" if read => ok(WELCOME, Value::Null),
+        "/" if read => web::wants_html(req)
+            .then(|| web::serve(node, req, "/"))
+            .flatten()
+            .unwrap_or_else(|| ok(WELCOME, Value::Null)),
         crate::config::DEFAULT_AVATAR_PATH if read => default_avatar(),
         "/healthz" if get => ops::healthz(node),
         "/metrics" if get => ops::metrics(node),
@@ -196,6 +200,7 @@ fn route(node: &Shared, req: &Request) -> Response {
             upload::serve(node, req, &path[node.config.attach.url_prefix.len()..])
         }
         path => match path.strip_prefix("/api/v1/").and_then(find) {
+            None if read => web::serve(node, req, path).unwrap_or_else(|| Response::error(404)),
             None => Response::error(404),
             Some(_) if req.method != "POST" => Response::error(405),
             Some(handler) => api(node, req, handler),
