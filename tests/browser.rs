@@ -302,7 +302,7 @@ fn admin_page_shows_every_node_of_a_cluster() {
     let start = |id: &str| {
         Node::builder()
             .store(Store::Mysql)
-            .env("WEIM_CLUSTER_ENABLED", "true")
+            .cluster_mode()
             .env("WEIM_CLUSTER_ETCD", &etcd)
             .env("WEIM_CLUSTER_REDIS", &redis)
             .env("WEIM_CLUSTER_NODE_ID", id)

@@ -374,13 +374,9 @@ fn node_ids(n: usize) -> Vec<String> {
 }
 
 fn cluster_node(id: Option<&str>, etcd: &str, redis: &str) -> NodeBuilder {
-    // Local attachments in a cluster need one directory every node sees.
-    let files = std::env::temp_dir().join("weim-test-cluster-files");
     let b = Node::builder()
         .store(Store::Mysql)
-        .env("WEIM_CLUSTER_ENABLED", "true")
-        .env("WEIM_ATTACH_DIR", &files.to_string_lossy())
-        .env("WEIM_ATTACH_SHARED", "true")
+        .cluster_mode()
         .env("WEIM_CLUSTER_ETCD", etcd)
         .env("WEIM_CLUSTER_REDIS", redis)
         .env(

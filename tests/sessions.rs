@@ -232,14 +232,10 @@ fn logout_on_one_node_ends_the_session_on_another() {
     let (etcd, redis) = (env("TEST_ETCD_ENDPOINTS"), env("TEST_REDIS_URL"));
     let base = unique_name("s");
     let ids = [format!("{base}-a"), format!("{base}-b")];
-    // Local attachments in a cluster need one directory every node sees.
-    let files = std::env::temp_dir().join("weim-test-cluster-files");
     let start = |id: &str| {
         Node::builder()
             .store(Store::Mysql)
-            .env("WEIM_CLUSTER_ENABLED", "true")
-            .env("WEIM_ATTACH_DIR", &files.to_string_lossy())
-            .env("WEIM_ATTACH_SHARED", "true")
+            .cluster_mode()
             .env("WEIM_CLUSTER_ETCD", &etcd)
             .env("WEIM_CLUSTER_REDIS", &redis)
             .env("WEIM_CLUSTER_LEASE_TTL", "3s")

@@ -129,6 +129,16 @@ impl NodeBuilder {
         self
     }
 
+    /// Cluster mode (`cluster.enabled`) with local attachments in one
+    /// directory every test node sees, declared shared (a cluster refuses
+    /// unshared local attachments).
+    pub fn cluster_mode(self) -> Self {
+        let files = std::env::temp_dir().join("weim-test-cluster-files");
+        self.env("WEIM_CLUSTER_ENABLED", "true")
+            .env("WEIM_ATTACH_DIR", &files.to_string_lossy())
+            .env("WEIM_ATTACH_SHARED", "true")
+    }
+
     /// Keeps the node's data directory at `dir` (kept after the node
     /// ends, e.g. to restart it with the same state) instead of a
     /// temporary one.
