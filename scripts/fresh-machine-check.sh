@@ -5,7 +5,8 @@
 # headers every Rust toolchain needs to link — and no protoc, no MariaDB,
 # no Redis, no etcd. It clones the committed repository into that root,
 # runs `cargo run --release` there, waits for the node to listen, registers
-# a user over REST, and stops the node.
+# a user over REST, fetches the web app a browser gets at /, and stops the
+# node.
 #
 # Needs root, network access to Debian's and crates.io's registries, and
 # 10–30 minutes (a whole release build). Not part of scripts/test.sh.
@@ -80,4 +81,7 @@ name="fresh$(date +%s)"
 answer=$(curl -fsS -XPOST "127.0.0.1:$port/api/v1/register" -d "username=$name&password=secret123")
 echo "register → $answer"
 case "$answer" in *'"code":0'*) ;; *) echo "fresh-machine-check: registration failed" >&2; exit 1 ;; esac
+page=$(curl -fsS -H 'Accept: text/html' "127.0.0.1:$port/" | grep -o '<title>[^<]*</title>' || true)
+echo "GET / (a browser) → ${page:-no page}"
+[ -n "$page" ] || { echo "fresh-machine-check: no web app at /" >&2; exit 1; }
 echo "fresh-machine-check: ok — built and started in $((built - start)) s (debootstrap included)"
