@@ -4,11 +4,15 @@
 #     HOLD seconds);
 #  2. the server API pushes a notice to all of them through `push/users`
 #     in batches of BATCH user ids (curl, one call per batch, in turn) and
-#     prints the time it took and the users reached (`data.online`);
+#     prints the time it took and the users reached (`data.online`), then,
+#     once the load generator ends, the Cmd 40 frames its connections
+#     received (each user must get exactly one);
 #  3. the webhook throughput: every sign-in is a `user.online` event (and
 #     every close a `user.offline`), posted to a small keep-alive HTTP
 #     receiver (Python, answering 204); printed as events/s sustained from
 #     the first event posted to the empty queue, from weim's own counters.
+# The load comes from four 127.0.0.x addresses, so the node runs with
+# limits.conns_per_ip and limits.max_unauthenticated off.
 # Usage: CONNS=19000 BATCH=1000 bench/backend.sh
 # Needs the release binaries (cargo build --release -p weim -p weim-loadgen).
 # Stops only the processes it started, by PID.
@@ -64,6 +68,7 @@ WEIM_HTTP_LISTEN=127.0.0.1:$PORT WEIM_NODE_DATA_DIR=$TMP WEIM_AUTH_JWT_SECRET=$S
 WEIM_HTTP_SERVER_API_KEYS=$KEY WEIM_WEBHOOK_URL=http://127.0.0.1:$HOOK_PORT/events \
 WEIM_WEBHOOK_SECRET=bench WEIM_WEBHOOK_EVENTS=user.online,user.offline \
 WEIM_WEBHOOK_QUEUE=100000 \
+WEIM_LIMITS_CONNS_PER_IP=0 WEIM_LIMITS_MAX_UNAUTHENTICATED=0 \
     "$WEIM" --config "$TMP/empty.yml" >"$TMP/weim.out" 2>"$TMP/weim.log" &
 WEIM_PID=$!
 PIDS+=($WEIM_PID)
@@ -123,3 +128,9 @@ awk -v a="$tA" -v b="$tB" -v s="$((sB - sA))" -v all="$sB" \
     'BEGIN {printf "webhook throughput: %d events posted in %.2f s while the queue drained = %.0f events/s sustained (%d posted in all)\n", s, b - a, s / (b - a), all}'
 echo "dropped: $(curl -s "127.0.0.1:$PORT/metrics" | grep '^weim_webhook_dropped_total' | tr '\n' ' ')"
 echo "retries: $(metric weim_webhook_retries_total)"
+
+echo "== the clients' side (weim-load ends after ${HOLD} s)"
+wait "$LOAD_PID" || true
+received=$(grep -o '40 ×[0-9]*' "$TMP/load.out" | grep -o '[0-9]*$' || echo 0)
+echo "Cmd 40 received by the clients: $received of $CONNS"
+[ "$received" = "$CONNS" ] || { tail -30 "$TMP/load.out"; exit 1; }
