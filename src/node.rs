@@ -304,7 +304,7 @@ impl Node {
             webhook,
             draining: AtomicBool::new(false),
             active_jobs: AtomicUsize::new(0),
-            bodies: BodyBudget::new(config.limits.max_inflight_body),
+            bodies: BodyBudget::new(config.limits.max_inflight_body, config.limits.max_body),
             failed: OnceLock::new(),
             tokens,
             access,

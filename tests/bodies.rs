@@ -209,6 +209,47 @@ fn bodies_in_flight_are_capped_node_wide() {
     }
 }
 
+/// Bodies that need no account (here logins) hold at most a quarter of
+/// `limits.max_inflight_body` (at least `limits.max_body`): past it they
+/// are answered 503, while a signed-in upload still finds room.
+#[test]
+fn anonymous_bodies_leave_room_for_signed_in_uploads() {
+    let node = Node::builder()
+        .env("WEIM_LIMITS_MAX_UPLOAD", "1MiB")
+        .env("WEIM_LIMITS_MAX_BODY", "256KiB")
+        .env("WEIM_LIMITS_MAX_INFLIGHT_BODY", "2MiB")
+        .start();
+    let account = node.new_account();
+    let login_head = |len: usize| {
+        format!(
+            "POST /api/v1/login HTTP/1.1\r\nHost: {TEST_HOST}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len}\r\n\r\n"
+        )
+    };
+    // Two slow logins declaring 256 KiB each: the anonymous quarter (512 KiB).
+    let holders: Vec<Http> = (0..2)
+        .map(|_| {
+            let mut http = node.http();
+            http.send_raw(format!("{}username=", login_head(256 << 10)).as_bytes());
+            http
+        })
+        .collect();
+    wait_inflight(&node, 2 * (256 << 10));
+    let mut refused = node.http();
+    refused.send_raw(login_head(16).as_bytes());
+    refused.read_response().assert_error(503);
+    // A signed-in upload of almost 1 MiB still fits the rest.
+    let (whole, _) = upload_request(&account.token, 1_000_000);
+    expect_uploaded(&send_whole(&node, &whole));
+    drop(holders);
+    wait_inflight(&node, 0);
+    // Once the logins are gone, another one is taken again.
+    let form = format!("username={}&password={PASSWORD}", account.username);
+    let mut http = node.http();
+    http.send_raw(format!("{}{form}", login_head(form.len())).as_bytes());
+    assert_eq!(http.read_response().api()["code"], CODE_OK);
+}
+
 /// An upload slower than one `limits.http_timeout` but faster than
 /// `limits.min_body_rate` completes: the body's deadline is its progress.
 #[test]

@@ -38,6 +38,7 @@ use serde_json::Value;
 use crate::access::refusal_text;
 use crate::auth::{Identity, TokenError};
 use crate::http::{Params, Request, Response};
+use crate::metrics::Refusal;
 use crate::node::Shared;
 use crate::search::SearchError;
 use crate::store::StoreError;
@@ -127,21 +128,23 @@ pub fn handle(node: &Shared, req: &Request) -> Response {
     cors(node, req, resp)
 }
 
-/// The answer to a request of an authenticated route whose `Login-Token`
-/// is refused, from its head alone: the reactor gives it before reading
-/// the body (and closes). It is the answer [`handle`] gives a well-formed
-/// request without a valid token. `None` when the route is public or the
-/// token valid.
-pub fn refused_before_body(node: &Shared, req: &Request) -> Option<Response> {
-    if req.method != "POST" {
-        return None;
-    }
-    match req.path.strip_prefix("/api/v1/").and_then(find)? {
-        Route::Public(_) => None,
-        Route::Authed(..) | Route::Upload(..) => {
-            let refused = caller(node, req).err()?;
-            Some(cors(node, req, refused))
-        }
+/// Checks a request with a body from its head alone, before the reactor
+/// reads the body: `Ok(true)` when it carries a valid `Login-Token` for
+/// an authenticated route, `Ok(false)` for any other route (its body is
+/// anonymous, see `budget`), and for an authenticated route whose token is
+/// refused the answer to give instead (the reactor closes after it) — the
+/// answer [`handle`] gives a well-formed request without a valid token.
+/// No store call: the user's status is judged from the node's cache only.
+pub fn check_before_body(node: &Shared, req: &Request) -> Result<bool, Response> {
+    let route = (req.method == "POST")
+        .then(|| req.path.strip_prefix("/api/v1/").and_then(find))
+        .flatten();
+    match route {
+        Some(Route::Authed(..) | Route::Upload(..)) => match caller_on_reactor(node, req) {
+            Ok(()) => Ok(true),
+            Err(refused) => Err(cors(node, req, refused)),
+        },
+        _ => Ok(false),
     }
 }
 
@@ -331,27 +334,43 @@ fn finish(
 /// The caller of an authenticated route, from `Login-Token`: a valid token
 /// of a session not ended, whose user exists and is not banned.
 fn caller(node: &Shared, req: &Request) -> Result<Caller, Response> {
-    let token = req.header("login-token").unwrap_or("");
-    let who = match node.tokens.verify(token) {
-        Ok(who) => who,
-        Err(e) => {
-            node.metrics.refused(e.refusal());
-            return Err(match e {
-                TokenError::Expired | TokenError::Ended => {
-                    fail_with(AUTH_FAIL, "登录状态已过期，请重新登录")
-                }
-                TokenError::Invalid | TokenError::Revoked => fail_with(AUTH_FAIL, "鉴权失败"),
-            });
-        }
-    };
+    let who = token_identity(node, req)?;
     match node.access.check(node.store.as_ref(), who.uid) {
-        Ok(Ok(())) => Ok(Caller { uid: who.uid, who }),
-        Ok(Err(refusal)) => {
-            node.metrics.refused(refusal);
-            Err(fail_with(AUTH_FAIL, refusal_text(refusal, "鉴权失败")))
-        }
+        Ok(verdict) => verdict
+            .map(|()| Caller { uid: who.uid, who })
+            .map_err(|refusal| user_refused(node, refusal)),
         Err(e) => Err(store_error(e)),
     }
+}
+
+/// [`caller`] without a store call, for a reactor: the token, and the
+/// user's cached status if there is one (a worker checks it again).
+fn caller_on_reactor(node: &Shared, req: &Request) -> Result<(), Response> {
+    let who = token_identity(node, req)?;
+    match node.access.cached(who.uid) {
+        Some(Err(refusal)) => Err(user_refused(node, refusal)),
+        _ => Ok(()),
+    }
+}
+
+/// Whom the request's `Login-Token` names (signature, expiry, session).
+fn token_identity(node: &Shared, req: &Request) -> Result<Identity, Response> {
+    let token = req.header("login-token").unwrap_or("");
+    node.tokens.verify(token).map_err(|e| {
+        node.metrics.refused(e.refusal());
+        match e {
+            TokenError::Expired | TokenError::Ended => {
+                fail_with(AUTH_FAIL, "登录状态已过期，请重新登录")
+            }
+            TokenError::Invalid | TokenError::Revoked => fail_with(AUTH_FAIL, "鉴权失败"),
+        }
+    })
+}
+
+/// The answer to a valid token of a user who may not sign in.
+fn user_refused(node: &Shared, refusal: Refusal) -> Response {
+    node.metrics.refused(refusal);
+    fail_with(AUTH_FAIL, refusal_text(refusal, "鉴权失败"))
 }
 
 /// Queues a webhook event (after the change it reports was stored), when

@@ -54,12 +54,15 @@ impl Reactor {
             self.on_request(key, req, None);
             return true;
         }
-        if let Some(refused) = api::refused_before_body(&self.shared, &req) {
-            self.stats().rejected(Rejection::UnauthenticatedBody);
-            self.refuse(key, refused, CloseReason::HttpError);
-            return false;
-        }
-        let Some(budget) = self.shared.bodies.reserve(req.content_length) else {
+        let signed_in = match api::check_before_body(&self.shared, &req) {
+            Ok(signed_in) => signed_in,
+            Err(refused) => {
+                self.stats().rejected(Rejection::UnauthenticatedBody);
+                self.refuse(key, refused, CloseReason::HttpError);
+                return false;
+            }
+        };
+        let Some(budget) = self.shared.bodies.reserve(req.content_length, !signed_in) else {
             self.stats().rejected(Rejection::InflightCap);
             self.refuse(key, Response::error(503), CloseReason::HttpError);
             return false;
