@@ -257,20 +257,6 @@ fn get_whole(addr: SocketAddr, path: &str) -> (u16, String, Vec<u8>) {
     (status, head, all[end + 4..].to_vec())
 }
 
-/// Deterministic incompressible bytes.
-fn file_bytes(size: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut out = Vec::with_capacity(size + 8);
-    while out.len() < size {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(size);
-    out
-}
-
 const UPLOAD: &str = "/api/v1/im/chat/upload";
 
 /// A 19 MiB upload through nginx to a two-node cluster whose nodes share

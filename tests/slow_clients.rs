@@ -475,20 +475,6 @@ const FILE_SIZE: usize = 20 << 20;
 /// The node's RSS may not grow by this much while serving the file.
 const MAX_RSS_GROWTH: u64 = 8 << 20;
 
-/// `size` incompressible bytes (xorshift64).
-fn file_bytes(size: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut out = Vec::with_capacity(size);
-    while out.len() < size {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(size);
-    out
-}
-
 /// Uploads the file (type 6) through a node on `data_dir`, then stops it:
 /// the file's URL and bytes. The node that serves it starts afresh, so the
 /// upload's buffers are not in its memory.

@@ -813,6 +813,21 @@ fn base36(mut n: u64, width: usize) -> String {
     String::from_utf8(out[out.len() - width..].to_vec()).unwrap()
 }
 
+/// `size` deterministic, incompressible bytes (xorshift64): file contents
+/// that no layer can shrink.
+pub fn file_bytes(size: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut out = Vec::with_capacity(size + 8);
+    while out.len() < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(size);
+    out
+}
+
 /// A number unlikely to come up again in this or any other test process, in
 /// this run or a later one: the clock, the process id and a counter, mixed
 /// (splitmix64's finaliser) so that every bit depends on all three and any
