@@ -91,19 +91,6 @@ fn send_user(node: &Node, from: &Account, to: &Account, body: &str) -> Value {
     )
 }
 
-fn socket_send(ws: &mut Ws, ope: i64, to: i64, body: &str, cid: &str) {
-    ws.send_json(&json!({"Cmd": 20, "Ope": ope, "ToId": to, "Type": 0, "Body": body, "Cid": cid}));
-}
-
-/// A socket signed in and done catching up (Cmd 30 answered after any
-/// pending message).
-fn caught_up(node: &Node, who: &Account) -> Ws {
-    let mut ws = node.ws_signed_in(&who.token);
-    ws.send_json(&json!({"Cmd": 30}));
-    recv_cmd(&mut ws, 31);
-    ws
-}
-
 fn friend_messages_reach_every_device(store: Store) {
     let node = Node::start_on(store);
     let (alice, bob) = (node.new_account(), node.new_account());

@@ -22,18 +22,6 @@ const INTERNAL_ERROR: &str = "服务器内部错误";
 const COMMITTER_PANICS: &str = r#"weim_thread_panics_total{thread="committer"}"#;
 const BATCHES: &str = "weim_commit_batches_total";
 
-fn socket_send(ws: &mut Ws, ope: i64, to: i64, body: &str, cid: &str) {
-    ws.send_json(&json!({"Cmd": 20, "Ope": ope, "ToId": to, "Type": 0, "Body": body, "Cid": cid}));
-}
-
-/// A socket signed in and done catching up.
-fn caught_up(node: &Node, who: &Account) -> Ws {
-    let mut ws = node.ws_signed_in(&who.token);
-    ws.send_json(&json!({"Cmd": 30}));
-    recv_cmd(&mut ws, 31);
-    ws
-}
-
 /// The next `n` answers to sends (Cmd 21 or Cmd 2), skipping other frames.
 #[track_caller]
 fn answers(ws: &mut Ws, n: usize) -> Vec<Value> {

@@ -813,6 +813,20 @@ fn base36(mut n: u64, width: usize) -> String {
     String::from_utf8(out[out.len() - width..].to_vec()).unwrap()
 }
 
+/// Sends a chat message over the socket (Cmd 20, text).
+pub fn socket_send(ws: &mut Ws, ope: i64, to: i64, body: &str, cid: &str) {
+    ws.send_json(&json!({"Cmd": 20, "Ope": ope, "ToId": to, "Type": 0, "Body": body, "Cid": cid}));
+}
+
+/// A socket signed in and done catching up (Cmd 30 answered after any
+/// pending message).
+pub fn caught_up(node: &Node, who: &Account) -> Ws {
+    let mut ws = node.ws_signed_in(&who.token);
+    ws.send_json(&json!({"Cmd": 30}));
+    recv_cmd(&mut ws, 31);
+    ws
+}
+
 /// `size` deterministic, incompressible bytes (xorshift64): file contents
 /// that no layer can shrink.
 pub fn file_bytes(size: usize) -> Vec<u8> {
